@@ -1,0 +1,37 @@
+# Two commands on a fresh clone: `make demo` and `make test`. Each builds .venv by itself.
+# PYTHON=3.12 (or a path) picks the interpreter; VENV picks the environment directory.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.naq-installed
+
+.PHONY: demo test lint typecheck check bench clean
+
+$(STAMP): pyproject.toml scripts/find-python
+	@python=$$(scripts/find-python) || exit 1; \
+	if [ ! -x "$(PY)" ] || ! "$(PY)" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)'; then \
+		echo "creating $(VENV) with $$python"; rm -rf "$(VENV)"; "$$python" -m venv "$(VENV)" || exit 1; \
+	fi
+	@echo "installing naq and its dev tools into $(VENV)"
+	@$(PY) -m pip install --quiet -e ".[dev]" > $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/demo.py
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+check: lint typecheck test
+
+bench: $(STAMP)
+	$(PY) bench/throughput.py --runs 3
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

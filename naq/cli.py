@@ -1,0 +1,226 @@
+"""Command line: ``naq`` (worker, server, purge, workers) and ``naq-supervise``.
+
+Every supervisor flag is generated from a ``Settings`` field and has the
+environment twin ``NAQ_<FIELD>``, so a container is configured by environment alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from naq.connection import Client, connect, new_event_loop
+from naq.errors import NaqError
+from naq.executors.registry import available_executors, load_executor
+from naq.queue import purge_queue
+from naq.server import EmbeddedServer, binary_version, default_store_dir, port_in_use
+from naq.settings import DEFAULT_NATS_URL, Settings, env_name
+from naq.supervisor import Supervisor
+from naq.supervisor.heartbeat import list_workers
+
+log = logging.getLogger("naq")
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_CONFIG = 2
+EXIT_CONNECTION = 3
+SHORT = {"concurrency": "-c", "executor": "-e", "nats_url": "-u", "namespace": "-n"}
+_TYPES: dict[str, Any] = {"int": int, "float": float}
+
+
+def settings_options(*names: str) -> Callable[[F], F]:
+    """Click options for ``names``, each with help, default and its ``NAQ_*`` twin."""
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+
+    def decorate(func: F) -> F:
+        for name in reversed(names):
+            f = fields[name]
+            flags = [f"--{name.replace('_', '-')}"] + ([SHORT[name]] if name in SHORT else [])
+            help_text = f.metadata.get("help", "")
+            if name == "executor":
+                help_text += f" ({', '.join(available_executors())})"
+            if f.default is not None:
+                help_text += f"  [default: {f.default}]"
+            func = click.option(
+                *flags,
+                name,
+                type=_TYPES.get(str(f.type), str),
+                default=None,
+                envvar=env_name(name),
+                show_envvar=True,
+                help=help_text,
+            )(func)
+        return func
+
+    return decorate
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _settings(params: dict[str, Any]) -> Settings:
+    try:
+        return Settings.from_env(**params)
+    except NaqError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+SUPERVISOR_FIELDS = (
+    "nats_url", "namespace", "executor", "concurrency", "job_serializer", "log_level",
+    "ack_wait", "max_ack_pending", "pull_expires", "heartbeat_interval", "shutdown_grace",
+    "result_ttl", "duplicate_window", "replicas", "store_dir", "default_queue",
+)
+
+
+def run_supervisor(settings: Settings, queues: list[str]) -> int:
+    """Run a supervisor until it is told to stop; returns the process exit code."""
+    _configure_logging(settings)
+    try:
+        executor_cls = load_executor(settings.executor)
+    except NaqError as exc:
+        click.echo(f"naq-supervise: {exc}", err=True)
+        return EXIT_CONFIG
+    server: EmbeddedServer | None = None
+    if settings.nats_url is None and not port_in_use(4222):
+        server = EmbeddedServer(4222, settings.store_dir or default_store_dir()).start()
+        log.info("no NATS server on %s: started an embedded nats-server (store %s)",
+                 DEFAULT_NATS_URL, server.store_dir)
+        settings = settings.replace(nats_url=server.url)
+
+    async def main() -> int:
+        supervisor = Supervisor(settings, executor_cls(settings.concurrency, settings), queues)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, supervisor.request_stop)
+        return await supervisor.run()
+
+    try:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            code = runner.run(main())
+    except NaqError as exc:
+        log.error("%s", exc)
+        code = EXIT_CONNECTION
+    finally:
+        if server is not None:
+            server.stop()
+    if threading.active_count() > 1:
+        # Threads of jobs cut short cannot be stopped; do not wait for them to end.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+@click.command(name="naq-supervise", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("queues", nargs=-1)
+@settings_options(*SUPERVISOR_FIELDS)
+def supervise_main(queues: tuple[str, ...], **params: Any) -> None:
+    """Run jobs from QUEUES (default: the default queue) with an executor."""
+    settings = _settings(params)
+    sys.exit(run_supervisor(settings, list(queues) or [settings.default_queue]))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="naq")
+def main() -> None:
+    """naq: a job queue for Python on NATS JetStream."""
+
+
+@main.command()
+@click.argument("queues", nargs=-1)
+@settings_options(*SUPERVISOR_FIELDS)
+def worker(queues: tuple[str, ...], **params: Any) -> None:
+    """Run a worker (a supervisor) on QUEUES; the same as naq-supervise."""
+    settings = _settings(params)
+    sys.exit(run_supervisor(settings, list(queues) or [settings.default_queue]))
+
+
+@main.command()
+@click.option("--port", "-p", type=int, default=4222, show_default=True, envvar="NAQ_SERVER_PORT")
+@click.option("--store-dir", type=click.Path(), default=None, envvar="NAQ_STORE_DIR",
+              help="JetStream store dir  [default: per-user data dir]")
+def server(port: int, store_dir: str | None) -> None:
+    """Run the embedded nats-server with JetStream on 127.0.0.1 until interrupted."""
+    srv = EmbeddedServer(port, store_dir)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    srv.start()
+    click.echo(f"nats-server {binary_version()} on {srv.url} (store {srv.store_dir}); Ctrl-C stops it")
+    try:
+        while not stop.wait(0.5):
+            if srv.process is None or srv.process.poll() is not None:
+                click.echo("nats-server exited", err=True)
+                sys.exit(1)
+    finally:
+        srv.stop()
+
+
+@main.command()
+@click.argument("queues", nargs=-1, required=True)
+@settings_options("nats_url", "namespace")
+def purge(queues: tuple[str, ...], **params: Any) -> None:
+    """Remove every waiting job from QUEUES."""
+    settings = _settings(params)
+
+    async def run() -> None:
+        for queue in queues:
+            removed = await purge_queue(queue, settings.nats_url)
+            click.echo(f"{queue}: {removed} jobs removed")
+
+    _run(run())
+
+
+@main.command(name="workers")
+@settings_options("nats_url", "namespace")
+@click.option("--json", "as_json", is_flag=True, help="one JSON record per line")
+def workers_cmd(as_json: bool, **params: Any) -> None:
+    """List live workers from their heartbeats."""
+    settings = _settings(params)
+
+    async def run() -> None:
+        client = Client(await connect(settings), settings)
+        try:
+            records = await list_workers(client, await client.layout(settings.namespace))
+        finally:
+            await client.close()
+        for rec in records:
+            if as_json:
+                click.echo(json.dumps(rec))
+            else:
+                click.echo(
+                    f"{rec['id']}  {rec['executor']} {rec['busy']}/{rec['slots']} busy  "
+                    f"queues={','.join(rec['queues'])}  processed={rec['processed']} "
+                    f"failed={rec['failed']}  rss={rec['rss'] // 1024**2}MiB"
+                )
+        if not records:
+            click.echo("no live workers")
+
+    _run(run())
+
+
+main.add_command(workers_cmd, name="list-workers")  # the original naq's name
+
+
+def _run(coro: Any) -> None:
+    try:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(coro)
+    except NaqError as exc:
+        click.echo(f"naq: {exc}", err=True)
+        sys.exit(EXIT_CONNECTION)

@@ -1,0 +1,65 @@
+"""The exceptions naq raises.
+
+Every error naq raises on purpose derives from :class:`NaqError`, so callers can catch
+naq's failures without catching their own. The names the original naq exported
+(``JobExecutionError``, ``JobNotFoundError``, ...) are kept so its users' code runs.
+"""
+
+from __future__ import annotations
+
+
+class NaqError(Exception):
+    """Base class of every error naq raises on purpose."""
+
+
+class ConfigurationError(NaqError, ValueError):
+    """A setting, a job option or a name is invalid; the message says which and why."""
+
+
+class NaqConnectionError(NaqError, ConnectionError):
+    """NATS could not be reached, or the server it reached cannot serve naq."""
+
+
+class ServerVersionError(NaqConnectionError):
+    """The NATS server is older than naq needs (message schedules came in 2.12)."""
+
+
+class SerializationError(NaqError):
+    """A job's arguments or a result could not be encoded or decoded."""
+
+
+class PayloadTooLarge(SerializationError):
+    """An encoded job is bigger than the server's ``max_payload``."""
+
+
+class PublishError(NaqError):
+    """JetStream refused or never acknowledged a publish, after retries."""
+
+
+class JobExecutionError(NaqError):
+    """A job ran and failed. Kept under the original naq's name."""
+
+
+class JobFailed(JobExecutionError):
+    """The job failed for good; ``remote_traceback`` is the traceback from the worker."""
+
+    def __init__(self, job_id: str, error: str, remote_traceback: str | None) -> None:
+        self.job_id = job_id
+        self.error = error
+        self.remote_traceback = remote_traceback
+        message = f"job {job_id} failed: {error}"
+        if remote_traceback:
+            message += f"\n\nRemote traceback:\n{remote_traceback}"
+        super().__init__(message)
+
+
+class JobNotFound(NaqError, LookupError):
+    """No result is stored for this job id: unknown, not finished yet, or expired."""
+
+
+JobNotFoundError = JobNotFound
+"""The original naq's name for :class:`JobNotFound`."""
+
+
+class ResultTimeout(NaqError, TimeoutError):
+    """``fetch_job_result(..., timeout=)`` waited the whole timeout and no result came."""

@@ -1,0 +1,94 @@
+"""The executor contract: what a plugin implements.
+
+Executors never see a NATS message. They get a plain :class:`Call` (job id, function
+reference, serializer name, payload bytes, timeout) and return a plain
+:class:`Outcome`, so retry policy, acks and results live once, in the supervisor,
+whatever runs the job: a coroutine on the loop, a thread, a child process or a
+subinterpreter. ``Call`` and ``Outcome`` are plain, picklable values because they
+cross process and interpreter boundaries.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+if TYPE_CHECKING:
+    from naq.settings import Settings
+
+Status = Literal["ok", "error", "retry", "timeout", "cancelled", "crashed", "rejected"]
+"""``rejected``: the job cannot run at all (undecodable payload, function not
+importable); it is dead-lettered, never retried."""
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    job_id: str
+    function: str
+    """``module:qualname``, for logs and for resolving json jobs."""
+    serializer: str
+    payload: bytes
+    """Serialized function and arguments; decoded only where the job runs."""
+    timeout: float | None = None
+    is_async: bool = False
+    attempt: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    job_id: str
+    status: Status
+    result: bytes | None = None
+    """The serialized return value (``ok`` only)."""
+    error: str | None = None
+    """One line: ``ValueError: bad input``."""
+    traceback: str | None = None
+    retry_in: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SlotInfo:
+    index: int
+    pid: int
+    rss: int
+    job_id: str | None
+    jobs_done: int
+
+
+class Executor(abc.ABC):
+    """Runs calls, at most ``concurrency`` at once.
+
+    ``run`` must mark its slot busy before its first ``await`` so ``free_slots`` is
+    exact when the supervisor sizes its next fetch.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, concurrency: int, settings: Settings) -> None:
+        self.concurrency = concurrency
+        self.settings = settings
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    def free_slots(self) -> int:
+        """Slots that can start a job now: the supervisor fetches at most this many."""
+
+    @abc.abstractmethod
+    async def run(self, call: Call) -> Outcome:
+        """Run one call. Job errors come back as an Outcome and are never raised."""
+
+    @abc.abstractmethod
+    async def cancel(self, job_id: str) -> bool:
+        """Stop a running job; its ``run`` returns a ``cancelled`` Outcome. False if unknown."""
+
+    @abc.abstractmethod
+    async def shutdown(self, grace: float) -> None:
+        """Let running jobs finish for ``grace`` seconds, then cancel what remains."""
+
+    def slots(self) -> Sequence[SlotInfo]:
+        """Per-slot pid, rss and job, for heartbeats; in-process executors have none."""
+        return ()

@@ -1,0 +1,84 @@
+"""Turning a :class:`Call` into an :class:`Outcome`: shared by every executor.
+
+Decoding happens here, where the job runs, never in the supervisor: for the process
+and interpreter executors the parent only ever holds the payload's bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import traceback
+from typing import Any
+
+from naq.errors import SerializationError
+from naq.executors.base import Call, Outcome
+from naq.serializers import FuncArgs, get_serializer
+
+
+class Rejected(Exception):
+    """The call cannot run at all; the message says why."""
+
+
+def load(call: Call) -> FuncArgs:
+    try:
+        return get_serializer(call.serializer).loads_call(call.function, call.payload)
+    except (SerializationError, LookupError) as exc:
+        raise Rejected(str(exc)) from exc
+    except Exception as exc:  # unpickling runs arbitrary code: anything can come out
+        raise Rejected(f"cannot decode the call to {call.function}: {type(exc).__name__}: {exc}")
+
+
+def succeeded(call: Call, value: Any) -> Outcome:
+    try:
+        data = get_serializer(call.serializer).dumps_result(value)
+    except SerializationError as exc:
+        return Outcome(call.job_id, "error", error=f"SerializationError: {exc}")
+    return Outcome(call.job_id, "ok", result=data)
+
+
+def raised(call: Call, exc: BaseException) -> Outcome:
+    return Outcome(
+        call.job_id,
+        "error",
+        error=f"{type(exc).__name__}: {exc}",
+        traceback="".join(traceback.format_exception(exc)),
+    )
+
+
+def rejected(call: Call, exc: Rejected) -> Outcome:
+    return Outcome(call.job_id, "rejected", error=str(exc))
+
+
+def timed_out(call: Call) -> Outcome:
+    return Outcome(call.job_id, "timeout", error=f"TimeoutError: job exceeded {call.timeout}s")
+
+
+def cancelled(call: Call, why: str = "cancelled") -> Outcome:
+    return Outcome(call.job_id, "cancelled", error=why)
+
+
+_local = threading.local()
+
+
+def _thread_runner() -> asyncio.Runner:
+    """A per-thread event loop, for coroutine jobs run outside the supervisor's loop."""
+    runner: asyncio.Runner | None = getattr(_local, "runner", None)
+    if runner is None:
+        runner = _local.runner = asyncio.Runner()
+    return runner
+
+
+def run_blocking(call: Call) -> Outcome:
+    """Decode, run and encode in the calling thread (a pool thread or a child process)."""
+    try:
+        func, args, kwargs = load(call)
+    except Rejected as exc:
+        return rejected(call, exc)
+    try:
+        value = func(*args, **kwargs)
+        if asyncio.iscoroutine(value):
+            value = _thread_runner().run(value)
+    except Exception as exc:
+        return raised(call, exc)
+    return succeeded(call, value)

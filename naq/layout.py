@@ -1,0 +1,173 @@
+"""Every stream, subject, consumer and bucket name, and their idempotent declaration.
+
+All names derive from the namespace, so two namespaces on one server never share
+anything. Nothing else in naq spells a subject or a bucket name.
+
+| thing        | name                       |
+| ------------ | -------------------------- |
+| job stream   | ``NAQ_{NS}``               |
+| ready jobs   | ``{ns}.jobs.{queue}``      |
+| delayed jobs | ``{ns}.sched.{job_id}``    |
+| failed jobs  | ``NAQ_{NS}_FAILED``, ``{ns}.failed.{queue}`` |
+| results      | KV ``{ns}_results``        |
+| workers      | KV ``{ns}_workers``        |
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+
+from naq.settings import Settings, validate_name
+
+log = logging.getLogger(__name__)
+
+FAILED_MAX_AGE = 14 * 24 * 3600.0
+FAILED_MAX_BYTES = 1024**3
+KV_HISTORY = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """The names of one namespace's resources."""
+
+    namespace: str
+
+    def __post_init__(self) -> None:
+        validate_name("namespace", self.namespace)
+
+    @property
+    def stream(self) -> str:
+        return f"NAQ_{self.namespace.upper()}"
+
+    @property
+    def failed_stream(self) -> str:
+        return f"{self.stream}_FAILED"
+
+    @property
+    def results_bucket(self) -> str:
+        return f"{self.namespace}_results"
+
+    @property
+    def workers_bucket(self) -> str:
+        return f"{self.namespace}_workers"
+
+    def job_subject(self, queue: str) -> str:
+        return f"{self.namespace}.jobs.{validate_name('queue', queue)}"
+
+    def failed_subject(self, queue: str) -> str:
+        return f"{self.namespace}.failed.{queue}"
+
+    def consumer(self, queue: str) -> str:
+        """Durable pull consumer shared by every supervisor of ``queue``."""
+        return validate_name("queue", queue)
+
+    def kv_subject(self, bucket: str, key: str) -> str:
+        return f"$KV.{bucket}.{key}"
+
+    def pull_subject(self, queue: str) -> str:
+        return f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.consumer(queue)}"
+
+
+async def declare(js: JetStreamContext, layout: Layout, settings: Settings) -> None:
+    """Create the namespace's streams and buckets if missing; harmless when they exist."""
+    await _ensure_stream(
+        js,
+        StreamConfig(
+            name=layout.stream,
+            subjects=[f"{layout.namespace}.jobs.*", f"{layout.namespace}.sched.*"],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            num_replicas=settings.replicas,
+            duplicate_window=settings.duplicate_window,
+            allow_msg_ttl=True,
+            allow_msg_schedules=True,
+        ),
+    )
+    await _ensure_stream(
+        js,
+        StreamConfig(
+            name=layout.failed_stream,
+            subjects=[f"{layout.namespace}.failed.*"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            num_replicas=settings.replicas,
+            max_age=FAILED_MAX_AGE,
+            max_bytes=FAILED_MAX_BYTES,
+            discard=DiscardPolicy.OLD,
+        ),
+    )
+    for bucket in (layout.results_bucket, layout.workers_bucket):
+        await _ensure_stream(js, _kv_config(bucket, settings))
+
+
+def _kv_config(bucket: str, settings: Settings) -> StreamConfig:
+    """A KV bucket as its backing stream, so keys can carry their own TTL (``Nats-TTL``).
+
+    nats-py's ``create_key_value`` cannot set per-key TTLs on ``put``; naq publishes
+    to ``$KV.{bucket}.{key}`` with a ``Nats-TTL`` header instead, which needs
+    ``allow_msg_ttl`` on the stream.
+    """
+    return StreamConfig(
+        name=f"KV_{bucket}",
+        subjects=[f"$KV.{bucket}.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        num_replicas=settings.replicas,
+        max_msgs_per_subject=KV_HISTORY,
+        discard=DiscardPolicy.NEW,
+        allow_rollup_hdrs=True,
+        deny_delete=True,
+        allow_direct=True,
+        allow_msg_ttl=True,
+        duplicate_window=min(settings.duplicate_window, 120.0),
+    )
+
+
+async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    assert config.name is not None
+    try:
+        await js.stream_info(config.name)
+    except NotFoundError:
+        log.debug("creating stream %s", config.name)
+        await js.add_stream(config)
+
+
+async def ensure_consumer(
+    js: JetStreamContext, layout: Layout, queue: str, settings: Settings
+) -> None:
+    """The queue's durable pull consumer; an existing one is used as it is.
+
+    JetStream rejects a second consumer whose filter overlaps on a work-queue stream,
+    so every supervisor of a queue shares this one.
+    """
+    name = layout.consumer(queue)
+    try:
+        await js.consumer_info(layout.stream, name)
+        return
+    except NotFoundError:
+        pass
+    await js.add_consumer(
+        layout.stream,
+        ConsumerConfig(
+            durable_name=name,
+            filter_subject=layout.job_subject(queue),
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=settings.ack_wait,
+            max_ack_pending=settings.max_ack_pending,
+            max_deliver=-1,
+        ),
+    )

@@ -1,0 +1,170 @@
+"""Pipelined JetStream publishing where every publish is checked.
+
+Why not nats-py's ``publish_async``: when the server rejects a message, its future
+never resolves (nats.py#985), so a rejected job would hang the producer; and plain
+``js.publish`` waits one round trip per message. This publisher sends many
+messages with their own reply subjects under one wildcard inbox and matches the
+acks as they come, so a window of thousands is in flight and each one is checked.
+A message not acknowledged in time is sent again with the same ``Nats-Msg-Id``, so a
+retry can never store a job twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import ConnectionClosedError, MaxPayloadError
+
+from naq.errors import PayloadTooLarge, PublishError
+
+log = logging.getLogger(__name__)
+
+WINDOW = 2048
+"""Messages in flight at once; above ~2k the server's ack latency only grows."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    subject: str
+    payload: bytes
+    headers: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    seq: int
+    duplicate: bool
+
+
+class NoStream(PublishError):
+    """No stream listens on the subject (503 no responders)."""
+
+
+class Publisher:
+    """One per connection; safe to share between tasks on the connection's loop."""
+
+    def __init__(self, nc: NATS, timeout: float = 5.0, attempts: int = 4) -> None:
+        self._nc = nc
+        self._timeout = timeout
+        self._attempts = attempts
+        self._prefix = nc.new_inbox()
+        self._sub: Subscription | None = None
+        self._waiting: dict[str, asyncio.Future[Msg]] = {}
+        self._next = 0
+        self._lock = asyncio.Lock()
+
+    async def _ensure_sub(self) -> None:
+        if self._sub is None:
+            async with self._lock:
+                if self._sub is None:
+                    self._sub = await self._nc.subscribe(self._prefix + ".*", cb=self._on_reply)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        fut = self._waiting.pop(msg.subject[len(self._prefix) + 1 :], None)
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
+
+    async def publish(self, subject: str, payload: bytes, headers: dict[str, str] | None) -> Ack:
+        return (await self.publish_many([Outgoing(subject, payload, headers)]))[0]
+
+    async def publish_many(self, items: Sequence[Outgoing]) -> list[Ack]:
+        """Publish all ``items``; returns their acks in order or raises on the first failure."""
+        await self._ensure_sub()
+        acks: list[Ack | None] = [None] * len(items)
+        for start in range(0, len(items), WINDOW):
+            todo = list(range(start, min(start + WINDOW, len(items))))
+            for attempt in range(1, self._attempts + 1):
+                todo = await self._send_window(items, todo, acks, last=attempt == self._attempts)
+                if not todo:
+                    break
+                log.warning("retrying %d unacknowledged publishes (attempt %d)", len(todo), attempt)
+        return [a for a in acks if a is not None]
+
+    async def _send_window(
+        self, items: Sequence[Outgoing], todo: list[int], acks: list[Ack | None], last: bool
+    ) -> list[int]:
+        loop = asyncio.get_running_loop()
+        futures: dict[int, asyncio.Future[Msg]] = {}
+        tokens: list[str] = []
+        try:
+            for i in todo:
+                item = items[i]
+                token = str(self._next)
+                self._next += 1
+                fut: asyncio.Future[Msg] = loop.create_future()
+                self._waiting[token] = fut
+                tokens.append(token)
+                futures[i] = fut
+                await self._nc.publish(
+                    item.subject, item.payload, reply=f"{self._prefix}.{token}", headers=item.headers
+                )
+        except MaxPayloadError:
+            self._forget(tokens)
+            raise PayloadTooLarge(
+                f"message of {len(items[i].payload)} bytes exceeds the server's max_payload "
+                f"of {self._nc.max_payload} bytes"
+            ) from None
+        except ConnectionClosedError as exc:
+            self._forget(tokens)
+            raise PublishError(f"connection closed while publishing: {exc}") from exc
+        if futures:
+            await asyncio.wait(futures.values(), timeout=self._timeout)
+        retry: list[int] = []
+        for i, fut in futures.items():
+            if not fut.done():
+                fut.cancel()
+                retry.append(i)
+                continue
+            ack = _parse_ack(fut.result(), items[i].subject)
+            if isinstance(ack, NoStream) and not last:
+                retry.append(i)
+            elif isinstance(ack, Exception):
+                self._forget(tokens)
+                raise ack
+            else:
+                acks[i] = ack
+        self._forget(tokens)
+        if retry and last:
+            raise PublishError(
+                f"{len(retry)} publishes to {items[retry[0]].subject} were not acknowledged "
+                f"after {self._attempts} attempts"
+            )
+        return retry
+
+    def _forget(self, tokens: list[str]) -> None:
+        for token in tokens:
+            self._waiting.pop(token, None)
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except Exception:
+                pass
+            self._sub = None
+        for fut in self._waiting.values():
+            fut.cancel()
+        self._waiting.clear()
+
+
+def _parse_ack(msg: Msg, subject: str) -> Ack | PublishError:
+    if msg.headers and msg.headers.get("Status") == "503":
+        return NoStream(f"no JetStream stream accepts {subject} (no responders)")
+    try:
+        data = json.loads(msg.data)
+    except ValueError:
+        return PublishError(f"unreadable publish ack for {subject}: {msg.data[:200]!r}")
+    if "error" in data:
+        err = data["error"]
+        return PublishError(
+            f"JetStream rejected a publish to {subject}: {err.get('description')} "
+            f"(code {err.get('err_code')})"
+        )
+    return Ack(seq=int(data.get("seq", 0)), duplicate=bool(data.get("duplicate", False)))

@@ -1,0 +1,316 @@
+"""The producer API: ``Queue`` and the module-level ``enqueue*`` / ``fetch_job_result*``.
+
+Names follow the first seed's README so its examples run as written. Every function
+takes ``nats_url=`` and otherwise uses ``NAQ_NATS_URL``; ``*_sync`` twins run the
+async version on naq's one sync loop thread (see ``naq.connection``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Any
+
+from naq.connection import (
+    Client,
+    acquire,
+    close_connections,
+    close_sync_connections,
+    release,
+    run_sync,
+)
+from naq.errors import ConfigurationError, PayloadTooLarge
+from naq.job import OPTION_NAMES, Job, JobOptions, new_job_id, validate_job_id
+from naq.layout import Layout
+from naq.publish import NoStream, Outgoing
+from naq.results import unpack, wait_record, wait_records
+from naq.serializers import function_ref, get_serializer
+from naq.settings import Settings, validate_name
+from naq.wire import JobMeta, encode_job
+
+__all__ = [
+    "Queue",
+    "close_connections",
+    "close_sync_connections",
+    "enqueue",
+    "enqueue_many",
+    "enqueue_many_sync",
+    "enqueue_sync",
+    "fetch_job_result",
+    "fetch_job_result_sync",
+    "fetch_job_results",
+    "fetch_job_results_sync",
+    "purge_queue",
+    "purge_queue_sync",
+]
+
+HEADER_ROOM = 512
+"""Bytes kept free under ``max_payload`` for the subject and headers."""
+
+CallSpec = tuple[Callable[..., Any], Sequence[Any]] | tuple[
+    Callable[..., Any], Sequence[Any], dict[str, Any]
+]
+
+
+class Queue:
+    """A named queue in a namespace; holds a pooled connection until :meth:`close`."""
+
+    def __init__(
+        self,
+        name: str | None = None,
+        nats_url: str | None = None,
+        *,
+        namespace: str | None = None,
+        serializer: str | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        base = settings if settings is not None else Settings.from_env()
+        self.settings = base.replace(
+            nats_url=nats_url, namespace=namespace, job_serializer=serializer
+        )
+        self.name = validate_name("queue", name or self.settings.default_queue)
+        self.layout = Layout(self.settings.namespace)
+        self._client: Client | None = None
+        self._sticky = False
+
+    def __repr__(self) -> str:
+        return f"<Queue {self.settings.namespace}.{self.name} at {self.settings.url}>"
+
+    async def _connected(self) -> Client:
+        if self._client is None:
+            self._client = await acquire(self.settings, sticky=self._sticky)
+        await self._client.layout(self.settings.namespace)
+        return self._client
+
+    def prepare(
+        self,
+        func: Callable[..., Any],
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        job_id: str | None = None,
+        max_retries: int = 0,
+        retry_delay: float | Sequence[float] = 0.0,
+        timeout: float | None = None,
+        result_ttl: int | None = None,
+    ) -> tuple[Job, Outgoing]:
+        """Validate and encode one call: the job and the message that carries it."""
+        if not callable(func):
+            raise ConfigurationError(f"cannot enqueue {func!r}: it is not callable")
+        options = JobOptions.build(
+            max_retries=max_retries, retry_delay=retry_delay, timeout=timeout, result_ttl=result_ttl
+        )
+        job_id = validate_job_id(job_id) if job_id is not None else new_job_id()
+        serializer = get_serializer(self.settings.job_serializer)
+        meta = JobMeta(
+            job_id=job_id,
+            function=function_ref(func),
+            queue=self.name,
+            serializer=serializer.name,
+            enqueue_time=time.time(),
+            options=options,
+            is_async=inspect.iscoroutinefunction(func),
+        )
+        body = encode_job(meta, serializer.dumps_call(func, tuple(args), dict(kwargs or {})))
+        job = Job(job_id, meta.function, self.name, options, meta.enqueue_time, self.layout.namespace)
+        message = Outgoing(self.layout.job_subject(self.name), body, {"Nats-Msg-Id": job_id})
+        return job, message
+
+    async def _publish(self, jobs: list[Job], messages: list[Outgoing]) -> list[Job]:
+        client = await self._connected()
+        limit = client.nc.max_payload - HEADER_ROOM
+        for job, message in zip(jobs, messages, strict=True):
+            if len(message.payload) > limit:
+                raise PayloadTooLarge(
+                    f"job {job.job_id} ({job.function}) encodes to {len(message.payload)} bytes, "
+                    f"over the server's max_payload of {client.nc.max_payload}: pass large "
+                    "data by reference (a path, a URL, an object-store key)"
+                )
+        try:
+            await client.publisher.publish_many(messages)
+        except NoStream:
+            client.forget_declared()  # the stream was deleted: declare it again, once
+            await client.layout(self.settings.namespace)
+            await client.publisher.publish_many(messages)
+        return jobs
+
+    async def enqueue(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Job:
+        """Enqueue ``func(*args, **kwargs)``; job options are taken out of ``kwargs``.
+
+        Options: ``max_retries``, ``retry_delay``, ``timeout``, ``result_ttl``,
+        ``job_id``. A function whose own keywords clash uses :meth:`enqueue_call`.
+        """
+        options = {k: kwargs.pop(k) for k in OPTION_NAMES & kwargs.keys()}
+        return await self.enqueue_call(func, args, kwargs, **options)
+
+    async def enqueue_call(
+        self,
+        func: Callable[..., Any],
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Job:
+        """Like :meth:`enqueue`, with the call's ``args``/``kwargs`` given explicitly."""
+        job, message = self.prepare(func, args, kwargs, **options)
+        return (await self._publish([job], [message]))[0]
+
+    async def enqueue_many(self, calls: Iterable[CallSpec], **options: Any) -> list[Job]:
+        """Enqueue many calls, pipelined, each publish checked; Jobs in order.
+
+        ``calls`` holds ``(func, args)`` or ``(func, args, kwargs)`` tuples; ``options``
+        (except ``job_id``) apply to every job.
+        """
+        if "job_id" in options:
+            raise ConfigurationError("enqueue_many gives each job its own id; job_id is not allowed")
+        jobs: list[Job] = []
+        messages: list[Outgoing] = []
+        for spec in calls:
+            if not isinstance(spec, tuple) or len(spec) not in (2, 3):
+                raise ConfigurationError(
+                    f"enqueue_many takes (func, args) or (func, args, kwargs) tuples, got {spec!r}"
+                )
+            job, message = self.prepare(
+                spec[0], spec[1], spec[2] if len(spec) == 3 else None, **options
+            )
+            jobs.append(job)
+            messages.append(message)
+        if not jobs:
+            return []
+        return await self._publish(jobs, messages)
+
+    async def purge(self) -> int:
+        """Remove every job waiting on this queue; returns how many were removed."""
+        client = await self._connected()
+        subject = self.layout.job_subject(self.name)
+        info = await client.js.stream_info(self.layout.stream, subjects_filter=subject)
+        waiting = (info.state.subjects or {}).get(subject, 0)
+        await client.js.purge_stream(self.layout.stream, subject=subject)
+        return int(waiting)
+
+    async def fetch_result(self, job_id: str, timeout: float | None = None) -> Any:
+        client = await self._connected()
+        record = await wait_record(client, self.layout, job_id, timeout)
+        return unpack(record, allow_pickle=self.settings.job_serializer == "pickle")
+
+    async def fetch_results(self, job_ids: Iterable[str], timeout: float) -> dict[str, Any]:
+        """Wait for many results at once; values, or the ``JobFailed`` error, by job id."""
+        client = await self._connected()
+        records = await wait_records(client, self.layout, job_ids, timeout)
+        out: dict[str, Any] = {}
+        for job_id, record in records.items():
+            try:
+                out[job_id] = unpack(record, allow_pickle=self.settings.job_serializer == "pickle")
+            except Exception as exc:
+                out[job_id] = exc
+        return out
+
+    async def close(self) -> None:
+        if self._client is not None and not self._sticky:
+            await release(self._client)
+        self._client = None
+
+    async def __aenter__(self) -> Queue:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+def _shared(queue_name: str | None = None, nats_url: str | None = None, **kw: Any) -> Queue:
+    """A Queue on the process-wide pooled connection, kept open between calls."""
+    queue = Queue(queue_name, nats_url, **kw)
+    queue._sticky = True
+    return queue
+
+
+async def enqueue(
+    func: Callable[..., Any],
+    *args: Any,
+    queue_name: str | None = None,
+    nats_url: str | None = None,
+    **kwargs: Any,
+) -> Job:
+    return await _shared(queue_name, nats_url).enqueue(func, *args, **kwargs)
+
+
+def enqueue_sync(
+    func: Callable[..., Any],
+    *args: Any,
+    queue_name: str | None = None,
+    nats_url: str | None = None,
+    **kwargs: Any,
+) -> Job:
+    return run_sync(enqueue(func, *args, queue_name=queue_name, nats_url=nats_url, **kwargs))
+
+
+async def enqueue_many(
+    calls: Iterable[CallSpec],
+    *,
+    queue_name: str | None = None,
+    nats_url: str | None = None,
+    **options: Any,
+) -> list[Job]:
+    return await _shared(queue_name, nats_url).enqueue_many(calls, **options)
+
+
+def enqueue_many_sync(
+    calls: Iterable[CallSpec],
+    *,
+    queue_name: str | None = None,
+    nats_url: str | None = None,
+    **options: Any,
+) -> list[Job]:
+    return run_sync(enqueue_many(calls, queue_name=queue_name, nats_url=nats_url, **options))
+
+
+async def purge_queue(queue_name: str | None = None, nats_url: str | None = None) -> int:
+    return await _shared(queue_name, nats_url).purge()
+
+
+def purge_queue_sync(queue_name: str | None = None, nats_url: str | None = None) -> int:
+    return run_sync(purge_queue(queue_name, nats_url))
+
+
+async def fetch_job_result(
+    job_id: str,
+    timeout: float | None = None,
+    nats_url: str | None = None,
+    namespace: str | None = None,
+) -> Any:
+    """The job's return value; raises ``JobFailed``, ``JobNotFound`` or ``ResultTimeout``."""
+    return await _shared(None, nats_url, namespace=namespace).fetch_result(job_id, timeout)
+
+
+def fetch_job_result_sync(
+    job_id: str,
+    timeout: float | None = None,
+    nats_url: str | None = None,
+    namespace: str | None = None,
+) -> Any:
+    return run_sync(fetch_job_result(job_id, timeout, nats_url, namespace))
+
+
+async def fetch_job_results(
+    job_ids: Iterable[str],
+    timeout: float,
+    nats_url: str | None = None,
+    namespace: str | None = None,
+) -> dict[str, Any]:
+    """Results of many jobs through one watch: value or ``JobFailed`` per job id."""
+    return await _shared(None, nats_url, namespace=namespace).fetch_results(job_ids, timeout)
+
+
+def fetch_job_results_sync(
+    job_ids: Iterable[str],
+    timeout: float,
+    nats_url: str | None = None,
+    namespace: str | None = None,
+) -> dict[str, Any]:
+    return run_sync(fetch_job_results(job_ids, timeout, nats_url, namespace))

@@ -1,0 +1,153 @@
+"""One frozen ``Settings`` object, built once and passed down.
+
+Why one object: the original naq read the environment at import time in a dozen
+places, so a value could differ between modules and tests could not change it. Here
+the environment is read in exactly one function, :meth:`Settings.from_env`, called
+by the CLI and by the library's entry points; everything below takes ``settings``.
+
+Every field ``foo_bar`` has the environment twin ``NAQ_FOO_BAR``, so a container can
+be configured by environment alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from naq.errors import ConfigurationError
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+ENV_PREFIX = "NAQ_"
+_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+
+Serializer = Literal["pickle", "json"]
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable that sets ``field_name``."""
+    return ENV_PREFIX + field_name.upper()
+
+
+def validate_name(kind: str, value: str) -> str:
+    """Queue and namespace names become parts of subjects, streams and buckets.
+
+    NATS forbids dots, wildcards and spaces in stream and bucket names, so only
+    letters, digits, ``_`` and ``-`` pass; anything else would fail later with an
+    obscure server error.
+    """
+    if not value or not _NAME.match(value):
+        raise ConfigurationError(
+            f"invalid {kind} name {value!r}: use letters, digits, '_' and '-' only"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything configurable in naq. Field docs are the CLI help text."""
+
+    nats_url: str | None = field(
+        default=None,
+        metadata={"help": f"NATS server URL(s), comma-separated; default {DEFAULT_NATS_URL}"},
+    )
+    namespace: str = field(
+        default="naq", metadata={"help": "prefix of every stream, subject and bucket"}
+    )
+    default_queue: str = field(default="default", metadata={"help": "queue used when none given"})
+    job_serializer: Serializer = field(
+        default="pickle", metadata={"help": "pickle (cloudpickle) or json (nothing unpickled)"}
+    )
+    log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
+    executor: str = field(
+        default="asyncio", metadata={"help": "executor: short name, entry point or module:Class"}
+    )
+    concurrency: int = field(default=10, metadata={"help": "jobs run at once"})
+    ack_wait: float = field(
+        default=60.0, metadata={"help": "seconds before an unacknowledged job is redelivered"}
+    )
+    max_ack_pending: int = field(
+        default=20_000, metadata={"help": "jobs in flight per queue across all supervisors"}
+    )
+    pull_expires: float = field(
+        default=5.0, metadata={"help": "seconds a pull request waits on an empty queue"}
+    )
+    heartbeat_interval: float = field(
+        default=5.0, metadata={"help": "seconds between worker heartbeats"}
+    )
+    shutdown_grace: float = field(
+        default=30.0, metadata={"help": "seconds running jobs get to finish on SIGTERM"}
+    )
+    result_ttl: int = field(
+        default=7 * 24 * 3600, metadata={"help": "default seconds a result is kept"}
+    )
+    duplicate_window: float = field(
+        default=600.0, metadata={"help": "seconds a job id is remembered for deduplication"}
+    )
+    replicas: int = field(default=1, metadata={"help": "stream replicas (3 in a cluster)"})
+    store_dir: str | None = field(
+        default=None, metadata={"help": "embedded server store dir (default: per-user dir)"}
+    )
+
+    def __post_init__(self) -> None:
+        validate_name("namespace", self.namespace)
+        validate_name("queue", self.default_queue)
+        if self.job_serializer not in ("pickle", "json"):
+            raise ConfigurationError(
+                f"invalid job_serializer {self.job_serializer!r}: use 'pickle' or 'json'"
+            )
+        if self.concurrency < 1:
+            raise ConfigurationError(f"concurrency must be at least 1, got {self.concurrency}")
+        for name in ("ack_wait", "pull_expires", "heartbeat_interval", "duplicate_window"):
+            if getattr(self, name) <= 0:
+                raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.shutdown_grace < 0:
+            raise ConfigurationError("shutdown_grace must not be negative")
+        if self.result_ttl < 1:
+            raise ConfigurationError("result_ttl (the default) must be at least 1 second")
+
+    @property
+    def url(self) -> str:
+        """The URL to connect to: the configured one or the local default."""
+        return self.nats_url or DEFAULT_NATS_URL
+
+    @property
+    def servers(self) -> list[str]:
+        return [u.strip() for u in self.url.split(",") if u.strip()]
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes``; ``None`` values are ignored (unset CLI flags)."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self, **changes) if changes else self
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``NAQ_*`` variables, then apply non-``None`` overrides."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(env_name(f.name))
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _convert(f, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
+    kind = str(f.type)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise ConfigurationError(
+            f"{env_name(f.name)}={raw!r} is not a valid {kind}"
+        ) from None
+    if f.name == "log_level":
+        return raw.upper()
+    return raw

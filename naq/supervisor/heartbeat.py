@@ -1,0 +1,91 @@
+"""The worker record in ``{ns}_workers``: who runs, where, how busy, how big.
+
+Written from the supervisor's own loop every ``heartbeat_interval`` with a TTL of
+three intervals, so a supervisor that dies without a word vanishes by itself and
+one whose loop is stuck stops looking alive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import psutil
+
+from naq.connection import Client
+from naq.executors.base import Executor
+from naq.layout import Layout
+
+
+@dataclass(slots=True)
+class Counters:
+    processed: int = 0
+    failed: int = 0
+    retried: int = 0
+
+
+@dataclass(slots=True)
+class Heartbeat:
+    worker_id: str
+    queues: list[str]
+    executor: str
+    slots: int
+    started_at: float = field(default_factory=time.time)
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+
+    def record(self, executor: Executor, busy: int, counters: Counters) -> dict[str, Any]:
+        me = psutil.Process(self.pid)
+        children = [asdict(s) for s in executor.slots()]
+        rss = me.memory_info().rss + sum(c["rss"] for c in children)
+        return {
+            "id": self.worker_id,
+            "host": self.host,
+            "pid": self.pid,
+            "queues": self.queues,
+            "executor": self.executor,
+            "slots": self.slots,
+            "busy": busy,
+            "processed": counters.processed,
+            "failed": counters.failed,
+            "retried": counters.retried,
+            "rss": rss,
+            "children": children,
+            "started_at": self.started_at,
+            "heartbeat_at": time.time(),
+        }
+
+
+async def beat(client: Client, layout: Layout, record: dict[str, Any], ttl: float) -> None:
+    await client.publisher.publish(
+        layout.kv_subject(layout.workers_bucket, record["id"]),
+        json.dumps(record).encode(),
+        {"Nats-TTL": f"{max(1, round(ttl))}s"},
+    )
+
+
+async def remove(client: Client, layout: Layout, worker_id: str) -> None:
+    kv = await client.js.key_value(layout.workers_bucket)
+    await kv.purge(worker_id)
+
+
+async def list_workers(client: Client, layout: Layout) -> list[dict[str, Any]]:
+    """Live worker records (expired ones are gone by TTL)."""
+    kv = await client.js.key_value(layout.workers_bucket)
+    watcher = await kv.watchall()
+    records: list[dict[str, Any]] = []
+    try:
+        async for entry in watcher:
+            if entry is None:
+                break
+            if entry.value:
+                records.append(json.loads(entry.value))
+            if entry.delta == 0:
+                break
+    finally:
+        await watcher.stop()
+    return records

@@ -1,0 +1,118 @@
+"""Pulling one queue's jobs: at most as many as can start, delivered the moment they exist.
+
+Why not nats-py's ``fetch``: with ``batch > 1`` it waits for the whole batch until
+its timeout, so a lone job on an idle queue would wait seconds to start. The
+puller instead keeps one pull request open on the server (``batch`` = free slots,
+``expires`` = ``pull_expires``) and hands every message on as it arrives. When the
+request ends (filled, expired, or lost with a restarted server) it opens the next,
+sized to the slots free then. Credits not yet delivered count as taken, so the
+supervisor never holds a job it cannot start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+log = logging.getLogger(__name__)
+
+LOST_AFTER = 2.0
+"""Seconds past ``expires`` after which a silent request is taken as lost."""
+
+
+class Puller:
+    def __init__(
+        self,
+        nc: NATS,
+        queue: str,
+        pull_subject: str,
+        expires: float,
+        free: Callable[[], int],
+        deliver: Callable[[str, Msg], None],
+        on_consumer_gone: Callable[[str], object],
+    ) -> None:
+        self.queue = queue
+        self.credits = 0
+        """Jobs asked for and not yet delivered."""
+        self._nc = nc
+        self._pull_subject = pull_subject
+        self._expires = expires
+        self._free = free
+        self._deliver = deliver
+        self._on_consumer_gone = on_consumer_gone
+        self._inbox = nc.new_inbox()
+        self._sub: Subscription | None = None
+        self._request_done = asyncio.Event()
+        self._stopping = False
+
+    async def start(self) -> None:
+        self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg)
+
+    def reset(self) -> None:
+        """Forget the open request (after a reconnect): the next one is sent at once."""
+        self.credits = 0
+        self._request_done.set()
+
+    async def run(self, slots_changed: asyncio.Event) -> None:
+        """Keep one pull request open while there is room; returns when stopped."""
+        while not self._stopping:
+            want = self._free()
+            if want <= 0:
+                slots_changed.clear()
+                await slots_changed.wait()
+                continue
+            self.credits = want
+            self._request_done.clear()
+            request = {"batch": want, "expires": int(self._expires * 1e9)}
+            try:
+                await self._nc.publish(
+                    self._pull_subject, json.dumps(request).encode(), reply=self._inbox
+                )
+            except Exception as exc:  # disconnected: wait for the reconnect to reset us
+                log.warning("pull request for queue %s failed: %s", self.queue, exc)
+                self.credits = 0
+                await asyncio.sleep(0.5)
+                continue
+            started = time.monotonic()
+            try:
+                await asyncio.wait_for(self._request_done.wait(), self._expires + LOST_AFTER)
+            except TimeoutError:
+                log.debug("pull request for %s lost after %.1fs", self.queue, time.monotonic() - started)
+                self.credits = 0
+
+    async def _on_msg(self, msg: Msg) -> None:
+        status = msg.headers.get("Status") if msg.headers else None
+        if status is None:
+            self.credits = max(0, self.credits - 1)
+            if self.credits == 0:
+                self._request_done.set()
+            self._deliver(self.queue, msg)
+            return
+        if status == "100":  # idle heartbeat
+            return
+        description = msg.headers.get("Description", "") if msg.headers else ""
+        if status == "409" and "Consumer Deleted" in description:
+            self._on_consumer_gone(self.queue)
+        elif status not in ("404", "408"):
+            log.warning("pull on queue %s ended: %s %s", self.queue, status, description)
+        self.credits = 0
+        self._request_done.set()
+
+    async def stop(self) -> None:
+        """Stop asking, and drop interest so the server delivers nothing more here."""
+        self._stopping = True
+        self._request_done.set()
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except Exception as exc:
+                log.debug("unsubscribing the puller of %s: %s", self.queue, exc)
+            self._sub = None
+        self.credits = 0

@@ -1,0 +1,89 @@
+"""Outcome -> NATS: store the result, then ack; or nak with a delay; or dead-letter.
+
+The one place where retry policy is decided. The order matters: a result is
+stored (and acknowledged by JetStream) before the job's message is acked, so a
+crash in between re-runs the job rather than losing its result.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from nats.aio.msg import Msg
+
+from naq.connection import Client
+from naq.executors.base import Outcome
+from naq.job import JobOptions
+from naq.layout import Layout
+from naq.results import store_result
+from naq.wire import JobMeta, ResultRecord
+
+log = logging.getLogger(__name__)
+
+
+class Settler:
+    def __init__(self, client: Client, layout: Layout, default_ttl: int, worker_id: str) -> None:
+        self._client = client
+        self._layout = layout
+        self._default_ttl = default_ttl
+        self._worker_id = worker_id
+
+    def _ttl(self, options: JobOptions) -> int:
+        return self._default_ttl if options.result_ttl is None else options.result_ttl
+
+    async def settle(self, msg: Msg, meta: JobMeta, outcome: Outcome, attempt: int) -> str:
+        """Act on ``outcome``; returns what was done: finished, failed, retry or requeued."""
+        if outcome.status == "ok":
+            ttl = self._ttl(meta.options)
+            if ttl != 0:
+                record = ResultRecord(
+                    meta.job_id, "finished", meta.serializer, time.time(), payload=outcome.result or b""
+                )
+                await store_result(self._client, self._layout, record, ttl)
+            await msg.ack()
+            return "finished"
+        if outcome.status == "cancelled":
+            await msg.nak()  # handed back at once, for this or another supervisor
+            return "requeued"
+        if outcome.status == "retry" or (
+            outcome.status in ("error", "timeout", "crashed")
+            and attempt <= meta.options.max_retries
+        ):
+            delay = outcome.retry_in
+            if delay is None:
+                delay = meta.options.retry_delay_for(attempt)
+            log.info("job %s attempt %d: %s; retry in %.1fs", meta.job_id, attempt, outcome.error, delay)
+            await msg.nak(delay=delay or None)
+            return "retry"
+        await self.fail(msg, meta, outcome.error or outcome.status, outcome.traceback, attempt)
+        return "failed"
+
+    async def fail(
+        self,
+        msg: Msg,
+        meta: JobMeta | None,
+        error: str,
+        traceback: str | None,
+        attempt: int,
+        queue: str | None = None,
+    ) -> None:
+        """Record a failure for good: the failed stream keeps the whole job, then ack.
+
+        ``meta`` is None for a message that is not a readable job at all; it is
+        dead-lettered as it came, with the reason.
+        """
+        queue = meta.queue if meta else (queue or "unknown")
+        headers = {
+            "Naq-Reason": error[:1000].replace("\n", " "),
+            "Naq-Attempts": str(attempt),
+            "Naq-Worker": self._worker_id,
+        }
+        if meta is not None:
+            headers["Naq-Job-Id"] = meta.job_id
+            record = ResultRecord(meta.job_id, "failed", meta.serializer, time.time(), error, traceback)
+            ttl = self._ttl(meta.options)
+            await store_result(self._client, self._layout, record, ttl or self._default_ttl)
+        await self._client.publisher.publish(self._layout.failed_subject(queue), msg.data, headers)
+        log.warning("job %s failed for good: %s", meta.job_id if meta else "(unreadable)", error)
+        await msg.ack()

@@ -1,0 +1,283 @@
+"""The supervisor: pull jobs, hand them to the executor, settle their outcomes.
+
+Data flow::
+
+    JetStream NAQ_{NS}                    supervisor process
+    ------------------                    ------------------------------------------------
+    {ns}.jobs.{queue} --pull(batch = free slots)--> Puller[queue] --Msg--> _handle()
+            ^                                                            |  decode metadata
+            |                                                            |  (bad: dead-letter)
+            |                                                            v
+            |                                                  Executor.run(Call) -> Outcome
+            |                                                            |
+            +------ ack / nak(delay) ------- Settler <------------------+
+                                               |-- results KV {ns}_results (per-key TTL)
+                                               '-- failed stream NAQ_{NS}_FAILED
+    leases:    in_progress() on every running job each ack_wait/3 (long jobs never redeliver)
+    heartbeat: workers KV {ns}_workers each heartbeat_interval, removed on clean exit
+
+The supervisor owns all NATS I/O; executors see only ``Call`` and ``Outcome``.
+Shutdown (first SIGTERM/SIGINT): stop pulling, let running jobs finish within
+``shutdown_grace``, hand back (nak) whatever was cut short, exit 0. A second
+signal cuts running jobs short at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+
+from nats.aio.msg import Msg
+
+from naq.connection import Client, connect
+from naq.executors.base import Call, Executor, Outcome
+from naq.layout import Layout, ensure_consumer
+from naq.settings import Settings
+from naq.supervisor import heartbeat
+from naq.supervisor.heartbeat import Counters, Heartbeat
+from naq.supervisor.puller import Puller
+from naq.supervisor.settle import Settler
+from naq.wire import BadMessage, JobMeta, decode_job
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Running:
+    msg: Msg
+    meta: JobMeta
+
+
+class Supervisor:
+    def __init__(
+        self, settings: Settings, executor: Executor, queues: list[str] | None = None
+    ) -> None:
+        self.settings = settings
+        self.executor = executor
+        self.queues = queues or [settings.default_queue]
+        self.layout = Layout(settings.namespace)
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.counters = Counters()
+        self.client: Client | None = None
+        self._pullers: dict[str, Puller] = {}
+        self._running: dict[str, Running] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._starting = 0
+        self._slots_changed = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._hard_stop = asyncio.Event()
+        self._stopping = False
+        self.ready = asyncio.Event()
+        """Set once the supervisor is pulling: tests and embedders wait on it."""
+
+    # -- slots -------------------------------------------------------------------------
+    def free(self) -> int:
+        """Slots not running, not about to run, and not promised to an open pull."""
+        if self._stopping:
+            return 0
+        taken = self._starting + sum(p.credits for p in self._pullers.values())
+        return self.executor.free_slots() - taken
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """First call: drain. Second call: stop at once."""
+        if self._stop.is_set():
+            log.warning("second stop request: cutting running jobs short")
+            self._hard_stop.set()
+        else:
+            log.info("stopping: no new jobs; %d running get %.0fs", len(self._running), self.settings.shutdown_grace)
+            self._stop.set()
+        self._slots_changed.set()
+
+    async def run(self) -> int:
+        nc = await connect(
+            self.settings,
+            name=f"naq-supervisor {self.worker_id}",
+            reconnected_cb=self._on_reconnected,
+            disconnected_cb=self._on_disconnected,
+        )
+        self.client = client = Client(nc, self.settings)
+        try:
+            await client.layout(self.settings.namespace)
+            for queue in self.queues:
+                await ensure_consumer(client.js, self.layout, queue, self.settings)
+            await self.executor.start()
+            settler = Settler(client, self.layout, self.settings.result_ttl, self.worker_id)
+            info = Heartbeat(self.worker_id, self.queues, self.executor.name, self.executor.concurrency)
+            for queue in self.queues:
+                puller = Puller(
+                    nc,
+                    queue,
+                    self.layout.pull_subject(queue),
+                    self.settings.pull_expires,
+                    self.free,
+                    lambda q, m: self._dispatch(q, m, settler),
+                    self._recreate_consumer,
+                )
+                await puller.start()
+                self._pullers[queue] = puller
+            background = [
+                asyncio.create_task(p.run(self._slots_changed), name=f"naq-pull-{q}")
+                for q, p in self._pullers.items()
+            ]
+            background.append(asyncio.create_task(self._keep_leases(), name="naq-leases"))
+            background.append(asyncio.create_task(self._heartbeat(info), name="naq-heartbeat"))
+            log.info(
+                "supervisor %s: queues %s, executor %s x%d, namespace %s, %s",
+                self.worker_id, ",".join(self.queues), self.executor.name,
+                self.executor.concurrency, self.settings.namespace, self.settings.url,
+            )
+            self.ready.set()
+            await self._stop.wait()
+            await self._drain()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await heartbeat.remove(client, self.layout, self.worker_id)
+            return 0
+        finally:
+            await client.close()
+
+    async def _drain(self) -> None:
+        self._stopping = True
+        for puller in self._pullers.values():
+            await puller.stop()
+        if self._tasks:
+            all_done = asyncio.gather(*self._tasks, return_exceptions=True)
+            hard = asyncio.create_task(self._hard_stop.wait())
+            await asyncio.wait(
+                [all_done, hard],
+                timeout=self.settings.shutdown_grace,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            hard.cancel()
+        # Whatever still runs is cut short; its Outcome is "cancelled" and it is nak'd.
+        await self.executor.shutdown(0.0)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        log.info(
+            "supervisor %s stopped: %d processed, %d failed",
+            self.worker_id,
+            self.counters.processed,
+            self.counters.failed,
+        )
+
+    # -- jobs --------------------------------------------------------------------------
+    def _dispatch(self, queue: str, msg: Msg, settler: Settler) -> None:
+        self._starting += 1
+        task = asyncio.create_task(self._handle(queue, msg, settler))
+        self._tasks.add(task)
+        task.add_done_callback(self._job_done)
+
+    def _job_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots_changed.set()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("settling a job failed: %r", exc, exc_info=exc)
+
+    async def _handle(self, queue: str, msg: Msg, settler: Settler) -> None:
+        started = False
+        try:
+            if self._stopping:
+                await msg.nak()
+                return
+            attempt = _attempt(msg)
+            try:
+                meta, payload = decode_job(msg.data)
+            except BadMessage as exc:
+                self.counters.failed += 1
+                await settler.fail(msg, None, str(exc), None, attempt, queue)
+                return
+            refusal = self._refuse(meta)
+            if refusal:
+                self.counters.failed += 1
+                await settler.fail(msg, meta, refusal, None, attempt)
+                return
+            call = Call(
+                meta.job_id, meta.function, meta.serializer, payload,
+                meta.options.timeout, meta.is_async, attempt,
+            )
+            self._running[meta.job_id] = Running(msg, meta)
+            self._starting -= 1
+            started = True
+            try:
+                outcome = await self.executor.run(call)
+            finally:
+                self._running.pop(meta.job_id, None)
+            await self._settle(settler, msg, meta, outcome, attempt)
+        finally:
+            if not started:
+                self._starting -= 1
+
+    async def _settle(
+        self, settler: Settler, msg: Msg, meta: JobMeta, outcome: Outcome, attempt: int
+    ) -> None:
+        if self._hard_stop.is_set() and outcome.status == "cancelled":
+            log.info("job %s cut short by shutdown: handed back", meta.job_id)
+        done = await settler.settle(msg, meta, outcome, attempt)
+        if done == "finished":
+            self.counters.processed += 1
+        elif done == "failed":
+            self.counters.failed += 1
+        elif done == "retry":
+            self.counters.retried += 1
+
+    def _refuse(self, meta: JobMeta) -> str | None:
+        if self.settings.job_serializer == "json" and meta.serializer != "json":
+            return (
+                f"job {meta.job_id} is serialized with {meta.serializer!r}; this supervisor "
+                "runs with NAQ_JOB_SERIALIZER=json and never unpickles"
+            )
+        return None
+
+    # -- background --------------------------------------------------------------------
+    async def _keep_leases(self) -> None:
+        """``in_progress()`` keeps a running job's message from being redelivered."""
+        interval = max(0.2, self.settings.ack_wait / 3)
+        while True:
+            await asyncio.sleep(interval)
+            for running in list(self._running.values()):
+                with contextlib.suppress(Exception):
+                    await running.msg.in_progress()
+
+    async def _heartbeat(self, info: Heartbeat) -> None:
+        assert self.client is not None
+        interval = self.settings.heartbeat_interval
+        while True:
+            record = info.record(self.executor, len(self._running), self.counters)
+            try:
+                await heartbeat.beat(self.client, self.layout, record, interval * 3)
+            except Exception as exc:
+                log.warning("heartbeat failed: %s", exc)
+            await asyncio.sleep(interval)
+
+    async def _on_disconnected(self) -> None:
+        log.warning("lost the NATS connection; reconnecting")
+
+    async def _on_reconnected(self) -> None:
+        log.info("reconnected to NATS")
+        for puller in self._pullers.values():
+            puller.reset()
+        self._slots_changed.set()
+
+    def _recreate_consumer(self, queue: str) -> None:
+        if self.client is None or self._stopping:
+            return
+        log.warning("consumer for queue %s was deleted; creating it again", queue)
+        task = asyncio.get_running_loop().create_task(
+            ensure_consumer(self.client.js, self.layout, queue, self.settings)
+        )
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
+def _attempt(msg: Msg) -> int:
+    try:
+        return int(msg.metadata.num_delivered)
+    except Exception:
+        return 1

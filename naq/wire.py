@@ -1,0 +1,138 @@
+"""The versioned wire format of jobs and results.
+
+A job message body is one line of JSON metadata, a newline, then the serializer's
+payload::
+
+    {"naq":1,"id":"…","fn":"tasks:count_words","q":"default","ser":"pickle","t":…,"opts":{…}}\\n<payload>
+
+Why this shape: the metadata (id, function, queue, options, enqueue time) is
+readable by anything, a CLI, a dashboard, ``nats stream view``, without unpickling,
+and the payload stays opaque bytes that only the executor decodes. JSON never
+contains a raw newline, so the first newline always ends the metadata. A result
+record in the results KV has the same shape.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from naq.job import JobOptions
+
+VERSION = 1
+_SEP = b"\n"
+
+
+class BadMessage(ValueError):
+    """A message on a jobs subject that is not a job naq can read."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobMeta:
+    job_id: str
+    function: str
+    queue: str
+    serializer: str
+    enqueue_time: float
+    options: JobOptions
+    is_async: bool
+
+
+def encode_job(meta: JobMeta, payload: bytes) -> bytes:
+    head: dict[str, Any] = {
+        "naq": VERSION,
+        "id": meta.job_id,
+        "fn": meta.function,
+        "q": meta.queue,
+        "ser": meta.serializer,
+        "t": meta.enqueue_time,
+    }
+    opts = meta.options.to_wire()
+    if opts:
+        head["opts"] = opts
+    if meta.is_async:
+        head["async"] = True
+    return json.dumps(head, separators=(",", ":")).encode() + _SEP + payload
+
+
+def _split(body: bytes) -> tuple[dict[str, Any], bytes]:
+    line, sep, payload = body.partition(_SEP)
+    if not sep:
+        raise BadMessage("not a naq message: no metadata line")
+    try:
+        head = json.loads(line)
+    except ValueError:
+        raise BadMessage("not a naq message: metadata is not JSON") from None
+    if not isinstance(head, dict) or "naq" not in head:
+        raise BadMessage("not a naq message: no format version")
+    if head["naq"] != VERSION:
+        raise BadMessage(f"unsupported naq format version {head['naq']!r} (this naq reads 1)")
+    return head, payload
+
+
+def decode_job(body: bytes) -> tuple[JobMeta, bytes]:
+    """Metadata and the still-encoded payload; raises :class:`BadMessage`."""
+    head, payload = _split(body)
+    try:
+        meta = JobMeta(
+            job_id=str(head["id"]),
+            function=str(head["fn"]),
+            queue=str(head["q"]),
+            serializer=str(head["ser"]),
+            enqueue_time=float(head["t"]),
+            options=JobOptions.from_wire(head.get("opts", {})),
+            is_async=bool(head.get("async", False)),
+        )
+    except KeyError as exc:
+        raise BadMessage(f"naq job metadata lacks {exc.args[0]!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise BadMessage(f"invalid naq job metadata: {exc}") from None
+    if not meta.function:
+        raise BadMessage("naq job metadata names no function")
+    return meta, payload
+
+
+ResultStatus = Literal["finished", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRecord:
+    job_id: str
+    status: ResultStatus
+    serializer: str
+    finished_at: float
+    error: str | None = None
+    traceback: str | None = None
+    payload: bytes = b""
+
+
+def encode_result(rec: ResultRecord) -> bytes:
+    head: dict[str, Any] = {
+        "naq": VERSION,
+        "id": rec.job_id,
+        "status": rec.status,
+        "ser": rec.serializer,
+        "t": rec.finished_at,
+    }
+    if rec.error is not None:
+        head["error"] = rec.error
+    if rec.traceback is not None:
+        head["tb"] = rec.traceback
+    return json.dumps(head, separators=(",", ":")).encode() + _SEP + rec.payload
+
+
+def decode_result(body: bytes) -> ResultRecord:
+    head, payload = _split(body)
+    try:
+        return ResultRecord(
+            job_id=str(head["id"]),
+            status=head["status"],
+            serializer=str(head["ser"]),
+            finished_at=float(head["t"]),
+            error=head.get("error"),
+            traceback=head.get("tb"),
+            payload=payload,
+        )
+    except KeyError as exc:
+        raise BadMessage(f"naq result record lacks {exc.args[0]!r}") from None
