@@ -80,9 +80,22 @@ def _settings(params: dict[str, Any]) -> Settings:
 
 
 SUPERVISOR_FIELDS = (
-    "nats_url", "namespace", "executor", "concurrency", "job_serializer", "log_level",
-    "ack_wait", "max_ack_pending", "pull_expires", "heartbeat_interval", "shutdown_grace",
-    "result_ttl", "duplicate_window", "replicas", "store_dir", "default_queue",
+    "nats_url",
+    "namespace",
+    "executor",
+    "concurrency",
+    "job_serializer",
+    "log_level",
+    "ack_wait",
+    "max_ack_pending",
+    "pull_expires",
+    "heartbeat_interval",
+    "shutdown_grace",
+    "result_ttl",
+    "duplicate_window",
+    "replicas",
+    "store_dir",
+    "default_queue",
 )
 
 
@@ -97,8 +110,11 @@ def run_supervisor(settings: Settings, queues: list[str]) -> int:
     server: EmbeddedServer | None = None
     if settings.nats_url is None and not port_in_use(4222):
         server = EmbeddedServer(4222, settings.store_dir or default_store_dir()).start()
-        log.info("no NATS server on %s: started an embedded nats-server (store %s)",
-                 DEFAULT_NATS_URL, server.store_dir)
+        log.info(
+            "no NATS server on %s: started an embedded nats-server (store %s)",
+            DEFAULT_NATS_URL,
+            server.store_dir,
+        )
         settings = settings.replace(nats_url=server.url)
 
     async def main() -> int:
@@ -152,8 +168,13 @@ def worker(queues: tuple[str, ...], **params: Any) -> None:
 
 @main.command()
 @click.option("--port", "-p", type=int, default=4222, show_default=True, envvar="NAQ_SERVER_PORT")
-@click.option("--store-dir", type=click.Path(), default=None, envvar="NAQ_STORE_DIR",
-              help="JetStream store dir  [default: per-user data dir]")
+@click.option(
+    "--store-dir",
+    type=click.Path(),
+    default=None,
+    envvar="NAQ_STORE_DIR",
+    help="JetStream store dir  [default: per-user data dir]",
+)
 def server(port: int, store_dir: str | None) -> None:
     """Run the embedded nats-server with JetStream on 127.0.0.1 until interrupted."""
     srv = EmbeddedServer(port, store_dir)
@@ -161,7 +182,9 @@ def server(port: int, store_dir: str | None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     srv.start()
-    click.echo(f"nats-server {binary_version()} on {srv.url} (store {srv.store_dir}); Ctrl-C stops it")
+    click.echo(
+        f"nats-server {binary_version()} on {srv.url} (store {srv.store_dir}); Ctrl-C stops it"
+    )
     try:
         while not stop.wait(0.5):
             if srv.process is None or srv.process.poll() is not None:

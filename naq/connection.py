@@ -16,7 +16,7 @@ import os
 import threading
 import weakref
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
@@ -28,7 +28,6 @@ from naq.publish import Publisher
 from naq.settings import Settings
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 MIN_SERVER = (2, 12)
 
@@ -39,7 +38,9 @@ def check_server_version(version: str, url: str) -> None:
     try:
         major, minor = (int(p) for p in core.split(".")[:2])
     except ValueError:
-        raise ServerVersionError(f"cannot read the version {version!r} of the server at {url}")
+        raise ServerVersionError(
+            f"cannot read the version {version!r} of the server at {url}"
+        ) from None
     if (major, minor) < MIN_SERVER:
         raise ServerVersionError(
             f"naq needs nats-server 2.12 or newer; the server at {url} is {version}"
@@ -190,7 +191,7 @@ class SyncRunner:
                 self._loop = loop
             return self._loop
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+    def run[R](self, coro: Coroutine[Any, Any, R]) -> R:
         loop = self._start()
         if self._thread is threading.current_thread():
             coro.close()
@@ -218,14 +219,14 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
         import uvloop
     except ImportError:  # pragma: no cover - platforms without uvloop
         return asyncio.new_event_loop()
-    return uvloop.new_event_loop()  # type: ignore[no-any-return]
+    return uvloop.new_event_loop()
 
 
 sync_runner = SyncRunner()
 atexit.register(sync_runner.stop)
 
 
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+def run_sync[R](coro: Coroutine[Any, Any, R]) -> R:
     return sync_runner.run(coro)
 
 
@@ -237,4 +238,3 @@ def close_sync_connections(nats_url: str | None = None) -> None:
     del nats_url
     if sync_runner._loop is not None:
         run_sync(close_connections())
-

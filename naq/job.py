@@ -83,7 +83,9 @@ class JobOptions:
         timeout: float | None = None,
         result_ttl: int | None = None,
     ) -> JobOptions:
-        delay = tuple(retry_delay) if isinstance(retry_delay, list | tuple) else retry_delay
+        delay: float | tuple[float, ...] = (
+            tuple(retry_delay) if isinstance(retry_delay, Sequence) else retry_delay
+        )
         return cls(max_retries, delay, timeout, result_ttl)
 
     def retry_delay_for(self, attempt: int) -> float:

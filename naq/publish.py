@@ -12,6 +12,7 @@ retry can never store a job twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Sequence
@@ -103,7 +104,10 @@ class Publisher:
                 tokens.append(token)
                 futures[i] = fut
                 await self._nc.publish(
-                    item.subject, item.payload, reply=f"{self._prefix}.{token}", headers=item.headers
+                    item.subject,
+                    item.payload,
+                    reply=f"{self._prefix}.{token}",
+                    headers=item.headers,
                 )
         except MaxPayloadError:
             self._forget(tokens)
@@ -144,10 +148,8 @@ class Publisher:
 
     async def close(self) -> None:
         if self._sub is not None:
-            try:
+            with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
-            except Exception:
-                pass
             self._sub = None
         for fut in self._waiting.values():
             fut.cancel()

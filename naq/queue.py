@@ -49,9 +49,10 @@ __all__ = [
 HEADER_ROOM = 512
 """Bytes kept free under ``max_payload`` for the subject and headers."""
 
-CallSpec = tuple[Callable[..., Any], Sequence[Any]] | tuple[
-    Callable[..., Any], Sequence[Any], dict[str, Any]
-]
+CallSpec = (
+    tuple[Callable[..., Any], Sequence[Any]]
+    | tuple[Callable[..., Any], Sequence[Any], dict[str, Any]]
+)
 
 
 class Queue:
@@ -114,7 +115,9 @@ class Queue:
             is_async=inspect.iscoroutinefunction(func),
         )
         body = encode_job(meta, serializer.dumps_call(func, tuple(args), dict(kwargs or {})))
-        job = Job(job_id, meta.function, self.name, options, meta.enqueue_time, self.layout.namespace)
+        job = Job(
+            job_id, meta.function, self.name, options, meta.enqueue_time, self.layout.namespace
+        )
         message = Outgoing(self.layout.job_subject(self.name), body, {"Nats-Msg-Id": job_id})
         return job, message
 
@@ -163,7 +166,9 @@ class Queue:
         (except ``job_id``) apply to every job.
         """
         if "job_id" in options:
-            raise ConfigurationError("enqueue_many gives each job its own id; job_id is not allowed")
+            raise ConfigurationError(
+                "enqueue_many gives each job its own id; job_id is not allowed"
+            )
         jobs: list[Job] = []
         messages: list[Outgoing] = []
         for spec in calls:

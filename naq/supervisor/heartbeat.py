@@ -87,5 +87,5 @@ async def list_workers(client: Client, layout: Layout) -> list[dict[str, Any]]:
             if entry.delta == 0:
                 break
     finally:
-        await watcher.stop()
+        await watcher.stop()  # type: ignore[no-untyped-call]
     return records

@@ -84,7 +84,9 @@ class Puller:
             try:
                 await asyncio.wait_for(self._request_done.wait(), self._expires + LOST_AFTER)
             except TimeoutError:
-                log.debug("pull request for %s lost after %.1fs", self.queue, time.monotonic() - started)
+                log.debug(
+                    "pull request for %s lost after %.1fs", self.queue, time.monotonic() - started
+                )
                 self.credits = 0
 
     async def _on_msg(self, msg: Msg) -> None:

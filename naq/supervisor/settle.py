@@ -38,7 +38,11 @@ class Settler:
             ttl = self._ttl(meta.options)
             if ttl != 0:
                 record = ResultRecord(
-                    meta.job_id, "finished", meta.serializer, time.time(), payload=outcome.result or b""
+                    meta.job_id,
+                    "finished",
+                    meta.serializer,
+                    time.time(),
+                    payload=outcome.result or b"",
                 )
                 await store_result(self._client, self._layout, record, ttl)
             await msg.ack()
@@ -53,7 +57,9 @@ class Settler:
             delay = outcome.retry_in
             if delay is None:
                 delay = meta.options.retry_delay_for(attempt)
-            log.info("job %s attempt %d: %s; retry in %.1fs", meta.job_id, attempt, outcome.error, delay)
+            log.info(
+                "job %s attempt %d: %s; retry in %.1fs", meta.job_id, attempt, outcome.error, delay
+            )
             await msg.nak(delay=delay or None)
             return "retry"
         await self.fail(msg, meta, outcome.error or outcome.status, outcome.traceback, attempt)
@@ -81,7 +87,9 @@ class Settler:
         }
         if meta is not None:
             headers["Naq-Job-Id"] = meta.job_id
-            record = ResultRecord(meta.job_id, "failed", meta.serializer, time.time(), error, traceback)
+            record = ResultRecord(
+                meta.job_id, "failed", meta.serializer, time.time(), error, traceback
+            )
             ttl = self._ttl(meta.options)
             await store_result(self._client, self._layout, record, ttl or self._default_ttl)
         await self._client.publisher.publish(self._layout.failed_subject(queue), msg.data, headers)

@@ -31,6 +31,7 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from nats.aio.msg import Msg
 
@@ -90,7 +91,11 @@ class Supervisor:
             log.warning("second stop request: cutting running jobs short")
             self._hard_stop.set()
         else:
-            log.info("stopping: no new jobs; %d running get %.0fs", len(self._running), self.settings.shutdown_grace)
+            log.info(
+                "stopping: no new jobs; %d running get %.0fs",
+                len(self._running),
+                self.settings.shutdown_grace,
+            )
             self._stop.set()
         self._slots_changed.set()
 
@@ -108,7 +113,9 @@ class Supervisor:
                 await ensure_consumer(client.js, self.layout, queue, self.settings)
             await self.executor.start()
             settler = Settler(client, self.layout, self.settings.result_ttl, self.worker_id)
-            info = Heartbeat(self.worker_id, self.queues, self.executor.name, self.executor.concurrency)
+            info = Heartbeat(
+                self.worker_id, self.queues, self.executor.name, self.executor.concurrency
+            )
             for queue in self.queues:
                 puller = Puller(
                     nc,
@@ -129,8 +136,12 @@ class Supervisor:
             background.append(asyncio.create_task(self._heartbeat(info), name="naq-heartbeat"))
             log.info(
                 "supervisor %s: queues %s, executor %s x%d, namespace %s, %s",
-                self.worker_id, ",".join(self.queues), self.executor.name,
-                self.executor.concurrency, self.settings.namespace, self.settings.url,
+                self.worker_id,
+                ",".join(self.queues),
+                self.executor.name,
+                self.executor.concurrency,
+                self.settings.namespace,
+                self.settings.url,
             )
             self.ready.set()
             await self._stop.wait()
@@ -151,8 +162,9 @@ class Supervisor:
         if self._tasks:
             all_done = asyncio.gather(*self._tasks, return_exceptions=True)
             hard = asyncio.create_task(self._hard_stop.wait())
+            waiters: list[asyncio.Future[Any]] = [all_done, hard]
             await asyncio.wait(
-                [all_done, hard],
+                waiters,
                 timeout=self.settings.shutdown_grace,
                 return_when=asyncio.FIRST_COMPLETED,
             )
@@ -200,8 +212,13 @@ class Supervisor:
                 await settler.fail(msg, meta, refusal, None, attempt)
                 return
             call = Call(
-                meta.job_id, meta.function, meta.serializer, payload,
-                meta.options.timeout, meta.is_async, attempt,
+                meta.job_id,
+                meta.function,
+                meta.serializer,
+                payload,
+                meta.options.timeout,
+                meta.is_async,
+                attempt,
             )
             self._running[meta.job_id] = Running(msg, meta)
             self._starting -= 1
@@ -258,7 +275,8 @@ class Supervisor:
             await asyncio.sleep(interval)
 
     async def _on_disconnected(self) -> None:
-        log.warning("lost the NATS connection; reconnecting")
+        if not self._stopping:
+            log.warning("lost the NATS connection; reconnecting")
 
     async def _on_reconnected(self) -> None:
         log.info("reconnected to NATS")

@@ -1,0 +1,147 @@
+"""Shared fixtures: a real nats-server from the wheel, and a namespace per test.
+
+One server serves the whole session; each test gets its own namespace, and since
+every stream, subject and bucket derives from the namespace, tests never see each
+other's jobs. Tests that restart or kill a server start their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from naq.executors.registry import load_executor
+from naq.queue import Queue
+from naq.server import EmbeddedServer, free_port
+from naq.settings import Settings
+from naq.supervisor import Supervisor
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+    server = EmbeddedServer(free_port(), tmp_path_factory.mktemp("jetstream"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def nats_url(nats_server: EmbeddedServer) -> str:
+    return nats_server.url
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def settings(nats_url: str, namespace: str) -> Settings:
+    return Settings(
+        nats_url=nats_url,
+        namespace=namespace,
+        heartbeat_interval=1.0,
+        shutdown_grace=5.0,
+        pull_expires=2.0,
+    )
+
+
+@pytest.fixture
+async def queue(settings: Settings) -> AsyncIterator[Queue]:
+    async with Queue(settings=settings) as q:
+        yield q
+
+
+StartSupervisor = Callable[..., Awaitable[Supervisor]]
+
+
+@pytest.fixture
+async def start_supervisor(settings: Settings) -> AsyncIterator[StartSupervisor]:
+    """Run supervisors in this loop; each is stopped (drained) at teardown."""
+    running: list[tuple[Supervisor, asyncio.Task[int]]] = []
+
+    async def start(
+        queues: list[str] | None = None,
+        executor: str = "asyncio",
+        concurrency: int = 4,
+        **overrides: Any,
+    ) -> Supervisor:
+        conf = settings.replace(executor=executor, concurrency=concurrency, **overrides)
+        sup = Supervisor(conf, load_executor(executor)(concurrency, conf), queues)
+        task = asyncio.create_task(sup.run())
+        ready = asyncio.create_task(sup.ready.wait())
+        await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            ready.cancel()
+            task.result()  # raises what stopped it
+            raise AssertionError("supervisor exited before it was ready")
+        running.append((sup, task))
+        return sup
+
+    yield start
+    for sup, task in running:
+        if not task.done():
+            sup.request_stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 15)
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for CLI subprocesses: tests importable, no inherited NAQ_* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NAQ_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[Any]:
+    """A plain nats-py connection, for looking at what naq wrote."""
+    import nats
+
+    conn = await nats.connect(nats_url)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+def start_supervisor_sync(settings: Settings) -> Callable[..., Any]:
+    """A supervisor on its own loop thread, for tests of the sync API."""
+
+    @contextlib.contextmanager
+    def run(**overrides: Any) -> Iterator[Supervisor]:
+        conf = settings.replace(**overrides)
+        sup = Supervisor(conf, load_executor(conf.executor)(conf.concurrency, conf))
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        async def main() -> int:
+            task = asyncio.create_task(sup.run())
+            waiter = asyncio.create_task(sup.ready.wait())
+            await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+            ready.set()
+            return await task
+
+        thread = threading.Thread(target=loop.run_until_complete, args=(main(),))
+        thread.start()
+        try:
+            assert ready.wait(15), "supervisor did not start"
+            assert sup.ready.is_set(), "supervisor exited before it was ready"
+            yield sup
+        finally:
+            loop.call_soon_threadsafe(sup.request_stop)
+            thread.join(15)
+            loop.close()
+
+    return run

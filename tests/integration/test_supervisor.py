@@ -1,0 +1,97 @@
+"""Supervisor behaviour against a real server: leases, retries, heartbeats, reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from naq import Queue, Settings
+from naq.layout import Layout
+from naq.server import EmbeddedServer, free_port
+from tests import jobs
+from tests.conftest import StartSupervisor
+
+
+async def test_job_longer_than_ack_wait_runs_once(
+    queue: Queue, start_supervisor: StartSupervisor, tmp_path: Path
+) -> None:
+    await start_supervisor(ack_wait=1.0)
+    marks = str(tmp_path / "runs")
+    job = await queue.enqueue(jobs.record_run, marks, 3.0)
+    assert await queue.fetch_result(job.job_id, timeout=15) == 1
+    assert Path(marks).read_text().count("run") == 1
+
+
+async def test_retries_with_delay_then_success(
+    queue: Queue, start_supervisor: StartSupervisor, tmp_path: Path
+) -> None:
+    await start_supervisor()
+    tries = str(tmp_path / "tries")
+    started = time.monotonic()
+    job = await queue.enqueue(jobs.flaky, tries, 2, max_retries=3, retry_delay=0.5)
+    assert await queue.fetch_result(job.job_id, timeout=15) == 3
+    assert time.monotonic() - started >= 1.0  # two retries, 0.5 s apart
+
+
+async def test_concurrency_limit_is_honoured(
+    queue: Queue, start_supervisor: StartSupervisor
+) -> None:
+    sup = await start_supervisor(executor="asyncio", concurrency=3)
+    peak = 0
+    created = await queue.enqueue_many([(jobs.async_sleep, (0.2,)) for _ in range(9)])
+    waiting = asyncio.create_task(queue.fetch_results([j.job_id for j in created], timeout=20))
+    while not waiting.done():
+        peak = max(peak, len(sup._running))
+        await asyncio.sleep(0.01)
+    assert len(waiting.result()) == 9
+    assert peak == 3
+
+
+async def test_heartbeat_record_and_removal(
+    settings: Settings, start_supervisor: StartSupervisor, nc: Any, namespace: str
+) -> None:
+    sup = await start_supervisor(["alpha", "beta"], executor="thread", concurrency=3)
+    kv = await nc.jetstream().key_value(Layout(namespace).workers_bucket)
+    watcher = await kv.watch(sup.worker_id)
+    entry = await watcher.updates(timeout=10)
+    while entry is None or not entry.value:
+        entry = await watcher.updates(timeout=10)
+    record = json.loads(entry.value)
+    assert record["queues"] == ["alpha", "beta"]
+    assert (record["executor"], record["slots"], record["busy"]) == ("thread", 3, 0)
+    assert record["rss"] > 0
+    assert record["pid"] > 0
+    sup.request_stop()
+    gone = await watcher.updates(timeout=10)
+    while gone is not None and gone.value:
+        gone = await watcher.updates(timeout=10)
+    await watcher.stop()
+
+
+async def test_survives_a_server_restart(tmp_path: Path, namespace: str) -> None:
+    """The server goes away mid-run and comes back: every job still completes."""
+    port = free_port()
+    server = EmbeddedServer(port, tmp_path / "js").start()
+    settings = Settings(nats_url=server.url, namespace=namespace, pull_expires=1.0)
+    from naq.executors.asyncio import AsyncioExecutor
+    from naq.supervisor import Supervisor
+
+    sup = Supervisor(settings, AsyncioExecutor(4, settings))
+    task = asyncio.create_task(sup.run())
+    try:
+        await sup.ready.wait()
+        async with Queue(settings=settings) as q:
+            before = await q.enqueue_many([(jobs.add, (i, i)) for i in range(20)])
+            assert len(await q.fetch_results([j.job_id for j in before], timeout=10)) == 20
+            server.stop()
+            server = EmbeddedServer(port, tmp_path / "js").start()
+            after = await q.enqueue_many([(jobs.add, (i, 1)) for i in range(20)])
+            results = await q.fetch_results([j.job_id for j in after], timeout=20)
+            assert sorted(results.values()) == [i + 1 for i in range(20)]
+    finally:
+        sup.request_stop()
+        await asyncio.wait_for(task, 15)
+        server.stop()

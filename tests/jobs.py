@@ -1,0 +1,76 @@
+"""Job functions the tests enqueue; importable as ``tests.jobs`` by supervisors in
+this process and in subprocesses (the repository root is on ``PYTHONPATH``)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+async def async_add(a: int, b: int) -> int:
+    await asyncio.sleep(0)
+    return a + b
+
+
+def noop() -> None:
+    return None
+
+
+def echo(*args: Any, **kwargs: Any) -> Any:
+    return [list(args), kwargs]
+
+
+def fail(message: str = "bad input") -> None:
+    raise ValueError(message)
+
+
+def sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+async def async_sleep(seconds: float) -> float:
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+def unpicklable_result() -> Any:
+    return threading.Lock()
+
+
+def not_json_result() -> Any:
+    return {1, 2, 3}
+
+
+def big_result(size: int) -> bytes:
+    return b"x" * size
+
+
+def count_words(text: str) -> int:
+    return len(text.split())
+
+
+def record_run(path: str, seconds: float = 0.0) -> int:
+    """Appends a line per execution, so a test can count how often a job really ran."""
+    with open(path, "a") as f:
+        f.write("run\n")
+    time.sleep(seconds)
+    with open(path) as f:
+        return len(f.readlines())
+
+
+def flaky(path: str, failures: int) -> int:
+    """Fails ``failures`` times, then succeeds; the attempt count lives in ``path``."""
+    with open(path, "a") as f:
+        f.write("try\n")
+    with open(path) as f:
+        tries = len(f.readlines())
+    if tries <= failures:
+        raise RuntimeError(f"failure {tries} of {failures}")
+    return tries
