@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -25,7 +25,7 @@ from naq.errors import ConfigurationError, PayloadTooLarge
 from naq.job import OPTION_NAMES, Job, JobOptions, new_job_id, validate_job_id
 from naq.layout import Layout
 from naq.publish import NoStream, Outgoing
-from naq.results import unpack, wait_record, wait_records
+from naq.results import iter_records, unpack, wait_record
 from naq.serializers import function_ref, get_serializer
 from naq.settings import Settings, validate_name
 from naq.wire import JobMeta, encode_job
@@ -200,16 +200,21 @@ class Queue:
         return unpack(record, allow_pickle=self.settings.job_serializer == "pickle")
 
     async def fetch_results(self, job_ids: Iterable[str], timeout: float) -> dict[str, Any]:
-        """Wait for many results at once; values, or the ``JobFailed`` error, by job id."""
+        """Wait for many results at once; value, or the ``JobFailed`` error, by job id."""
+        return {job_id: value async for job_id, value in self.as_completed(job_ids, timeout)}
+
+    async def as_completed(
+        self, job_ids: Iterable[str], timeout: float
+    ) -> AsyncIterator[tuple[str, Any]]:
+        """Yield ``(job_id, value)`` as results land; a failed job's value is its
+        ``JobFailed`` error. Raises ``ResultTimeout`` if not all came in ``timeout``."""
         client = await self._connected()
-        records = await wait_records(client, self.layout, job_ids, timeout)
-        out: dict[str, Any] = {}
-        for job_id, record in records.items():
+        allow_pickle = self.settings.job_serializer == "pickle"
+        async for record in iter_records(client, self.layout, job_ids, timeout):
             try:
-                out[job_id] = unpack(record, allow_pickle=self.settings.job_serializer == "pickle")
+                yield record.job_id, unpack(record, allow_pickle=allow_pickle)
             except Exception as exc:
-                out[job_id] = exc
-        return out
+                yield record.job_id, exc
 
     async def close(self) -> None:
         if self._client is not None and not self._sticky:

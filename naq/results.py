@@ -9,7 +9,7 @@ the result lands, with no polling.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from nats.js.errors import KeyNotFoundError, NotFoundError
@@ -74,21 +74,30 @@ async def wait_record(
 async def wait_records(
     client: Client, layout: Layout, job_ids: Iterable[str], timeout: float
 ) -> dict[str, ResultRecord]:
-    """Wait for the records of all ``job_ids``.
+    """Wait for the records of all ``job_ids``."""
+    return {rec.job_id: rec async for rec in iter_records(client, layout, job_ids, timeout)}
+
+
+async def iter_records(
+    client: Client, layout: Layout, job_ids: Iterable[str], timeout: float
+) -> AsyncIterator[ResultRecord]:
+    """Yield the records of ``job_ids`` as they land, within ``timeout`` seconds in all.
 
     One id watches its own key; many watch the whole bucket (one consumer instead
     of thousands), which also replays results already stored.
     """
     wanted = set(job_ids)
-    found: dict[str, ResultRecord] = {}
+    if not wanted:
+        return
+    seen: set[str] = set()
     kv = await _bucket(client, layout)
     watcher = await kv.watch(next(iter(wanted)) if len(wanted) == 1 else ">")
     deadline = time.monotonic() + timeout
     try:
-        while len(found) < len(wanted):
+        while len(seen) < len(wanted):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                missing = sorted(wanted - found.keys())
+                missing = sorted(wanted - seen)
                 raise ResultTimeout(
                     f"no result after {timeout}s for {len(missing)} of {len(wanted)} "
                     f"job(s), first {missing[0]}"
@@ -97,9 +106,9 @@ async def wait_records(
                 entry = await watcher.updates(timeout=remaining)  # type: ignore[no-untyped-call]
             except TimeoutError:
                 continue
-            if entry is None or not entry.value or entry.key not in wanted:
+            if entry is None or not entry.value or entry.key not in wanted or entry.key in seen:
                 continue
-            found[entry.key] = decode_result(entry.value)
+            seen.add(entry.key)
+            yield decode_result(entry.value)
     finally:
         await watcher.stop()  # type: ignore[no-untyped-call]
-    return found
