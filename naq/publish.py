@@ -23,7 +23,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import ConnectionClosedError, MaxPayloadError
 
-from naq.errors import PayloadTooLarge, PublishError
+from naq.errors import NaqError, PayloadTooLarge, PublishError
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,34 @@ class Publisher:
             fut.set_result(msg)
 
     async def publish(self, subject: str, payload: bytes, headers: dict[str, str] | None) -> Ack:
-        return (await self.publish_many([Outgoing(subject, payload, headers)]))[0]
+        """One message: the supervisor's path for every result, kept lean."""
+        await self._ensure_sub()
+        loop = asyncio.get_running_loop()
+        for attempt in range(1, self._attempts + 1):
+            token = str(self._next)
+            self._next += 1
+            fut: asyncio.Future[Msg] = loop.create_future()
+            self._waiting[token] = fut
+            try:
+                await self._nc.publish(
+                    subject, payload, reply=f"{self._prefix}.{token}", headers=headers
+                )
+                async with asyncio.timeout(self._timeout):
+                    reply = await fut
+            except TimeoutError:
+                continue
+            except (MaxPayloadError, ConnectionClosedError) as exc:
+                raise self._send_failed(exc, payload) from exc
+            finally:
+                self._waiting.pop(token, None)
+            ack = _parse_ack(reply, subject)
+            if isinstance(ack, Ack):
+                return ack
+            if not isinstance(ack, NoStream) or attempt == self._attempts:
+                raise ack
+        raise PublishError(
+            f"a publish to {subject} was not acknowledged after {self._attempts} attempts"
+        )
 
     async def publish_many(self, items: Sequence[Outgoing]) -> list[Ack]:
         """Publish all ``items``; returns their acks in order or raises on the first failure."""
@@ -109,15 +136,9 @@ class Publisher:
                     reply=f"{self._prefix}.{token}",
                     headers=item.headers,
                 )
-        except MaxPayloadError:
+        except (MaxPayloadError, ConnectionClosedError) as exc:
             self._forget(tokens)
-            raise PayloadTooLarge(
-                f"message of {len(items[i].payload)} bytes exceeds the server's max_payload "
-                f"of {self._nc.max_payload} bytes"
-            ) from None
-        except ConnectionClosedError as exc:
-            self._forget(tokens)
-            raise PublishError(f"connection closed while publishing: {exc}") from exc
+            raise self._send_failed(exc, items[i].payload) from exc
         if futures:
             await asyncio.wait(futures.values(), timeout=self._timeout)
         retry: list[int] = []
@@ -141,6 +162,14 @@ class Publisher:
                 f"after {self._attempts} attempts"
             )
         return retry
+
+    def _send_failed(self, exc: Exception, payload: bytes) -> NaqError:
+        if isinstance(exc, MaxPayloadError):
+            return PayloadTooLarge(
+                f"message of {len(payload)} bytes exceeds the server's max_payload "
+                f"of {self._nc.max_payload} bytes"
+            )
+        return PublishError(f"connection closed while publishing: {exc}")
 
     def _forget(self, tokens: list[str]) -> None:
         for token in tokens:

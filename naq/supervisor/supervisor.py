@@ -295,7 +295,14 @@ class Supervisor:
 
 
 def _attempt(msg: Msg) -> int:
+    """The delivery count, read straight off the ack subject.
+
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`` (v1) or
+    ``$JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>...`` (v2); nats-py's
+    ``msg.metadata`` parses the same with regexes, at several times the cost.
+    """
+    tokens = (msg.reply or "").split(".")
     try:
-        return int(msg.metadata.num_delivered)
-    except Exception:
+        return int(tokens[4] if len(tokens) == 9 else tokens[6])
+    except (IndexError, ValueError):
         return 1
