@@ -30,6 +30,12 @@ from naq.settings import Settings
 log = logging.getLogger(__name__)
 
 MIN_SERVER = (2, 12)
+INITIAL_ATTEMPTS = 2
+
+
+async def _log_error(exc: Exception) -> None:
+    """nats-py logs a traceback per failed attempt by default; one line says enough."""
+    log.warning("nats: %s", exc or type(exc).__name__)
 
 
 def check_server_version(version: str, url: str) -> None:
@@ -53,14 +59,18 @@ async def connect(settings: Settings, name: str = "naq", **options: Any) -> NATS
         nc = await nats.connect(
             servers=settings.servers,
             name=name,
-            max_reconnect_attempts=-1,
+            max_reconnect_attempts=INITIAL_ATTEMPTS,
             reconnect_time_wait=0.5,
             allow_reconnect=True,
             connect_timeout=5,
+            error_cb=_log_error,
             **options,
         )
     except Exception as exc:
         raise NaqConnectionError(f"cannot connect to NATS at {settings.url}: {exc}") from exc
+    # nats-py applies max_reconnect_attempts to the first connect too: a wrong URL must
+    # fail at once, a connection once made must never give up.
+    nc.options["max_reconnect_attempts"] = -1
     try:
         info = nc._server_info  # the server's INFO; nats-py exposes no public accessor
         check_server_version(str(info.get("version", "")), settings.url)

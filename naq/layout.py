@@ -5,10 +5,13 @@ anything. Nothing else in naq spells a subject or a bucket name.
 
 | thing        | name                       |
 | ------------ | -------------------------- |
-| job stream   | ``NAQ_{NS}``               |
+| job stream   | ``NAQ_JOBS_{ns}``          |
 | ready jobs   | ``{ns}.jobs.{queue}``      |
 | delayed jobs | ``{ns}.sched.{job_id}``    |
-| failed jobs  | ``NAQ_{NS}_FAILED``, ``{ns}.failed.{queue}`` |
+| failed jobs  | ``NAQ_FAILED_{ns}``, ``{ns}.failed.{queue}`` |
+
+Stream names keep the namespace's case and use distinct prefixes, so no two
+namespaces can map to one stream ("foo" and "FOO", or "x" and "x_FAILED").
 | results      | KV ``{ns}_results``        |
 | workers      | KV ``{ns}_workers``        |
 """
@@ -50,11 +53,11 @@ class Layout:
 
     @property
     def stream(self) -> str:
-        return f"NAQ_{self.namespace.upper()}"
+        return f"NAQ_JOBS_{self.namespace}"
 
     @property
     def failed_stream(self) -> str:
-        return f"{self.stream}_FAILED"
+        return f"NAQ_FAILED_{self.namespace}"
 
     @property
     def results_bucket(self) -> str:
@@ -68,7 +71,7 @@ class Layout:
         return f"{self.namespace}.jobs.{validate_name('queue', queue)}"
 
     def failed_subject(self, queue: str) -> str:
-        return f"{self.namespace}.failed.{queue}"
+        return f"{self.namespace}.failed.{validate_name('queue', queue)}"
 
     def consumer(self, queue: str) -> str:
         """Durable pull consumer shared by every supervisor of ``queue``."""

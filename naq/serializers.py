@@ -163,7 +163,7 @@ class JsonSerializer:
             args, kwargs = json.loads(payload)
             if not isinstance(args, list) or not isinstance(kwargs, dict):
                 raise ValueError("expected [args, kwargs]")
-        except ValueError as exc:
+        except (TypeError, ValueError) as exc:
             raise SerializationError(f"invalid json arguments for {ref}: {exc}") from exc
         return resolve_function(ref), tuple(args), kwargs
 

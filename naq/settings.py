@@ -102,10 +102,14 @@ class Settings:
         if self.concurrency < 1:
             raise ConfigurationError(f"concurrency must be at least 1, got {self.concurrency}")
         for name in ("ack_wait", "pull_expires", "heartbeat_interval", "duplicate_window"):
-            if getattr(self, name) <= 0:
+            if not getattr(self, name) > 0:  # also refuses NaN
                 raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.shutdown_grace < 0:
+        if not self.shutdown_grace >= 0:
             raise ConfigurationError("shutdown_grace must not be negative")
+        if self.replicas not in (1, 3, 5):
+            raise ConfigurationError(f"replicas must be 1, 3 or 5, got {self.replicas}")
+        if self.max_ack_pending < 1 and self.max_ack_pending != -1:
+            raise ConfigurationError("max_ack_pending must be positive, or -1 for no limit")
         if self.result_ttl < 1:
             raise ConfigurationError("result_ttl (the default) must be at least 1 second")
 

@@ -18,7 +18,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from naq.job import JobOptions
+from naq.errors import ConfigurationError
+from naq.job import JobOptions, validate_job_id
+from naq.settings import validate_name
 
 VERSION = 1
 _SEP = b"\n"
@@ -68,7 +70,7 @@ def _split(body: bytes) -> tuple[dict[str, Any], bytes]:
         raise BadMessage("not a naq message: metadata is not JSON") from None
     if not isinstance(head, dict) or "naq" not in head:
         raise BadMessage("not a naq message: no format version")
-    if head["naq"] != VERSION:
+    if type(head["naq"]) is not int or head["naq"] != VERSION:
         raise BadMessage(f"unsupported naq format version {head['naq']!r} (this naq reads 1)")
     return head, payload
 
@@ -92,6 +94,11 @@ def decode_job(body: bytes) -> tuple[JobMeta, bytes]:
         raise BadMessage(f"invalid naq job metadata: {exc}") from None
     if not meta.function:
         raise BadMessage("naq job metadata names no function")
+    try:  # both become parts of subjects: a hostile producer must not pick them freely
+        validate_job_id(meta.job_id)
+        validate_name("queue", meta.queue)
+    except ConfigurationError as exc:
+        raise BadMessage(str(exc)) from None
     return meta, payload
 
 
@@ -138,3 +145,5 @@ def decode_result(body: bytes) -> ResultRecord:
         )
     except KeyError as exc:
         raise BadMessage(f"naq result record lacks {exc.args[0]!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise BadMessage(f"invalid naq result record: {exc}") from None

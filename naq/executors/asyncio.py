@@ -54,7 +54,7 @@ class AsyncioExecutor(Executor):
                     task.uncancel()
                     return cancelled(call)
                 raise
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:  # sys.exit() fails the job, not the worker
                 return raised(call, exc)
             return succeeded(call, value)
         finally:
@@ -70,6 +70,7 @@ class AsyncioExecutor(Executor):
         return True
 
     async def shutdown(self, grace: float) -> None:
+        deadline = asyncio.get_running_loop().time() + grace
         if self._tasks:
             done = asyncio.gather(*self._tasks.values(), return_exceptions=True)
             try:
@@ -77,4 +78,4 @@ class AsyncioExecutor(Executor):
             except TimeoutError:
                 for job_id in list(self._tasks):
                     await self.cancel(job_id)
-        await self._threads.shutdown(grace)
+        await self._threads.shutdown(max(0.0, deadline - asyncio.get_running_loop().time()))

@@ -81,6 +81,6 @@ def run_blocking(call: Call) -> Outcome:
         value = func(*args, **kwargs)
         if asyncio.iscoroutine(value):
             value = _thread_runner().run(value)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() in a job fails the job, not the worker
         return raised(call, exc)
     return succeeded(call, value)

@@ -28,6 +28,8 @@ def available_executors() -> list[str]:
 
 def _import(spec: str) -> object:
     module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigurationError(f"invalid executor {spec!r}: expected module:Class")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -32,7 +32,9 @@ class Settler:
     def _ttl(self, options: JobOptions) -> int:
         return self._default_ttl if options.result_ttl is None else options.result_ttl
 
-    async def settle(self, msg: Msg, meta: JobMeta, outcome: Outcome, attempt: int) -> str:
+    async def settle(
+        self, msg: Msg, queue: str, meta: JobMeta, outcome: Outcome, attempt: int
+    ) -> str:
         """Act on ``outcome``; returns what was done: finished, failed, retry or requeued."""
         if outcome.status == "ok":
             ttl = self._ttl(meta.options)
@@ -62,24 +64,25 @@ class Settler:
             )
             await msg.nak(delay=delay or None)
             return "retry"
-        await self.fail(msg, meta, outcome.error or outcome.status, outcome.traceback, attempt)
+        await self.fail(
+            msg, queue, meta, outcome.error or outcome.status, outcome.traceback, attempt
+        )
         return "failed"
 
     async def fail(
         self,
         msg: Msg,
+        queue: str,
         meta: JobMeta | None,
         error: str,
         traceback: str | None,
         attempt: int,
-        queue: str | None = None,
     ) -> None:
         """Record a failure for good: the failed stream keeps the whole job, then ack.
 
         ``meta`` is None for a message that is not a readable job at all; it is
         dead-lettered as it came, with the reason.
         """
-        queue = meta.queue if meta else (queue or "unknown")
         headers = {
             "Naq-Reason": error[:1000].replace("\n", " "),
             "Naq-Attempts": str(attempt),

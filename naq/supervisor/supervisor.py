@@ -204,12 +204,12 @@ class Supervisor:
                 meta, payload = decode_job(msg.data)
             except BadMessage as exc:
                 self.counters.failed += 1
-                await settler.fail(msg, None, str(exc), None, attempt, queue)
+                await settler.fail(msg, queue, None, str(exc), None, attempt)
                 return
             refusal = self._refuse(meta)
             if refusal:
                 self.counters.failed += 1
-                await settler.fail(msg, meta, refusal, None, attempt)
+                await settler.fail(msg, queue, meta, refusal, None, attempt)
                 return
             call = Call(
                 meta.job_id,
@@ -227,17 +227,23 @@ class Supervisor:
                 outcome = await self.executor.run(call)
             finally:
                 self._running.pop(meta.job_id, None)
-            await self._settle(settler, msg, meta, outcome, attempt)
+            await self._settle(settler, msg, queue, meta, outcome, attempt)
         finally:
             if not started:
                 self._starting -= 1
 
     async def _settle(
-        self, settler: Settler, msg: Msg, meta: JobMeta, outcome: Outcome, attempt: int
+        self,
+        settler: Settler,
+        msg: Msg,
+        queue: str,
+        meta: JobMeta,
+        outcome: Outcome,
+        attempt: int,
     ) -> None:
         if self._hard_stop.is_set() and outcome.status == "cancelled":
             log.info("job %s cut short by shutdown: handed back", meta.job_id)
-        done = await settler.settle(msg, meta, outcome, attempt)
+        done = await settler.settle(msg, queue, meta, outcome, attempt)
         if done == "finished":
             self.counters.processed += 1
         elif done == "failed":
