@@ -2,8 +2,8 @@
 
 Data flow::
 
-    JetStream NAQ_{NS}                    supervisor process
-    ------------------                    ------------------------------------------------
+    JetStream NAQ_JOBS_{ns}               supervisor process
+    ----------------------                   ------------------------------------------------
     {ns}.jobs.{queue} --pull(batch = free slots)--> Puller[queue] --Msg--> _handle()
             ^                                                            |  decode metadata
             |                                                            |  (bad: dead-letter)
@@ -12,7 +12,7 @@ Data flow::
             |                                                            |
             +------ ack / nak(delay) ------- Settler <------------------+
                                                |-- results KV {ns}_results (per-key TTL)
-                                               '-- failed stream NAQ_{NS}_FAILED
+                                               '-- failed stream NAQ_FAILED_{ns}
     leases:    in_progress() on every running job each ack_wait/3 (long jobs never redeliver)
     heartbeat: workers KV {ns}_workers each heartbeat_interval, removed on clean exit
 
