@@ -26,7 +26,7 @@ from naq.layout import Layout
 from naq.publish import NoStream, Outgoing
 from naq.results import iter_records, unpack, wait_record
 from naq.serializers import describe, get_serializer
-from naq.settings import Settings, validate_name
+from naq.settings import Settings, env_snapshot, validate_name
 from naq.wire import JobMeta, encode_job
 
 __all__ = [
@@ -80,10 +80,14 @@ class Queue:
         return f"<Queue {self.settings.namespace}.{self.name} at {self.settings.url}>"
 
     async def _connected(self) -> Client:
-        if self._client is None:
-            self._client = await acquire(self.settings, sticky=self._sticky)
-        await self._client.layout(self.settings.namespace)
-        return self._client
+        if self._sticky:  # shared between loops: the pool finds this loop's client
+            client = await acquire(self.settings, sticky=True)
+        elif self._client is None:
+            client = self._client = await acquire(self.settings)
+        else:
+            client = self._client
+        await client.layout(self.settings.namespace)
+        return client
 
     def prepare(
         self,
@@ -133,12 +137,20 @@ class Queue:
                     "data by reference (a path, a URL, an object-store key)"
                 )
         try:
-            await client.publisher.publish_many(messages)
+            await self._send(client, messages)
         except NoStream:
             client.forget_declared()  # the stream was deleted: declare it again, once
             await client.layout(self.settings.namespace)
-            await client.publisher.publish_many(messages)
+            await self._send(client, messages)
         return jobs
+
+    @staticmethod
+    async def _send(client: Client, messages: list[Outgoing]) -> None:
+        if len(messages) == 1:
+            m = messages[0]
+            await client.publisher.publish(m.subject, m.payload, m.headers)
+        else:
+            await client.publisher.publish_many(messages)
 
     async def enqueue(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Job:
         """Enqueue ``func(*args, **kwargs)``; job options are taken out of ``kwargs``.
@@ -234,10 +246,25 @@ class Queue:
         await self.close()
 
 
-def _shared(queue_name: str | None = None, nats_url: str | None = None, **kw: Any) -> Queue:
-    """A Queue on the process-wide pooled connection, kept open between calls."""
-    queue = Queue(queue_name, nats_url, **kw)
-    queue._sticky = True
+_shared_queues: dict[tuple[Any, ...], Queue] = {}
+
+
+def _shared(
+    queue_name: str | None = None, nats_url: str | None = None, namespace: str | None = None
+) -> Queue:
+    """A Queue on the pooled connection, kept open between calls.
+
+    Cached by its arguments and the ``NAQ_*`` environment, so a loop of module-level
+    calls builds its settings once, yet a changed environment is still seen.
+    """
+    key = (queue_name, nats_url, namespace, env_snapshot())
+    queue = _shared_queues.get(key)
+    if queue is None:
+        queue = Queue(queue_name, nats_url, namespace=namespace)
+        queue._sticky = True
+        if len(_shared_queues) > 256:
+            _shared_queues.clear()
+        _shared_queues[key] = queue
     return queue
 
 
@@ -296,7 +323,7 @@ async def fetch_job_result(
     namespace: str | None = None,
 ) -> Any:
     """The job's return value; raises ``JobFailed``, ``JobNotFound`` or ``ResultTimeout``."""
-    return await _shared(None, nats_url, namespace=namespace).fetch_result(job_id, timeout)
+    return await _shared(None, nats_url, namespace).fetch_result(job_id, timeout)
 
 
 def fetch_job_result_sync(
@@ -315,7 +342,7 @@ async def fetch_job_results(
     namespace: str | None = None,
 ) -> dict[str, Any]:
     """Results of many jobs through one watch: value or ``JobFailed`` per job id."""
-    return await _shared(None, nats_url, namespace=namespace).fetch_results(job_ids, timeout)
+    return await _shared(None, nats_url, namespace).fetch_results(job_ids, timeout)
 
 
 def fetch_job_results_sync(

@@ -82,11 +82,22 @@ class Serializer(Protocol):
     def loads_result(self, payload: bytes) -> Any: ...
 
 
+class _NeedsCloudpickle(Exception):
+    pass
+
+
 def _fast_dumps(value: Any) -> bytes:
     """The standard pickler: 3x faster than cloudpickle for importable functions and
-    plain data. Objects it cannot pickle by reference (lambdas, closures, classes
-    made at run time) fall back to cloudpickle, which pickles them by value."""
-    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    plain data. Anything it would pickle by a reference the worker cannot follow
+    goes to cloudpickle, which pickles it by value: objects it cannot pickle at all
+    (lambdas, closures), anything from ``__main__`` (a dataclass of the producer's
+    script, say), and everything once a module is registered to pickle by value."""
+    if cloudpickle.list_registry_pickle_by_value():
+        raise _NeedsCloudpickle
+    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    if b"__main__" in data:
+        raise _NeedsCloudpickle
+    return data
 
 
 def _cloud_dumps(value: Any) -> bytes:
@@ -94,17 +105,13 @@ def _cloud_dumps(value: Any) -> bytes:
 
 
 class PickleSerializer:
-    """Functions defined in ``__main__`` always go through cloudpickle: the worker
-    cannot import the producer's ``__main__``, so they must travel by value."""
-
     name = "pickle"
 
     def dumps_call(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> bytes:
-        if getattr(func, "__module__", None) != "__main__":
-            with contextlib.suppress(Exception):
-                return _fast_dumps((func, args, kwargs))
+        with contextlib.suppress(Exception):
+            return _fast_dumps((func, args, kwargs))
         try:
             return _cloud_dumps((func, args, kwargs))
         except Exception as exc:

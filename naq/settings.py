@@ -46,6 +46,12 @@ def validate_name(kind: str, value: str) -> str:
     return value
 
 
+def env_snapshot(environ: Mapping[str, str] | None = None) -> tuple[str | None, ...]:
+    """The values of every ``NAQ_*`` setting: cheap, for caching what they determine."""
+    env = os.environ if environ is None else environ
+    return tuple(env.get(name) for name in _ENV_NAMES)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything configurable in naq. Field docs are the CLI help text."""
@@ -153,3 +159,6 @@ def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
     if f.name == "log_level":
         return raw.upper()
     return raw
+
+
+_ENV_NAMES = tuple(env_name(f.name) for f in dataclasses.fields(Settings))

@@ -65,7 +65,7 @@ def _split(body: bytes) -> tuple[dict[str, Any], bytes]:
     if not sep:
         raise BadMessage("not a naq message: no metadata line")
     try:
-        head = json.loads(line)
+        head = json.loads(line.decode())  # bytes would make json sniff the encoding first
     except ValueError:
         raise BadMessage("not a naq message: metadata is not JSON") from None
     if not isinstance(head, dict) or "naq" not in head:

@@ -34,6 +34,9 @@ class Call:
     timeout: float | None = None
     is_async: bool = False
     attempt: int = 1
+    keep_result: bool = True
+    """False for ``result_ttl=0``: the return value is not even serialized, so a job
+    whose result nobody keeps cannot fail on an unpicklable result."""
 
 
 @dataclass(frozen=True, slots=True)

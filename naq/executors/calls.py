@@ -32,6 +32,8 @@ def load(call: Call) -> FuncArgs:
 
 
 def succeeded(call: Call, value: Any) -> Outcome:
+    if not call.keep_result:
+        return Outcome(call.job_id, "ok")
     try:
         data = get_serializer(call.serializer).dumps_result(value)
     except SerializationError as exc:

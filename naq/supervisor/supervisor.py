@@ -30,6 +30,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +76,7 @@ class Supervisor:
         self._stopping = False
         self.ready = asyncio.Event()
         """Set once the supervisor is pulling: tests and embedders wait on it."""
+        self._settled = asyncio.Event()
 
     # -- slots -------------------------------------------------------------------------
     def free(self) -> int:
@@ -203,13 +205,13 @@ class Supervisor:
             try:
                 meta, payload = decode_job(msg.data)
             except BadMessage as exc:
-                self.counters.failed += 1
                 await settler.fail(msg, queue, None, str(exc), None, attempt)
+                self._count_failure()
                 return
             refusal = self._refuse(meta)
             if refusal:
-                self.counters.failed += 1
                 await settler.fail(msg, queue, meta, refusal, None, attempt)
+                self._count_failure()
                 return
             call = Call(
                 meta.job_id,
@@ -219,6 +221,7 @@ class Supervisor:
                 meta.options.timeout,
                 meta.is_async,
                 attempt,
+                keep_result=meta.options.result_ttl != 0,
             )
             self._running[meta.job_id] = Running(msg, meta)
             self._starting -= 1
@@ -250,6 +253,17 @@ class Supervisor:
             self.counters.failed += 1
         elif done == "retry":
             self.counters.retried += 1
+        self._settled.set()
+
+    def _count_failure(self) -> None:
+        self.counters.failed += 1
+        self._settled.set()
+
+    async def wait_until(self, predicate: Callable[[Counters], bool]) -> None:
+        """Wait until ``predicate(counters)`` holds; woken by each settled job, no polling."""
+        while not predicate(self.counters):
+            self._settled.clear()
+            await self._settled.wait()
 
     def _refuse(self, meta: JobMeta) -> str | None:
         if self.settings.job_serializer == "json" and meta.serializer != "json":

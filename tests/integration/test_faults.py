@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -133,3 +134,15 @@ async def test_same_job_id_runs_once(
 
 def test_function_ref_names_the_job() -> None:
     assert function_ref(jobs.add) == "tests.jobs:add"
+
+
+async def test_unkept_result_is_never_serialized(
+    queue: Queue, start_supervisor: StartSupervisor
+) -> None:
+    """With result_ttl=0 nobody reads the value, so an unpicklable one cannot fail the job."""
+    sup = await start_supervisor()
+    await queue.enqueue(jobs.unpicklable_result, result_ttl=0)
+    marker = await queue.enqueue(jobs.add, 1, 1)
+    assert await queue.fetch_result(marker.job_id, timeout=10) == 2
+    await asyncio.wait_for(sup.wait_until(lambda c: c.processed + c.failed >= 2), 10)
+    assert (sup.counters.processed, sup.counters.failed) == (2, 0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +19,7 @@ from naq.serializers import (
     resolve_function,
 )
 from tests import jobs
+from tests.conftest import subprocess_env
 
 pickler = PickleSerializer()
 jsoner = JsonSerializer()
@@ -174,3 +177,26 @@ def test_resolve_function() -> None:
 def test_resolve_function_errors(ref: str, expected: str) -> None:
     with pytest.raises(LookupError, match=expected):
         resolve_function(ref)
+
+
+def test_objects_from_the_producers_main_travel_by_value() -> None:
+    """A dataclass or partial defined in the producer's script must decode in a worker,
+    whose ``__main__`` is another program: the fast pickler would send a reference."""
+    script = (
+        "import dataclasses, functools, sys\n"
+        "from naq.serializers import PickleSerializer\n"
+        "@dataclasses.dataclass\n"
+        "class Point:\n"
+        "    x: int\n"
+        "def helper(a):\n"
+        "    return a * 10\n"
+        "data = PickleSerializer().dumps_call(functools.partial(helper, 4), (Point(3),), {})\n"
+        "sys.stdout.buffer.write(data)\n"
+    )
+    produced = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, check=True, env=subprocess_env()
+    ).stdout
+    func, args, kwargs = PickleSerializer().loads_call("__main__:helper", produced)
+    assert func() == 40
+    assert args[0].x == 3
+    assert kwargs == {}
