@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from naq.errors import ConfigurationError
@@ -87,3 +89,16 @@ def test_empty_module_name_is_a_configuration_error() -> None:
     """``NAQ_EXECUTOR=:Foo`` is a configuration mistake like any other."""
     with pytest.raises(ConfigurationError):
         load_executor(":EchoExecutor")
+
+
+def test_entry_point_plugins_are_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A third-party package registers under the naq.executors entry-point group."""
+    dist = tmp_path / "naq_echo_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: naq-echo-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[naq.executors]\necho = tests.unit.test_registry:EchoExecutor\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "echo" in available_executors()
+    assert load_executor("echo") is EchoExecutor
