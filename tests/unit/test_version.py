@@ -60,7 +60,10 @@ async def fake_nats_server(**info_changes: Any) -> AsyncIterator[str]:
         **info_changes,
     }
 
+    writers: set[asyncio.StreamWriter] = set()
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.add(writer)
         try:
             writer.write(b"INFO " + json.dumps(info).encode() + b"\r\n")
             await writer.drain()
@@ -79,7 +82,8 @@ async def fake_nats_server(**info_changes: Any) -> AsyncIterator[str]:
         yield f"nats://127.0.0.1:{port}"
     finally:
         server.close()
-        server.close_clients()
+        for writer in writers:  # Server.close_clients() exists only from Python 3.13
+            writer.close()
         await asyncio.wait_for(server.wait_closed(), 5)
 
 
