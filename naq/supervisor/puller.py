@@ -7,6 +7,10 @@ puller instead keeps one pull request open on the server (``batch`` = free slots
 request ends (filled, expired, or lost with a restarted server) it opens the next,
 sized to the slots free then. Credits not yet delivered count as taken, so the
 supervisor never holds a job it cannot start.
+
+An idle queue (its last request expired without a job) asks for one job only, so
+with several queues an idle one holds one slot, not all of them, while the busy
+ones use the rest; its first job makes it ask for every free slot again.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class Puller:
         pull_subject: str,
         expires: float,
         free: Callable[[], int],
+        slots_changed: asyncio.Event,
         deliver: Callable[[str, Msg], None],
         on_consumer_gone: Callable[[str], object],
     ) -> None:
@@ -45,30 +50,41 @@ class Puller:
         self._pull_subject = pull_subject
         self._expires = expires
         self._free = free
+        self._slots_changed = slots_changed
         self._deliver = deliver
         self._on_consumer_gone = on_consumer_gone
         self._inbox = nc.new_inbox()
         self._sub: Subscription | None = None
         self._request_done = asyncio.Event()
         self._stopping = False
+        self._delivered = 0
+        """Jobs delivered for the open request."""
+        self.idle = asyncio.Event()
+        """Set while the queue is idle (its last request expired empty)."""
 
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg)
 
     def reset(self) -> None:
         """Forget the open request (after a reconnect): the next one is sent at once."""
+        self._release()
+
+    def _release(self) -> None:
+        """The open request is over: its undelivered credits are free for any queue."""
         self.credits = 0
         self._request_done.set()
+        self._slots_changed.set()
 
-    async def run(self, slots_changed: asyncio.Event) -> None:
+    async def run(self) -> None:
         """Keep one pull request open while there is room; returns when stopped."""
         while not self._stopping:
-            want = self._free()
+            want = min(self._free(), 1) if self.idle.is_set() else self._free()
             if want <= 0:
-                slots_changed.clear()
-                await slots_changed.wait()
+                self._slots_changed.clear()
+                await self._slots_changed.wait()
                 continue
             self.credits = want
+            self._delivered = 0
             self._request_done.clear()
             request = {"batch": want, "expires": int(self._expires * 1e9)}
             try:
@@ -87,11 +103,14 @@ class Puller:
                 log.debug(
                     "pull request for %s lost after %.1fs", self.queue, time.monotonic() - started
                 )
-                self.credits = 0
+                self._release()
 
     async def _on_msg(self, msg: Msg) -> None:
-        status = msg.headers.get("Status") if msg.headers else None
+        headers = msg.headers or {}
+        status = headers.get("Status")
         if status is None:
+            self.idle.clear()
+            self._delivered += 1
             self.credits = max(0, self.credits - 1)
             if self.credits == 0:
                 self._request_done.set()
@@ -99,13 +118,14 @@ class Puller:
             return
         if status == "100":  # idle heartbeat
             return
-        description = msg.headers.get("Description", "") if msg.headers else ""
+        description = headers.get("Description", "")
         if status == "409" and "Consumer Deleted" in description:
             self._on_consumer_gone(self.queue)
+        elif status == "408" and self._delivered == 0:
+            self.idle.set()  # expired with nothing delivered
         elif status not in ("404", "408"):
             log.warning("pull on queue %s ended: %s %s", self.queue, status, description)
-        self.credits = 0
-        self._request_done.set()
+        self._release()
 
     async def stop(self) -> None:
         """Stop asking, and drop interest so the server delivers nothing more here."""

@@ -125,14 +125,14 @@ class Supervisor:
                     self.layout.pull_subject(queue),
                     self.settings.pull_expires,
                     self.free,
+                    self._slots_changed,
                     lambda q, m: self._dispatch(q, m, settler),
                     self._recreate_consumer,
                 )
                 await puller.start()
                 self._pullers[queue] = puller
             background = [
-                asyncio.create_task(p.run(self._slots_changed), name=f"naq-pull-{q}")
-                for q, p in self._pullers.items()
+                asyncio.create_task(p.run(), name=f"naq-pull-{q}") for q, p in self._pullers.items()
             ]
             background.append(asyncio.create_task(self._keep_leases(), name="naq-leases"))
             background.append(asyncio.create_task(self._heartbeat(info), name="naq-heartbeat"))

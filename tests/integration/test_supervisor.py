@@ -95,3 +95,19 @@ async def test_survives_a_server_restart(tmp_path: Path, namespace: str) -> None
         sup.request_stop()
         await asyncio.wait_for(task, 15)
         server.stop()
+
+
+async def test_an_idle_queue_does_not_starve_a_busy_one(
+    queue: Queue, settings: Settings, start_supervisor: StartSupervisor
+) -> None:
+    """Two queues, four slots: once "quiet" has expired a pull empty-handed it holds one
+    slot, so "busy" runs three jobs at once instead of waiting for quiet's request."""
+    sup = await start_supervisor(["busy", "quiet"], concurrency=4, pull_expires=0.5)
+    for name in ("busy", "quiet"):
+        await asyncio.wait_for(sup._pullers[name].idle.wait(), 10)
+    async with Queue("busy", settings=settings) as busy:
+        created = await busy.enqueue_many([(jobs.async_sleep, (0.3,)) for _ in range(6)])
+        started = time.monotonic()
+        results = await busy.fetch_results([j.job_id for j in created], timeout=20)
+    assert len(results) == 6
+    assert time.monotonic() - started < 1.5  # 3 at a time: two rounds of 0.3 s, not six
