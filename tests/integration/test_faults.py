@@ -32,55 +32,47 @@ def _meta(**fields: Any) -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("body", "reason"),
+    ("body", "reason", "job_id"),
     [
-        (b"\x00\xffgarbage", "not a naq message"),
-        (_meta(naq=7) + b"\n[[],{}]", "unsupported naq format version 7"),
-        (_meta(fn=None) + b"\n[[],{}]", "lacks 'fn'"),
-    ],
-)
-async def test_unreadable_messages_are_dead_lettered(
-    queue: Queue,
-    start_supervisor: StartSupervisor,
-    nc: Any,
-    namespace: str,
-    body: bytes,
-    reason: str,
-) -> None:
-    await start_supervisor()
-    dead = await _dead_letter(nc, namespace, body)
-    assert reason in dead.headers["Naq-Reason"]
-    assert dead.data == body  # kept whole, as it came
-    job = await queue.enqueue(jobs.add, 1, 1)  # and the supervisor carries on
-    assert await queue.fetch_result(job.job_id, timeout=10) == 2
-
-
-@pytest.mark.parametrize(
-    ("body", "reason"),
-    [
-        (_meta(fn="tests.jobs:nope") + b"\n[[1,2],{}]", "has no function 'nope'"),
-        (_meta(fn="no_such_module:f") + b"\n[[],{}]", "cannot import module 'no_such_module'"),
+        # not a job at all: dead-lettered as it came
+        (b"\x00\xffgarbage", "not a naq message", None),
+        (_meta(naq=7) + b"\n[[],{}]", "unsupported naq format version 7", None),
+        (_meta(fn=None) + b"\n[[],{}]", "lacks 'fn'", None),
+        (_meta(id="a.b") + b"\n[[],{}]", "invalid job_id", None),
+        # a job that cannot run: dead-lettered, and its waiters get JobFailed
+        (_meta(fn="tests.jobs:nope") + b"\n[[1,2],{}]", "has no function 'nope'", "j1"),
+        (
+            _meta(fn="no_such_module:f") + b"\n[[],{}]",
+            "cannot import module 'no_such_module'",
+            "j1",
+        ),
         (
             _meta(ser="pickle", fn="no_such_module:fn") + b"\n(cno_such_module\nfn\n)}t.",
             "No module named 'no_such_module'",
+            "j1",
         ),
-        (_meta(ser="pickle") + b"\nnot a pickle", "cannot unpickle"),
+        (_meta(ser="pickle") + b"\nnot a pickle", "cannot unpickle", "j1"),
     ],
 )
-async def test_jobs_that_cannot_run_fail_with_the_reason(
+async def test_bad_messages_are_dead_lettered_with_the_reason(
     queue: Queue,
     start_supervisor: StartSupervisor,
     nc: Any,
     namespace: str,
     body: bytes,
     reason: str,
+    job_id: str | None,
 ) -> None:
     await start_supervisor()
     dead = await _dead_letter(nc, namespace, body)
     assert reason in dead.headers["Naq-Reason"]
-    assert dead.headers["Naq-Job-Id"] == "j1"
-    with pytest.raises(JobFailed, match=reason.replace("(", r"\(")):
-        await queue.fetch_result("j1", timeout=10)
+    assert dead.data == body  # kept whole, so it can be inspected or requeued
+    if job_id is not None:
+        assert dead.headers["Naq-Job-Id"] == job_id
+        with pytest.raises(JobFailed, match=reason.replace("(", r"\(")):
+            await queue.fetch_result(job_id, timeout=10)
+    job = await queue.enqueue(jobs.add, 1, 1)  # and the supervisor carries on
+    assert await queue.fetch_result(job.job_id, timeout=10) == 2
 
 
 async def test_unpicklable_result_fails_the_job(
