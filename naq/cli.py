@@ -22,7 +22,7 @@ import click
 from naq.connection import Client, connect, new_event_loop
 from naq.errors import NaqError
 from naq.executors.registry import available_executors, load_executor
-from naq.queue import purge_queue
+from naq.queue import Queue
 from naq.server import EmbeddedServer, binary_version, default_store_dir, port_in_use
 from naq.settings import DEFAULT_NATS_URL, Settings, env_name
 from naq.supervisor import Supervisor
@@ -102,6 +102,11 @@ SUPERVISOR_FIELDS = (
 def run_supervisor(settings: Settings, queues: list[str]) -> int:
     """Run a supervisor until it is told to stop; returns the process exit code."""
     _configure_logging(settings)
+    # Job modules live beside the user, as with `python -m`: a console script's
+    # sys.path starts at its own bin directory, so `naq worker` in the folder of
+    # tasks.py would not find it.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         executor_cls = load_executor(settings.executor)
     except NaqError as exc:
@@ -202,9 +207,9 @@ def purge(queues: tuple[str, ...], **params: Any) -> None:
     settings = _settings(params)
 
     async def run() -> None:
-        for queue in queues:
-            removed = await purge_queue(queue, settings.nats_url)
-            click.echo(f"{queue}: {removed} jobs removed")
+        for name in queues:
+            async with Queue(name, settings=settings) as queue:
+                click.echo(f"{name}: {await queue.purge()} jobs removed")
 
     _run(run())
 

@@ -308,12 +308,17 @@ def enqueue_many_sync(
     return run_sync(enqueue_many(calls, queue_name=queue_name, nats_url=nats_url, **options))
 
 
-async def purge_queue(queue_name: str | None = None, nats_url: str | None = None) -> int:
-    return await _shared(queue_name, nats_url).purge()
+async def purge_queue(
+    queue_name: str | None = None, nats_url: str | None = None, namespace: str | None = None
+) -> int:
+    """Remove every waiting job from the queue; returns how many were removed."""
+    return await _shared(queue_name, nats_url, namespace).purge()
 
 
-def purge_queue_sync(queue_name: str | None = None, nats_url: str | None = None) -> int:
-    return run_sync(purge_queue(queue_name, nats_url))
+def purge_queue_sync(
+    queue_name: str | None = None, nats_url: str | None = None, namespace: str | None = None
+) -> int:
+    return run_sync(purge_queue(queue_name, nats_url, namespace))
 
 
 async def fetch_job_result(

@@ -25,6 +25,7 @@ ENV_PREFIX = "NAQ_"
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 Serializer = Literal["pickle", "json"]
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def env_name(field_name: str) -> str:
@@ -99,6 +100,12 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
+        level = str(self.log_level).upper()
+        if level not in LOG_LEVELS:
+            raise ConfigurationError(
+                f"invalid log_level {self.log_level!r}: use one of {', '.join(LOG_LEVELS)}"
+            )
+        object.__setattr__(self, "log_level", level)  # frozen: normalised once, here
         validate_name("namespace", self.namespace)
         validate_name("queue", self.default_queue)
         if self.job_serializer not in ("pickle", "json"):
@@ -156,8 +163,6 @@ def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
             return float(raw)
     except ValueError:
         raise ConfigurationError(f"{env_name(f.name)}={raw!r} is not a valid {kind}") from None
-    if f.name == "log_level":
-        return raw.upper()
     return raw
 
 

@@ -128,12 +128,17 @@ class Puller:
         self._release()
 
     async def stop(self) -> None:
-        """Stop asking, and drop interest so the server delivers nothing more here."""
+        """Stop asking, and drop interest so the server delivers nothing more here.
+
+        ``drain`` rather than ``unsubscribe``: jobs already on their way still reach
+        the supervisor, which hands them back (nak) at once instead of leaving them
+        unanswered until ``ack_wait``.
+        """
         self._stopping = True
         self._request_done.set()
         if self._sub is not None:
             try:
-                await self._sub.unsubscribe()
+                await self._sub.drain()  # type: ignore[no-untyped-call]
             except Exception as exc:
                 log.debug("unsubscribing the puller of %s: %s", self.queue, exc)
             self._sub = None

@@ -84,7 +84,9 @@ class Proc:
     def _finished_reading(self) -> bool:
         return not any(reader.is_alive() for reader in self._readers)
 
-    def wait_line(self, pattern: str, stream: str = "stderr", timeout: float = 15.0) -> re.Match[str]:
+    def wait_line(
+        self, pattern: str, stream: str = "stderr", timeout: float = 15.0
+    ) -> re.Match[str]:
         """The first line of ``stream`` matching ``pattern``; fails if the process ends first."""
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
@@ -102,7 +104,9 @@ class Proc:
                     )
                 self._changed.wait(min(remaining, 0.5))
 
-    async def line(self, pattern: str, stream: str = "stderr", timeout: float = 15.0) -> re.Match[str]:
+    async def line(
+        self, pattern: str, stream: str = "stderr", timeout: float = 15.0
+    ) -> re.Match[str]:
         return await asyncio.to_thread(self.wait_line, pattern, stream, timeout)
 
     def matching(self, pattern: str, stream: str = "stderr") -> list[str]:
