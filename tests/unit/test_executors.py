@@ -8,6 +8,7 @@ waits on the very event the test opens.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import sys
 import threading
@@ -97,36 +98,35 @@ def gate() -> Any:
     GATE.set()  # never leave a pool thread blocked
 
 
-async def _started(kind: str) -> Executor:
+@contextlib.asynccontextmanager
+async def _running(kind: str) -> AsyncIterator[Executor]:
     ex = load_executor(kind)(CONCURRENCY, Settings())
     await ex.start()
-    return ex
+    try:
+        yield ex
+    finally:
+        GATE.set()
+        await ex.shutdown(2.0)
 
 
 @pytest.fixture(params=["asyncio", "thread"])
 async def executor(request: pytest.FixtureRequest) -> AsyncIterator[Executor]:
-    ex = await _started(request.param)
-    yield ex
-    GATE.set()
-    await ex.shutdown(2.0)
+    async with _running(request.param) as ex:
+        yield ex
 
 
 @pytest.fixture
 async def asyncio_executor() -> AsyncIterator[AsyncioExecutor]:
-    ex = await _started("asyncio")
-    assert isinstance(ex, AsyncioExecutor)
-    yield ex
-    GATE.set()
-    await ex.shutdown(2.0)
+    async with _running("asyncio") as ex:
+        assert isinstance(ex, AsyncioExecutor)
+        yield ex
 
 
 @pytest.fixture
 async def thread_executor() -> AsyncIterator[ThreadExecutor]:
-    ex = await _started("thread")
-    assert isinstance(ex, ThreadExecutor)
-    yield ex
-    GATE.set()
-    await ex.shutdown(2.0)
+    async with _running("thread") as ex:
+        assert isinstance(ex, ThreadExecutor)
+        yield ex
 
 
 # results and errors
@@ -350,11 +350,8 @@ def test_sys_exit_in_a_job_is_an_error_outcome(kind: str, func: Callable[..., An
     """
 
     async def scenario() -> Outcome:
-        ex = await _started(kind)
-        try:
+        async with _running(kind) as ex:
             return await ex.run(make_call(func, (3,) if func is sys.exit else ()))
-        finally:
-            await ex.shutdown(1)
 
     try:
         outcome = asyncio.run(scenario())
