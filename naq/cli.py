@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import click
 
 from naq.connection import Client, connect, new_event_loop
-from naq.errors import NaqError
+from naq.errors import BrokenExecutor, NaqError
 from naq.executors.registry import available_executors, load_executor
 from naq.queue import Queue
 from naq.server import EmbeddedServer, binary_version, default_store_dir, port_in_use
@@ -33,6 +33,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_CONFIG = 2
 EXIT_CONNECTION = 3
+EXIT_BROKEN = 4
+"""The executor broke (children dying at start-up): restarting would not help."""
 SHORT = {"concurrency": "-c", "executor": "-e", "nats_url": "-u", "namespace": "-n"}
 _TYPES: dict[str, Any] = {"int": int, "float": float}
 
@@ -53,7 +55,7 @@ def settings_options(*names: str) -> Callable[[F], F]:
             func = click.option(
                 *flags,
                 name,
-                type=_TYPES.get(str(f.type), str),
+                type=str if f.metadata.get("size") else _TYPES.get(str(f.type), str),
                 default=None,
                 envvar=env_name(name),
                 show_envvar=True,
@@ -79,24 +81,8 @@ def _settings(params: dict[str, Any]) -> Settings:
         raise click.UsageError(str(exc)) from None
 
 
-SUPERVISOR_FIELDS = (
-    "nats_url",
-    "namespace",
-    "executor",
-    "concurrency",
-    "job_serializer",
-    "log_level",
-    "ack_wait",
-    "max_ack_pending",
-    "pull_expires",
-    "heartbeat_interval",
-    "shutdown_grace",
-    "result_ttl",
-    "duplicate_window",
-    "replicas",
-    "store_dir",
-    "default_queue",
-)
+SUPERVISOR_FIELDS = tuple(f.name for f in dataclasses.fields(Settings))
+"""Every setting is a supervisor flag, so none lacks its environment twin."""
 
 
 def run_supervisor(settings: Settings, queues: list[str]) -> int:
@@ -132,6 +118,9 @@ def run_supervisor(settings: Settings, queues: list[str]) -> int:
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             code = runner.run(main())
+    except BrokenExecutor as exc:
+        log.error("%s", exc)
+        code = EXIT_BROKEN
     except NaqError as exc:
         log.error("%s", exc)
         code = EXIT_CONNECTION

@@ -36,6 +36,13 @@ class PublishError(NaqError):
     """JetStream refused or never acknowledged a publish, after retries."""
 
 
+class BrokenExecutor(NaqError):
+    """The executor cannot run jobs any more (its children keep dying at start-up).
+
+    The only error ``Executor.run`` may raise; the supervisor stops on it.
+    """
+
+
 class JobExecutionError(NaqError):
     """A job ran and failed. Kept under the original naq's name."""
 

@@ -23,6 +23,7 @@ from naq.errors import ConfigurationError
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 ENV_PREFIX = "NAQ_"
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*((?:[kmgt]i?)?b?)\s*$", re.IGNORECASE)
 
 Serializer = Literal["pickle", "json"]
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -98,8 +99,25 @@ class Settings:
     store_dir: str | None = field(
         default=None, metadata={"help": "embedded server store dir (default: per-user dir)"}
     )
+    max_jobs_per_child: int = field(
+        default=0, metadata={"help": "process executor: replace a child after N jobs (0: never)"}
+    )
+    max_memory_per_child: int = field(
+        default=0,
+        metadata={"help": "process executor: child RSS limit, e.g. 512MiB (0: none)", "size": True},
+    )
+    max_memory: int = field(
+        default=0,
+        metadata={"help": "pause pulling while the supervisor's total RSS is above", "size": True},
+    )
+    preload: str = field(
+        default="", metadata={"help": "modules every child imports at start, comma-separated"}
+    )
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if f.metadata.get("size"):  # "512MiB" from a flag or the environment
+                object.__setattr__(self, f.name, parse_size(getattr(self, f.name)))
         level = str(self.log_level).upper()
         if level not in LOG_LEVELS:
             raise ConfigurationError(
@@ -119,6 +137,9 @@ class Settings:
                 raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)}")
         if not self.shutdown_grace >= 0:
             raise ConfigurationError("shutdown_grace must not be negative")
+        for name in ("max_jobs_per_child", "max_memory_per_child", "max_memory"):
+            if getattr(self, name) < 0:
+                raise ConfigurationError(f"{name} must not be negative")
         if self.replicas not in (1, 3, 5):
             raise ConfigurationError(f"replicas must be 1, 3 or 5, got {self.replicas}")
         if self.max_ack_pending < 1 and self.max_ack_pending != -1:
@@ -130,6 +151,10 @@ class Settings:
     def url(self) -> str:
         """The URL to connect to: the configured one or the local default."""
         return self.nats_url or DEFAULT_NATS_URL
+
+    @property
+    def preload_modules(self) -> tuple[str, ...]:
+        return tuple(m.strip() for m in self.preload.split(",") if m.strip())
 
     @property
     def servers(self) -> list[str]:
@@ -154,8 +179,24 @@ class Settings:
         return cls(**values)
 
 
+def parse_size(value: str | int) -> int:
+    """Bytes from ``512MiB``, ``2G``, ``300k`` or a plain number (powers of 1024 with
+    ``i``, of 1000 without, as ``ps`` and container limits write them)."""
+    if isinstance(value, int):
+        return value
+    match = _SIZE.match(value)
+    if not match:
+        raise ConfigurationError(f"invalid size {value!r}: use e.g. 512MiB, 2G or 1000000")
+    number, unit = float(match.group(1)), match.group(2).lower()
+    base = 1024 if unit.endswith(("ib", "i")) else 1000
+    power = " kmgt".index(unit[0]) if unit and unit[0] in "kmgt" else 0
+    return int(number * base**power)
+
+
 def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
     kind = str(f.type)
+    if f.metadata.get("size"):
+        return raw
     try:
         if kind == "int":
             return int(raw)

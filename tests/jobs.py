@@ -74,3 +74,52 @@ def flaky(path: str, failures: int) -> int:
     if tries <= failures:
         raise RuntimeError(f"failure {tries} of {failures}")
     return tries
+
+
+def pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+def exit_now(code: int) -> None:
+    """Leaves the process at once, no cleanup: what a crashing C extension looks like."""
+    import os
+
+    os._exit(code)
+
+
+def kill_self(signum: int) -> None:
+    import os
+
+    os.kill(os.getpid(), signum)
+
+
+def segfault() -> None:
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+_hoard: list[bytes] = []
+
+
+def leak(megabytes: int) -> int:
+    """Keeps ``megabytes`` more memory for the life of the process, as leaky code does."""
+    _hoard.append(b"x" * (megabytes * 1024 * 1024))
+    return len(_hoard)
+
+
+def leak_slowly(megabytes: int, seconds: float) -> None:
+    """Grows while it runs: caught by the watch during the job, not after it."""
+    _hoard.append(b"x" * (megabytes * 1024 * 1024))
+    time.sleep(seconds)
+
+
+def busy_loop(seconds: float) -> int:
+    """Pure-Python CPU work: holds the GIL of whatever runs it."""
+    deadline = time.perf_counter() + seconds
+    n = 0
+    while time.perf_counter() < deadline:
+        n += 1
+    return n

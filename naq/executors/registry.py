@@ -16,6 +16,7 @@ from naq.executors.base import Executor
 BUILTIN_EXECUTORS = {
     "asyncio": "naq.executors.asyncio:AsyncioExecutor",
     "thread": "naq.executors.thread:ThreadExecutor",
+    "process": "naq.executors.process:ProcessExecutor",
 }
 ENTRY_POINT_GROUP = "naq.executors"
 

@@ -34,9 +34,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
 from nats.aio.msg import Msg
 
 from naq.connection import Client, connect
+from naq.errors import BrokenExecutor
 from naq.executors.base import Call, Executor, Outcome
 from naq.layout import Layout, ensure_consumer
 from naq.settings import Settings
@@ -47,6 +49,8 @@ from naq.supervisor.settle import Settler
 from naq.wire import BadMessage, JobMeta, decode_job
 
 log = logging.getLogger(__name__)
+
+MEMORY_CHECK_INTERVAL = 1.0
 
 
 @dataclass(slots=True)
@@ -77,11 +81,14 @@ class Supervisor:
         self.ready = asyncio.Event()
         """Set once the supervisor is pulling: tests and embedders wait on it."""
         self._settled = asyncio.Event()
+        self.fatal: BrokenExecutor | None = None
+        """Set when the executor broke; ``run`` then ends with it raised."""
+        self._memory_paused = False
 
     # -- slots -------------------------------------------------------------------------
     def free(self) -> int:
         """Slots not running, not about to run, and not promised to an open pull."""
-        if self._stopping:
+        if self._stopping or self._memory_paused:
             return 0
         taken = self._starting + sum(p.credits for p in self._pullers.values())
         return self.executor.free_slots() - taken
@@ -136,6 +143,8 @@ class Supervisor:
             ]
             background.append(asyncio.create_task(self._keep_leases(), name="naq-leases"))
             background.append(asyncio.create_task(self._heartbeat(info), name="naq-heartbeat"))
+            if self.settings.max_memory:
+                background.append(asyncio.create_task(self._watch_memory(), name="naq-memory"))
             log.info(
                 "supervisor %s: queues %s, executor %s x%d, namespace %s, %s",
                 self.worker_id,
@@ -153,6 +162,8 @@ class Supervisor:
             await asyncio.gather(*background, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await heartbeat.remove(client, self.layout, self.worker_id)
+            if self.fatal is not None:
+                raise self.fatal
             return 0
         finally:
             await client.close()
@@ -228,6 +239,10 @@ class Supervisor:
             started = True
             try:
                 outcome = await self.executor.run(call)
+            except BrokenExecutor as exc:
+                await msg.nak()  # not the job's fault: hand it back untouched
+                self._fail_fatally(exc)
+                return
             finally:
                 self._running.pop(meta.job_id, None)
             await self._settle(settler, msg, queue, meta, outcome, attempt)
@@ -254,6 +269,12 @@ class Supervisor:
         elif done == "retry":
             self.counters.retried += 1
         self._settled.set()
+
+    def _fail_fatally(self, exc: BrokenExecutor) -> None:
+        if self.fatal is None:
+            log.error("%s: stopping", exc)
+            self.fatal = exc
+            self.request_stop()
 
     def _count_failure(self) -> None:
         self.counters.failed += 1
@@ -293,6 +314,29 @@ class Supervisor:
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
             await asyncio.sleep(interval)
+
+    def total_rss(self) -> int:
+        """RSS of the supervisor and its executor's children."""
+        own = psutil.Process().memory_info().rss
+        return own + sum(slot.rss for slot in self.executor.slots())
+
+    async def _watch_memory(self) -> None:
+        """Pause pulling while the total RSS is over ``max_memory``; resume below it."""
+        limit = self.settings.max_memory
+        while True:
+            rss = self.total_rss()
+            if rss > limit and not self._memory_paused:
+                log.warning(
+                    "memory %.0f MiB over the limit of %.0f MiB: not pulling jobs",
+                    rss / 2**20,
+                    limit / 2**20,
+                )
+                self._memory_paused = True
+            elif rss <= limit and self._memory_paused:
+                log.info("memory %.0f MiB back under the limit: pulling again", rss / 2**20)
+                self._memory_paused = False
+                self._slots_changed.set()
+            await asyncio.sleep(MEMORY_CHECK_INTERVAL)
 
     async def _on_disconnected(self) -> None:
         if not self._stopping:

@@ -9,7 +9,7 @@ from tests import jobs
 from tests.conftest import StartSupervisor
 
 
-@pytest.mark.parametrize("executor", ["asyncio", "thread"])
+@pytest.mark.parametrize("executor", ["asyncio", "thread", "process"])
 async def test_result_round_trip(
     queue: Queue, start_supervisor: StartSupervisor, executor: str
 ) -> None:

@@ -1,0 +1,58 @@
+"""The loop inside a process-executor child: read a Call, run it, write the Outcome.
+
+Kept small and free of NATS so a forkserver can preload it cheaply. A child runs
+one job at a time; it exits when its socket closes (the supervisor is gone or
+wants it gone), so no child outlives its supervisor.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import socket
+import traceback
+
+import psutil
+
+from naq.executors.calls import run_blocking
+from naq.executors.frames import HEADER, pack, pack_outcome, unpack, unpack_call
+
+EXIT_PRELOAD = 4
+"""Exit code of a child whose preload imports failed: a start-up failure."""
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
+    chunks = []
+    while size:
+        chunk = sock.recv(min(size, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def main(sock: socket.socket, preload: tuple[str, ...]) -> None:
+    """Entry point of a child process (the ``target`` of its ``Process``)."""
+    # Ctrl-C reaches the whole process group; the supervisor decides what stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    me = psutil.Process()
+    try:
+        for module in preload:
+            importlib.import_module(module)
+    except BaseException as exc:
+        error = "".join(traceback.format_exception_only(exc)).strip()
+        sock.sendall(pack({"error": f"preloading {module!r} failed: {error}"}))
+        os._exit(EXIT_PRELOAD)
+    sock.sendall(pack({"ready": os.getpid(), "rss": me.memory_info().rss}))
+    while True:
+        size = _recv_exact(sock, HEADER.size)
+        if size is None:
+            return
+        data = _recv_exact(sock, HEADER.unpack(size)[0])
+        if data is None:
+            return
+        outcome = run_blocking(unpack_call(*unpack(data)))
+        sock.sendall(pack_outcome(outcome, me.memory_info().rss))

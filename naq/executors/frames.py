@@ -1,0 +1,53 @@
+"""Frames between the supervisor and its children: a ``Call`` in, an ``Outcome`` out.
+
+Each frame is a 4-byte big-endian length, a line of JSON, a newline and raw bytes
+(the job payload or the result). No pickle crosses the pipe, so a supervisor in
+json mode unpickles nothing even with the process executor.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import asdict
+from typing import Any
+
+from naq.executors.base import Call, Outcome
+
+HEADER = struct.Struct("!I")
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def pack(head: dict[str, Any], body: bytes = b"") -> bytes:
+    data = _dumps(head).encode() + b"\n" + body
+    return HEADER.pack(len(data)) + data
+
+
+def unpack(data: bytes) -> tuple[dict[str, Any], bytes]:
+    line, _, body = data.partition(b"\n")
+    head: dict[str, Any] = json.loads(line.decode())
+    return head, body
+
+
+def pack_call(call: Call) -> bytes:
+    head = asdict(call)
+    payload = head.pop("payload")
+    return pack(head, payload)
+
+
+def unpack_call(head: dict[str, Any], body: bytes) -> Call:
+    return Call(payload=body, **head)
+
+
+def pack_outcome(outcome: Outcome, rss: int) -> bytes:
+    head = asdict(outcome)
+    result = head.pop("result")
+    head["has_result"] = result is not None
+    head["rss"] = rss
+    return pack(head, result or b"")
+
+
+def unpack_outcome(head: dict[str, Any], body: bytes) -> tuple[Outcome, int]:
+    rss = int(head.pop("rss", 0))
+    has_result = head.pop("has_result", False)
+    return Outcome(result=body if has_result else None, **head), rss
