@@ -17,6 +17,7 @@ BUILTIN_EXECUTORS = {
     "asyncio": "naq.executors.asyncio:AsyncioExecutor",
     "thread": "naq.executors.thread:ThreadExecutor",
     "process": "naq.executors.process:ProcessExecutor",
+    "interpreter": "naq.executors.interpreter:InterpreterExecutor",
 }
 ENTRY_POINT_GROUP = "naq.executors"
 

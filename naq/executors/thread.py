@@ -49,7 +49,7 @@ class ThreadExecutor(Executor):
         job.add_done_callback(self._release)  # the slot frees when the thread returns
         waiter: asyncio.Future[Outcome] = loop.create_future()
         self._waiters[call.job_id] = waiter
-        job.add_done_callback(lambda f: _settle(waiter, f))
+        job.add_done_callback(lambda f: settle_waiter(waiter, f))
         try:
             return await asyncio.wait_for(asyncio.shield(waiter), call.timeout)
         except TimeoutError:
@@ -78,7 +78,7 @@ class ThreadExecutor(Executor):
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _settle(waiter: asyncio.Future[Outcome], job: asyncio.Future[Outcome]) -> None:
+def settle_waiter(waiter: asyncio.Future[Outcome], job: asyncio.Future[Outcome]) -> None:
     if waiter.done():
         return
     if job.cancelled():
