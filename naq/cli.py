@@ -94,7 +94,7 @@ def run_supervisor(settings: Settings, queues: list[str]) -> int:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        executor_cls = load_executor(settings.executor)
+        executor = load_executor(settings.executor)(settings.concurrency, settings)
     except NaqError as exc:
         click.echo(f"naq-supervise: {exc}", err=True)
         return EXIT_CONFIG
@@ -109,7 +109,7 @@ def run_supervisor(settings: Settings, queues: list[str]) -> int:
         settings = settings.replace(nats_url=server.url)
 
     async def main() -> int:
-        supervisor = Supervisor(settings, executor_cls(settings.concurrency, settings), queues)
+        supervisor = Supervisor(settings, executor, queues)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, supervisor.request_stop)

@@ -80,10 +80,36 @@ MY_FUNC_PY = "def my_func(i):\n    return i * 2\n"
 IMPORT_MY_FUNC = "from my_funcs import my_func\n"
 
 
-async def test_basic_usage(spawn: Spawn, tmp_path: Path, nats_url: str, namespace: str) -> None:
+EXECUTORS = {
+    "default": [],
+    "process": ["--executor", "process", "-c", "8"],
+    "interpreter": ["--executor", "interpreter", "-c", "2"],
+}
+
+
+def _worker_args(executor: str) -> list[str]:
+    return [NAQ, "worker", "default", *EXECUTORS[executor]]
+
+
+UNSUPPORTED = sys.version_info < (3, 13)
+"""Subinterpreters with their own GIL came in 3.13: below it the executor is refused."""
+
+
+async def _refused(spawn: Spawn, target: dict[str, str]) -> None:
+    worker = spawn(*_worker_args("interpreter"), **target)
+    assert await worker.exit_code(15) == 2, worker.output()
+    assert "needs Python 3.13 or newer" in worker.output()
+
+
+@pytest.mark.parametrize("executor", list(EXECUTORS))
+async def test_basic_usage(
+    spawn: Spawn, tmp_path: Path, nats_url: str, namespace: str, executor: str
+) -> None:
     (tmp_path / "tasks.py").write_text(TASKS_PY)
     (tmp_path / "main.py").write_text(MAIN_PY)
     target = {"NAQ_NATS_URL": nats_url, "NAQ_NAMESPACE": namespace}
+    if executor == "interpreter" and UNSUPPORTED:
+        return await _refused(spawn, target)
 
     producer = spawn(sys.executable, "main.py", cwd=tmp_path, **target)
     assert await producer.exit_code(30) == 0, producer.output()
@@ -93,7 +119,7 @@ async def test_basic_usage(spawn: Spawn, tmp_path: Path, nats_url: str, namespac
     job_id = (await producer.line(r"^Job (\w+) enqueued\.$", stream="stdout"))[1]
 
     # Run where the README's reader runs it: in the folder that holds tasks.py.
-    worker = spawn(NAQ, "worker", "default", cwd=tmp_path, **target)
+    worker = spawn(*_worker_args(executor), cwd=tmp_path, **target)
     try:
         result = await fetch_job_result(job_id, timeout=15, nats_url=nats_url, namespace=namespace)
     finally:
@@ -116,6 +142,7 @@ async def _job_ids(js: JetStreamContext, namespace: str) -> list[str]:
     return ids
 
 
+@pytest.mark.parametrize("executor", list(EXECUTORS))
 @pytest.mark.parametrize("example", ["async", "sync"])
 async def test_batching_examples(
     spawn: Spawn,
@@ -125,9 +152,12 @@ async def test_batching_examples(
     nats_url: str,
     namespace: str,
     example: str,
+    executor: str,
 ) -> None:
     (tmp_path / "my_funcs.py").write_text(MY_FUNC_PY)
     target = {"NAQ_NATS_URL": nats_url, "NAQ_NAMESPACE": namespace}
+    if executor == "interpreter" and UNSUPPORTED:
+        return await _refused(spawn, target)
     if example == "async":
         (tmp_path / "producer.py").write_text(IMPORT_MY_FUNC + ASYNC_PRODUCER_PY)
         (tmp_path / "run_producer.py").write_text(RUN_ASYNC_PRODUCER_PY)
@@ -143,6 +173,7 @@ async def test_batching_examples(
 
     # PYTHONPATH, not the working directory, so this checks batching and nothing else.
     pythonpath = os.pathsep.join([str(tmp_path), str(ROOT)])
-    spawn(NAQ, "worker", "default", cwd=tmp_path, PYTHONPATH=pythonpath, **target)
+    spawn(*_worker_args(executor), cwd=tmp_path, PYTHONPATH=pythonpath, **target)
     results = await queue.fetch_results(ids, timeout=30)
     assert [results[job_id] for job_id in ids] == [i * 2 for i in range(1000)]
+
