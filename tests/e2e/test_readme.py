@@ -176,4 +176,3 @@ async def test_batching_examples(
     spawn(*_worker_args(executor), cwd=tmp_path, PYTHONPATH=pythonpath, **target)
     results = await queue.fetch_results(ids, timeout=30)
     assert [results[job_id] for job_id in ids] == [i * 2 for i in range(1000)]
-
