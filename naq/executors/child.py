@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import importlib
 import os
+import select
 import signal
 import socket
+import threading
 import traceback
 
 import psutil
@@ -20,6 +22,8 @@ from naq.executors.frames import HEADER, pack, pack_outcome, unpack, unpack_call
 
 EXIT_PRELOAD = 4
 """Exit code of a child whose preload imports failed: a start-up failure."""
+EXIT_ORPHANED = 5
+"""Exit code of a child whose supervisor went away."""
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
@@ -33,8 +37,29 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def _exit_with_supervisor(sock: socket.socket) -> None:
+    """Exit the moment the supervisor's end of the socket closes, even mid-job.
+
+    A supervisor killed with SIGKILL cannot stop its children, and the job a child
+    holds is about to be redelivered elsewhere: an orphan finishing it would run it
+    twice at once. A thread polls the socket for hang-up only (never for data, which
+    belongs to the main loop) and ends the process when it comes.
+    """
+    if not hasattr(select, "POLLRDHUP"):  # not Linux: EOF in the main loop still ends us
+        return
+
+    def watch() -> None:
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLRDHUP)
+        poller.poll()
+        os._exit(EXIT_ORPHANED)
+
+    threading.Thread(target=watch, name="naq-orphan-watch", daemon=True).start()
+
+
 def main(sock: socket.socket, preload: tuple[str, ...]) -> None:
     """Entry point of a child process (the ``target`` of its ``Process``)."""
+    _exit_with_supervisor(sock)
     # Ctrl-C reaches the whole process group; the supervisor decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

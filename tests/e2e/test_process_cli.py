@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from nats.js import JetStreamContext
 
 from naq import Queue
+from tests import jobs
 from tests.e2e import jobs as e2e_jobs
 from tests.e2e.conftest import READY, SuperviseFn, worker_record
 
@@ -48,3 +51,20 @@ async def test_children_that_cannot_start_stop_the_supervisor(supervise: Supervi
     assert time.monotonic() - started < 20
     await proc.line(r"died at start-up; last: preloading 'tests.e2e.broken_module' failed")
     assert "this module is broken on purpose" in proc.output()
+
+
+async def test_children_die_with_a_killed_supervisor(
+    queue: Queue, supervise: SuperviseFn, js: JetStreamContext, namespace: str
+) -> None:
+    """SIGKILL leaves no orphan finishing a job that is about to be redelivered."""
+    proc = supervise("--executor", "process", "-c", "1")
+    worker_id = (await proc.line(READY))["id"]
+    job = await queue.enqueue(jobs.sleep, 30)
+    record = await worker_record(
+        js, namespace, worker_id, lambda r: any(c["job_id"] == job.job_id for c in r["children"])
+    )
+    child = psutil.Process(next(c["pid"] for c in record["children"]))
+    proc.send(signal.SIGKILL)
+    assert await proc.exit_code(10) == -signal.SIGKILL
+    gone, _ = await asyncio.to_thread(psutil.wait_procs, [child], 10)
+    assert gone, "the child outlived its supervisor"
