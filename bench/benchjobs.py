@@ -1,6 +1,13 @@
-"""Job functions for the benchmark, in their own module so a supervisor can import them.
+"""Job functions for the benchmarks, in their own module so a supervisor can import them.
 
-The job does nothing: the benchmark measures what naq costs per job, not the job.
+A process executor's children and an interpreter executor's subinterpreters import
+the job's module by name (``benchjobs``, found on the ``sys.path`` they inherit), so
+nothing here may live in a script's ``__main__``.
+
+The no-op jobs do nothing: the benchmark measures what naq costs per job, not the
+job. ``spin`` is the opposite: pure-Python work whose amount is fixed by its
+argument, so a job costs the same wherever it runs and only parallelism changes
+how many finish per second.
 """
 
 from __future__ import annotations
@@ -8,3 +15,14 @@ from __future__ import annotations
 
 async def noop() -> None:
     return None
+
+
+def noop_sync() -> None:
+    return None
+
+
+def spin(iterations: int) -> int:
+    total = 0
+    for i in range(iterations):
+        total += i
+    return total

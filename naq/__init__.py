@@ -1,75 +1,115 @@
 """naq: a fast, durable job queue for Python on NATS JetStream.
 
 Producers call :func:`enqueue` (or ``enqueue_sync``); ``naq-supervise`` runs the jobs.
+
+Names are imported on first use (PEP 562): a process-executor child or a
+subinterpreter that imports one naq module does not pay for the whole producer API
+and the NATS client with it.
 """
 
-from naq.connection import close_connections, close_sync_connections
-from naq.errors import (
-    ConfigurationError,
-    JobExecutionError,
-    JobFailed,
-    JobNotFound,
-    JobNotFoundError,
-    NaqConnectionError,
-    NaqError,
-    PayloadTooLarge,
-    PublishError,
-    ResultTimeout,
-    SerializationError,
-    ServerVersionError,
-)
-from naq.executors.base import Call, Executor, Outcome, SlotInfo
-from naq.job import Job, JobOptions
-from naq.queue import (
-    Queue,
-    enqueue,
-    enqueue_many,
-    enqueue_many_sync,
-    enqueue_sync,
-    fetch_job_result,
-    fetch_job_result_sync,
-    fetch_job_results,
-    fetch_job_results_sync,
-    purge_queue,
-    purge_queue_sync,
-)
-from naq.settings import DEFAULT_NATS_URL, Settings
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DEFAULT_NATS_URL",
-    "Call",
-    "ConfigurationError",
-    "Executor",
-    "Job",
-    "JobExecutionError",
-    "JobFailed",
-    "JobNotFound",
-    "JobNotFoundError",
-    "JobOptions",
-    "NaqConnectionError",
-    "NaqError",
-    "Outcome",
-    "PayloadTooLarge",
-    "PublishError",
-    "Queue",
-    "ResultTimeout",
-    "SerializationError",
-    "ServerVersionError",
-    "Settings",
-    "SlotInfo",
-    "__version__",
-    "close_connections",
-    "close_sync_connections",
-    "enqueue",
-    "enqueue_many",
-    "enqueue_many_sync",
-    "enqueue_sync",
-    "fetch_job_result",
-    "fetch_job_result_sync",
-    "fetch_job_results",
-    "fetch_job_results_sync",
-    "purge_queue",
-    "purge_queue_sync",
-]
+_EXPORTS = {
+    "naq.connection": ["close_connections", "close_sync_connections"],
+    "naq.errors": [
+        "BrokenExecutor",
+        "ConfigurationError",
+        "JobExecutionError",
+        "JobFailed",
+        "JobNotFound",
+        "JobNotFoundError",
+        "NaqConnectionError",
+        "NaqError",
+        "PayloadTooLarge",
+        "PublishError",
+        "ResultTimeout",
+        "SerializationError",
+        "ServerVersionError",
+    ],
+    "naq.executors.base": ["Call", "Executor", "Outcome", "SlotInfo"],
+    "naq.job": ["Job", "JobOptions"],
+    "naq.queue": [
+        "Queue",
+        "enqueue",
+        "enqueue_many",
+        "enqueue_many_sync",
+        "enqueue_sync",
+        "fetch_job_result",
+        "fetch_job_result_sync",
+        "fetch_job_results",
+        "fetch_job_results_sync",
+        "purge_queue",
+        "purge_queue_sync",
+    ],
+    "naq.settings": ["DEFAULT_NATS_URL", "Settings"],
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted([*_WHERE, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'naq' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ serves
+    from naq.connection import (
+        close_connections as close_connections,
+        close_sync_connections as close_sync_connections,
+    )
+    from naq.errors import (
+        BrokenExecutor as BrokenExecutor,
+        ConfigurationError as ConfigurationError,
+        JobExecutionError as JobExecutionError,
+        JobFailed as JobFailed,
+        JobNotFound as JobNotFound,
+        JobNotFoundError as JobNotFoundError,
+        NaqConnectionError as NaqConnectionError,
+        NaqError as NaqError,
+        PayloadTooLarge as PayloadTooLarge,
+        PublishError as PublishError,
+        ResultTimeout as ResultTimeout,
+        SerializationError as SerializationError,
+        ServerVersionError as ServerVersionError,
+    )
+    from naq.executors.base import (
+        Call as Call,
+        Executor as Executor,
+        Outcome as Outcome,
+        SlotInfo as SlotInfo,
+    )
+    from naq.job import (
+        Job as Job,
+        JobOptions as JobOptions,
+    )
+    from naq.queue import (
+        Queue as Queue,
+        enqueue as enqueue,
+        enqueue_many as enqueue_many,
+        enqueue_many_sync as enqueue_many_sync,
+        enqueue_sync as enqueue_sync,
+        fetch_job_result as fetch_job_result,
+        fetch_job_result_sync as fetch_job_result_sync,
+        fetch_job_results as fetch_job_results,
+        fetch_job_results_sync as fetch_job_results_sync,
+        purge_queue as purge_queue,
+        purge_queue_sync as purge_queue_sync,
+    )
+    from naq.settings import (
+        DEFAULT_NATS_URL as DEFAULT_NATS_URL,
+        Settings as Settings,
+    )

@@ -123,3 +123,61 @@ def busy_loop(seconds: float) -> int:
     while time.perf_counter() < deadline:
         n += 1
     return n
+
+
+def _mark(path: str) -> None:
+    """Writes the pid of whatever runs the job to ``path``, atomically, so a test that
+    sees the file can read a whole pid from it."""
+    import os
+
+    with open(path + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(path + ".tmp", path)
+
+
+def wait_for_file(gate: str, started: str | None = None, limit: float = 10.0) -> int:
+    """Blocks until ``gate`` exists. A file rather than an Event: the test opens it the
+    same way for a thread, a child process and a subinterpreter."""
+    import os
+
+    if started is not None:
+        _mark(started)
+    deadline = time.monotonic() + limit
+    while not os.path.exists(gate):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{gate} never appeared")
+        time.sleep(0.005)
+    return os.getpid()
+
+
+def sleep_marked(started: str, seconds: float) -> float:
+    """``sleep``, telling the test when it has really begun."""
+    _mark(started)
+    time.sleep(seconds)
+    return seconds
+
+
+def timed_sleep(seconds: float) -> tuple[float, float]:
+    """Wall-clock start and end, comparable across threads, processes and interpreters."""
+    start = time.time()
+    time.sleep(seconds)
+    return start, time.time()
+
+
+def exit_after_record(path: str, code: int) -> None:
+    """Counts its attempts in ``path``, then crashes like ``exit_now``."""
+    import os
+
+    with open(path, "a") as f:
+        f.write("run\n")
+    os._exit(code)
+
+
+def crash_once(path: str) -> str:
+    """Takes its process down on the first run only; ``path`` remembers that it did."""
+    import os
+
+    if not os.path.exists(path):
+        open(path, "w").close()
+        os._exit(5)
+    return "survived"

@@ -34,6 +34,8 @@ class SlotThreadExecutor(Executor):
         self._busy = 0
         self._waiting: dict[str, asyncio.Future[Outcome]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._all_idle = asyncio.Event()
+        self._all_idle.set()
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -51,6 +53,8 @@ class SlotThreadExecutor(Executor):
 
     def _finish(self, future: asyncio.Future[Outcome], outcome: Outcome) -> None:
         self._busy -= 1  # the slot is free only now that its thread has returned
+        if self._busy == 0:
+            self._all_idle.set()
         if not future.done():
             future.set_result(outcome)
 
@@ -59,6 +63,7 @@ class SlotThreadExecutor(Executor):
 
     async def run(self, call: Call) -> Outcome:
         self._busy += 1  # before the first await, so free_slots() is exact
+        self._all_idle.clear()
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._waiting[call.job_id] = future
         self._work.put((call, future))
@@ -81,10 +86,12 @@ class SlotThreadExecutor(Executor):
         return True
 
     async def shutdown(self, grace: float) -> None:
-        pending = [f for f in self._waiting.values() if not f.done()]
-        if pending:
-            _, late = await asyncio.wait(pending, timeout=grace)
-            for future in late:
+        """Wait up to ``grace`` for every slot's thread, timed-out jobs' included, since a
+        thread still running when the loop closes could not report back."""
+        try:
+            await asyncio.wait_for(self._all_idle.wait(), grace)
+        except TimeoutError:
+            for future in self._waiting.values():
                 future.cancel()
         for _ in self._threads:
             self._work.put(_STOP)

@@ -62,7 +62,8 @@ def interpreters_module() -> Any:
 @dataclass(eq=False)
 class Slot:
     interp: Any
-    queue: Any
+    inbox: Any
+    outbox: Any
     job_id: str | None = None
 
 
@@ -78,14 +79,17 @@ class InterpreterExecutor(Executor):
         self._waiters: dict[str, asyncio.Future[Outcome]] = {}
         self._all_idle = asyncio.Event()
         self._all_idle.set()
+        self._closed = False
 
     def _create(self) -> Slot:
         """A subinterpreter with naq, the supervisor's sys.path and the preloads imported."""
         interp = self._api.create()
-        queue = self._api.create_queue()
+        inbox, outbox = self._api.create_queue(), self._api.create_queue()
         try:
             interp.exec("import _interpqueues")  # queues need it before they can be shared
-            interp.prepare_main(_naq_queue=queue, _naq_path=tuple(sys.path))
+            # Frames travel through queues bound once: prepare_main per job leaks a little
+            # memory per call on 3.13, which a long-lived worker would accumulate.
+            interp.prepare_main(_naq_in=inbox, _naq_out=outbox, _naq_path=tuple(sys.path))
             preload = "".join(f"import {m}\n" for m in self.settings.preload_modules)
             interp.exec(
                 "import sys\nsys.path[:] = list(_naq_path)\n"
@@ -97,15 +101,15 @@ class InterpreterExecutor(Executor):
             raise BrokenExecutor(
                 f"interpreter executor: a subinterpreter failed to start: {exc}"
             ) from exc
-        return Slot(interp, queue)
+        return Slot(interp, inbox, outbox)
 
     def _run_blocking(self, slot: Slot, frame: bytes) -> Outcome:
         try:
-            slot.interp.prepare_main(_naq_in=frame)
-            slot.interp.exec("_naq_queue.put(_naq_run(_naq_in))")
+            slot.inbox.put(frame)
+            slot.interp.exec("_naq_out.put(_naq_run(_naq_in.get_nowait()))")
         except self._api.ExecutionFailed as exc:  # BaseException escaping the job itself
             return Outcome(slot.job_id or "", "crashed", error=str(exc).splitlines()[0])
-        outcome, _ = unpack_outcome(*unpack(slot.queue.get_nowait()))
+        outcome, _ = unpack_outcome(*unpack(slot.outbox.get_nowait()))
         if outcome.status == "rejected" and "subinterpreters" in (outcome.error or ""):
             hinted = f"{outcome.error}{SUBINTERPRETER_HINT}"
             return Outcome(outcome.job_id, "rejected", error=hinted)
@@ -132,7 +136,11 @@ class InterpreterExecutor(Executor):
 
     def _release(self, slot: Slot) -> None:
         slot.job_id = None
-        self._idle.append(slot)
+        if self._closed:  # finished after shutdown: nobody will run it again
+            with contextlib.suppress(Exception):
+                slot.interp.close()
+        else:
+            self._idle.append(slot)
         self._busy -= 1
         if self._busy == 0:
             self._all_idle.set()
@@ -173,6 +181,7 @@ class InterpreterExecutor(Executor):
         except TimeoutError:
             for job_id in list(self._waiters):
                 await self.cancel(job_id)
+        self._closed = True
         for slot in self._idle:
             with contextlib.suppress(Exception):
                 slot.interp.close()

@@ -114,7 +114,10 @@ class ProcessExecutor(Executor):
         method = "forkserver" if "forkserver" in methods else "spawn"
         self._ctx: Any = multiprocessing.get_context(method)
         if method == "forkserver":
-            self._ctx.set_forkserver_preload(["naq.executors.child"])
+            # Imported once in the forkserver, these pages are shared by every child
+            # instead of copied into each (the CLI pulls in most of naq, nats included).
+            preload = ["naq.executors.child", "naq.cli", *settings.preload_modules]
+            self._ctx.set_forkserver_preload(preload)
         self._slots = [Slot(i) for i in range(concurrency)]
         self._start_failures = 0
         self._broken: BrokenExecutor | None = None
@@ -218,7 +221,15 @@ class ProcessExecutor(Executor):
         slot.busy = True
         self._idle.clear()
         try:
-            worker = await self._child_of(slot)
+            try:
+                worker = await self._child_of(slot)
+            except asyncio.CancelledError:
+                # shutdown() cancelled the child being started for this slot: the job never
+                # began, so it is handed back like any job cut short by a shutdown.
+                task = asyncio.current_task()
+                if self._closing and task is not None and not task.cancelling():
+                    return cancelled(call)
+                raise
             return await self._run_on(slot, worker, call)
         finally:
             slot.busy = False

@@ -16,6 +16,7 @@ ones use the rest; its first job makes it ask for every free slot again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -68,6 +69,17 @@ class Puller:
     def reset(self) -> None:
         """Forget the open request (after a reconnect): the next one is sent at once."""
         self._release()
+
+    async def withdraw(self) -> None:
+        """End the open request now: move to a new inbox, so the server, finding no
+        interest in the old one, delivers nothing more to it. Jobs already on their way
+        still arrive and run."""
+        old, self._inbox = self._sub, self._nc.new_inbox()
+        self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg)
+        self._release()
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.drain()  # type: ignore[no-untyped-call]
 
     def _release(self) -> None:
         """The open request is over: its undelivered credits are free for any queue."""

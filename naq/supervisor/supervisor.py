@@ -125,6 +125,8 @@ class Supervisor:
             info = Heartbeat(
                 self.worker_id, self.queues, self.executor.name, self.executor.concurrency
             )
+            if self.settings.max_memory:
+                await self._check_memory()  # a supervisor born over the limit pulls nothing
             for queue in self.queues:
                 puller = Puller(
                     nc,
@@ -322,21 +324,22 @@ class Supervisor:
 
     async def _watch_memory(self) -> None:
         """Pause pulling while the total RSS is over ``max_memory``; resume below it."""
-        limit = self.settings.max_memory
         while True:
-            rss = self.total_rss()
-            if rss > limit and not self._memory_paused:
-                log.warning(
-                    "memory %.0f MiB over the limit of %.0f MiB: not pulling jobs",
-                    rss / 2**20,
-                    limit / 2**20,
-                )
-                self._memory_paused = True
-            elif rss <= limit and self._memory_paused:
-                log.info("memory %.0f MiB back under the limit: pulling again", rss / 2**20)
-                self._memory_paused = False
-                self._slots_changed.set()
             await asyncio.sleep(MEMORY_CHECK_INTERVAL)
+            await self._check_memory()
+
+    async def _check_memory(self) -> None:
+        limit = self.settings.max_memory
+        rss = self.total_rss()
+        if rss > limit and not self._memory_paused:
+            log.warning("memory %s over the limit of %s: not pulling jobs", _mib(rss), _mib(limit))
+            self._memory_paused = True
+            for puller in self._pullers.values():
+                await puller.withdraw()
+        elif rss <= limit and self._memory_paused:
+            log.info("memory %s back under the limit: pulling again", _mib(rss))
+            self._memory_paused = False
+            self._slots_changed.set()
 
     async def _on_disconnected(self) -> None:
         if not self._stopping:
@@ -356,6 +359,10 @@ class Supervisor:
             ensure_consumer(self.client.js, self.layout, queue, self.settings)
         )
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
 
 
 def _attempt(msg: Msg) -> int:
