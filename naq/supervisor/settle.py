@@ -7,6 +7,7 @@ crash in between re-runs the job rather than losing its result.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -20,6 +21,26 @@ from naq.results import store_result
 from naq.wire import JobMeta, ResultRecord
 
 log = logging.getLogger(__name__)
+
+
+TRACEBACK_KEEP = 8000
+"""Characters of a traceback kept in the failed stream: its end, where the error is."""
+
+
+def failed_headers(
+    error: str, traceback: str | None, attempt: int, worker_id: str
+) -> dict[str, str]:
+    """What the failed stream records beside the job: headers carry no newline, so the
+    traceback travels JSON-encoded."""
+    headers = {
+        "Naq-Reason": error[:1000].replace("\r", " ").replace("\n", " "),
+        "Naq-Attempts": str(attempt),
+        "Naq-Worker": worker_id,
+        "Naq-Failed-At": f"{time.time():.3f}",
+    }
+    if traceback:
+        headers["Naq-Traceback"] = json.dumps(traceback[-TRACEBACK_KEEP:])
+    return headers
 
 
 class Settler:
@@ -83,11 +104,7 @@ class Settler:
         ``meta`` is None for a message that is not a readable job at all; it is
         dead-lettered as it came, with the reason.
         """
-        headers = {
-            "Naq-Reason": error[:1000].replace("\n", " "),
-            "Naq-Attempts": str(attempt),
-            "Naq-Worker": self._worker_id,
-        }
+        headers = failed_headers(error, traceback, attempt, self._worker_id)
         if meta is not None:
             headers["Naq-Job-Id"] = meta.job_id
             record = ResultRecord(
