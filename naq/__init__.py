@@ -28,6 +28,7 @@ _EXPORTS = {
         "PayloadTooLarge",
         "PublishError",
         "ResultTimeout",
+        "Retry",
         "SerializationError",
         "ServerVersionError",
     ],
@@ -83,6 +84,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ serv
         PayloadTooLarge as PayloadTooLarge,
         PublishError as PublishError,
         ResultTimeout as ResultTimeout,
+        Retry as Retry,
         SerializationError as SerializationError,
         ServerVersionError as ServerVersionError,
     )

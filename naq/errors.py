@@ -43,6 +43,18 @@ class BrokenExecutor(NaqError):
     """
 
 
+class Retry(Exception):
+    """Raised by a job to be run again after ``delay`` seconds (within ``max_retries``).
+
+    Whatever ``retry_on`` and ``ignore_on`` say: the job asked for it.
+    """
+
+    def __init__(self, delay: float | None = None, reason: str = "retry requested") -> None:
+        self.delay = delay
+        self.reason = reason
+        super().__init__(reason if delay is None else f"{reason} (in {delay}s)")
+
+
 class JobExecutionError(NaqError):
     """A job ran and failed. Kept under the original naq's name."""
 

@@ -7,16 +7,30 @@ producer with a clear message instead of in a worker hours later.
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
 
 from naq.errors import ConfigurationError
 
 KEEP_FOREVER = -1
 """``result_ttl=-1``: the result is kept until deleted."""
 
-OPTION_NAMES = frozenset({"max_retries", "retry_delay", "timeout", "result_ttl", "job_id"})
+OPTION_NAMES = frozenset(
+    {
+        "max_retries",
+        "retry_delay",
+        "retry_strategy",
+        "retry_max_delay",
+        "retry_jitter",
+        "retry_on",
+        "ignore_on",
+        "timeout",
+        "result_ttl",
+        "job_id",
+    }
+)
 """Keyword arguments of ``enqueue`` that are job options, never passed to the function."""
 
 
@@ -39,6 +53,32 @@ def validate_job_id(job_id: str) -> str:
     return job_id
 
 
+RetryStrategy = Literal["linear", "exponential"]
+
+
+def exception_name(exc: type[BaseException] | str) -> str:
+    """``module.Qualname`` of an exception class, from the class or from its import path.
+
+    Names, not classes, travel with the job, so a supervisor decides on retry_on and
+    ignore_on without importing anything (and in json mode without unpickling).
+    """
+    if isinstance(exc, type) and issubclass(exc, BaseException):
+        return f"{exc.__module__}.{exc.__qualname__}"
+    if isinstance(exc, str) and exc.strip():
+        name = exc.strip().replace(":", ".")
+        return name if "." in name else f"builtins.{name}"
+    raise ConfigurationError(
+        f"retry_on/ignore_on take exception classes or import paths, got {exc!r}"
+    )
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = value if isinstance(value, list | tuple | set | frozenset) else (value,)
+    return tuple(exception_name(e) for e in items)
+
+
 @dataclass(frozen=True, slots=True)
 class JobOptions:
     """How a job is run. ``None`` for ``result_ttl`` means the configured default."""
@@ -47,6 +87,11 @@ class JobOptions:
     retry_delay: float | tuple[float, ...] = 0.0
     timeout: float | None = None
     result_ttl: int | None = None
+    retry_strategy: RetryStrategy = "linear"
+    retry_max_delay: float | None = None
+    retry_jitter: bool = False
+    retry_on: tuple[str, ...] = ()
+    ignore_on: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int):
@@ -74,6 +119,13 @@ class JobOptions:
             raise ConfigurationError(
                 f"result_ttl must be whole seconds, 0 (keep no result) or -1 (keep), got {ttl!r}"
             )
+        if self.retry_strategy not in ("linear", "exponential"):
+            raise ConfigurationError(
+                f"retry_strategy must be 'linear' or 'exponential', got {self.retry_strategy!r}"
+            )
+        cap = self.retry_max_delay
+        if cap is not None and (not isinstance(cap, int | float) or not cap > 0):
+            raise ConfigurationError(f"retry_max_delay must be positive seconds, got {cap!r}")
 
     @classmethod
     def build(
@@ -83,32 +135,76 @@ class JobOptions:
         retry_delay: float | Sequence[float] = 0.0,
         timeout: float | None = None,
         result_ttl: int | None = None,
+        retry_strategy: RetryStrategy = "linear",
+        retry_max_delay: float | None = None,
+        retry_jitter: bool = False,
+        retry_on: Any = None,
+        ignore_on: Any = None,
     ) -> JobOptions:
-        if (max_retries, retry_delay, timeout, result_ttl) == (0, 0.0, None, None):
+        if (
+            (max_retries, retry_delay, timeout, result_ttl, retry_strategy)
+            == (0, 0.0, None, None, "linear")
+            and retry_max_delay is None
+            and not retry_jitter
+            and not retry_on
+            and not ignore_on
+        ):
             return DEFAULT_OPTIONS  # the common case skips validation: it is known valid
         delay: float | tuple[float, ...] = (
             tuple(retry_delay) if isinstance(retry_delay, Sequence) else retry_delay
         )
-        return cls(max_retries, delay, timeout, result_ttl)
+        return cls(
+            max_retries,
+            delay,
+            timeout,
+            result_ttl,
+            retry_strategy,
+            retry_max_delay,
+            bool(retry_jitter),
+            _names(retry_on),
+            _names(ignore_on),
+        )
 
     def retry_delay_for(self, attempt: int) -> float:
-        """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1)."""
+        """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1).
+
+        A list is used in turn, its last value repeated; otherwise ``linear`` waits
+        ``retry_delay`` each time and ``exponential`` doubles it per attempt. The cap
+        applies to both, and jitter then picks a point in the upper half, so retries
+        of many jobs that failed together spread out.
+        """
         if isinstance(self.retry_delay, tuple):
-            return float(self.retry_delay[min(attempt, len(self.retry_delay)) - 1])
-        return float(self.retry_delay)
+            delay = float(self.retry_delay[min(attempt, len(self.retry_delay)) - 1])
+        elif self.retry_strategy == "exponential":
+            delay = float(self.retry_delay) * 2 ** (attempt - 1)
+        else:
+            delay = float(self.retry_delay)
+        if self.retry_max_delay is not None:
+            delay = min(delay, self.retry_max_delay)
+        if self.retry_jitter:
+            delay = random.uniform(delay / 2, delay)
+        return delay
+
+    def should_retry(self, error_types: Sequence[str]) -> bool:
+        """Whether an exception (named by its class and bases) may be retried.
+
+        ``ignore_on`` wins over ``retry_on``; an empty ``retry_on`` allows everything.
+        Timeouts and crashes carry no exception and are always retried (within
+        ``max_retries``).
+        """
+        if not error_types:
+            return True
+        if any(name in error_types for name in self.ignore_on):
+            return False
+        return not self.retry_on or any(name in error_types for name in self.retry_on)
 
     def to_wire(self) -> dict[str, Any]:
         """Only non-default options travel, keeping messages small."""
         out: dict[str, Any] = {}
-        if self.max_retries:
-            out["max_retries"] = self.max_retries
-        if self.retry_delay:
-            rd = self.retry_delay
-            out["retry_delay"] = list(rd) if isinstance(rd, tuple) else rd
-        if self.timeout is not None:
-            out["timeout"] = self.timeout
-        if self.result_ttl is not None:
-            out["result_ttl"] = self.result_ttl
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value != f.default:
+                out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
 
     @classmethod

@@ -65,13 +65,17 @@ class Queue:
         namespace: str | None = None,
         serializer: str | None = None,
         settings: Settings | None = None,
+        default_timeout: float | None = None,
     ) -> None:
+        """``default_timeout``: the timeout of jobs enqueued here that set none (a per
+        queue default; workers enforce it like any job timeout)."""
         base = settings if settings is not None else Settings.from_env()
         self.settings = base.replace(
             nats_url=nats_url, namespace=namespace, job_serializer=serializer
         )
         self.name = validate_name("queue", name or self.settings.default_queue)
         self.layout = Layout(self.settings.namespace)
+        self.default_timeout = default_timeout
         self._subject = self.layout.job_subject(self.name)
         self._client: Client | None = None
         self._sticky = False
@@ -96,17 +100,21 @@ class Queue:
         kwargs: dict[str, Any] | None = None,
         *,
         job_id: str | None = None,
-        max_retries: int = 0,
-        retry_delay: float | Sequence[float] = 0.0,
-        timeout: float | None = None,
-        result_ttl: int | None = None,
+        **options: Any,
     ) -> tuple[Job, Outgoing]:
-        """Validate and encode one call: the job and the message that carries it."""
+        """Validate and encode one call: the job and the message that carries it.
+
+        ``options`` are the job options (see ``naq.job.OPTION_NAMES``); an unknown one is
+        an error here rather than a surprise in the worker.
+        """
         if not callable(func):
             raise ConfigurationError(f"cannot enqueue {func!r}: it is not callable")
-        options = JobOptions.build(
-            max_retries=max_retries, retry_delay=retry_delay, timeout=timeout, result_ttl=result_ttl
-        )
+        unknown = options.keys() - OPTION_NAMES
+        if unknown:
+            raise ConfigurationError(f"unknown job option(s): {', '.join(sorted(unknown))}")
+        if self.default_timeout is not None:
+            options.setdefault("timeout", self.default_timeout)
+        job_options = JobOptions.build(**options)
         job_id = validate_job_id(job_id) if job_id is not None else new_job_id()
         serializer = get_serializer(self.settings.job_serializer)
         ref, is_async = describe(func)
@@ -116,12 +124,12 @@ class Queue:
             queue=self.name,
             serializer=serializer.name,
             enqueue_time=time.time(),
-            options=options,
+            options=job_options,
             is_async=is_async,
         )
         body = encode_job(meta, serializer.dumps_call(func, tuple(args), dict(kwargs or {})))
         job = Job(
-            job_id, meta.function, self.name, options, meta.enqueue_time, self.layout.namespace
+            job_id, meta.function, self.name, job_options, meta.enqueue_time, self.layout.namespace
         )
         message = Outgoing(self._subject, body, {"Nats-Msg-Id": job_id})
         return job, message

@@ -181,3 +181,39 @@ def crash_once(path: str) -> str:
         open(path, "w").close()
         os._exit(5)
     return "survived"
+
+
+def fail_with(path: str, kind: str) -> None:
+    """Raises ``kind`` (a builtin exception name) and counts the attempt in ``path``."""
+    with open(path, "a") as f:
+        f.write("try\n")
+    import builtins
+
+    raise getattr(builtins, kind)("failing on purpose")
+
+
+class TransientError(ConnectionError):
+    """A subclass, to check that retry_on matches bases too."""
+
+
+def fail_transient(path: str, failures: int) -> int:
+    with open(path, "a") as f:
+        f.write("try\n")
+    with open(path) as f:
+        tries = len(f.readlines())
+    if tries <= failures:
+        raise TransientError(f"transient failure {tries}")
+    return tries
+
+
+def ask_for_retry(path: str, delay: float) -> int:
+    """Asks to be run again once, after ``delay`` seconds, with naq.Retry."""
+    from naq import Retry
+
+    with open(path, "a") as f:
+        f.write(f"{time.time()}\n")
+    with open(path) as f:
+        tries = len(f.readlines())
+    if tries == 1:
+        raise Retry(delay=delay)
+    return tries

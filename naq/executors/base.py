@@ -49,6 +49,8 @@ class Outcome:
     """One line: ``ValueError: bad input``."""
     traceback: str | None = None
     retry_in: float | None = None
+    error_types: tuple[str, ...] = ()
+    """``module.Qualname`` of the exception's class and its bases, for retry_on/ignore_on."""
 
 
 @dataclass(frozen=True, slots=True)

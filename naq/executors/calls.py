@@ -11,7 +11,7 @@ import threading
 import traceback
 from typing import Any
 
-from naq.errors import SerializationError
+from naq.errors import Retry, SerializationError
 from naq.executors.base import Call, Outcome
 from naq.serializers import FuncArgs, get_serializer
 
@@ -42,11 +42,18 @@ def succeeded(call: Call, value: Any) -> Outcome:
 
 
 def raised(call: Call, exc: BaseException) -> Outcome:
+    if isinstance(exc, Retry):
+        return Outcome(call.job_id, "retry", error=f"Retry: {exc}", retry_in=exc.delay)
     return Outcome(
         call.job_id,
         "error",
         error=f"{type(exc).__name__}: {exc}",
         traceback="".join(traceback.format_exception(exc)),
+        error_types=tuple(
+            f"{cls.__module__}.{cls.__qualname__}"
+            for cls in type(exc).__mro__
+            if cls not in (BaseException, object)
+        ),
     )
 
 

@@ -50,4 +50,5 @@ def pack_outcome(outcome: Outcome, rss: int) -> bytes:
 def unpack_outcome(head: dict[str, Any], body: bytes) -> tuple[Outcome, int]:
     rss = int(head.pop("rss", 0))
     has_result = head.pop("has_result", False)
+    head["error_types"] = tuple(head.get("error_types", ()))
     return Outcome(result=body if has_result else None, **head), rss

@@ -73,9 +73,19 @@ class Settler:
         if outcome.status == "cancelled":
             await msg.nak()  # handed back at once, for this or another supervisor
             return "requeued"
-        if outcome.status == "retry" or (
-            outcome.status in ("error", "timeout", "crashed")
-            and attempt <= meta.options.max_retries
+        retries_left = attempt <= meta.options.max_retries
+        if outcome.status == "retry" and not retries_left:
+            outcome = Outcome(
+                outcome.job_id,
+                "error",
+                error=f"{outcome.error}, but its {meta.options.max_retries} retries are used up",
+            )
+        if retries_left and (
+            outcome.status == "retry"
+            or (
+                outcome.status in ("error", "timeout", "crashed")
+                and meta.options.should_retry(outcome.error_types)
+            )
         ):
             delay = outcome.retry_in
             if delay is None:

@@ -105,3 +105,33 @@ def test_new_job_ids_are_unique_and_valid() -> None:
     assert len(ids) == 100
     for job_id in ids:
         validate_job_id(job_id)
+
+
+def test_exponential_delays_with_a_cap_and_jitter() -> None:
+    from naq.job import JobOptions
+
+    opts = JobOptions.build(retry_delay=2, retry_strategy="exponential", retry_max_delay=10)
+    assert [opts.retry_delay_for(n) for n in (1, 2, 3, 4, 5)] == [2, 4, 8, 10, 10]
+    jittered = JobOptions.build(retry_delay=8, retry_jitter=True)
+    assert all(4 <= jittered.retry_delay_for(1) <= 8 for _ in range(100))
+    listed = JobOptions.build(retry_delay=[1, 5], retry_strategy="exponential")
+    assert [listed.retry_delay_for(n) for n in (1, 2, 3)] == [1, 5, 5]
+
+
+def test_retry_filters_by_name_survive_the_wire() -> None:
+    from naq.job import JobOptions, exception_name
+
+    opts = JobOptions.build(retry_on=[OSError, "mypkg.errors:Flaky"], ignore_on="KeyError")
+    assert opts.retry_on == ("builtins.OSError", "mypkg.errors.Flaky")
+    assert opts.ignore_on == ("builtins.KeyError",)
+    back = JobOptions.from_wire(json.loads(json.dumps(opts.to_wire())))
+    assert back == opts
+    assert back.should_retry(("builtins.ConnectionError", "builtins.OSError"))
+    assert not back.should_retry(("builtins.KeyError", "builtins.LookupError"))
+    assert not back.should_retry(("builtins.ValueError",))
+    assert back.should_retry(())  # timeouts and crashes carry no exception
+    assert exception_name(ValueError) == "builtins.ValueError"
+    with pytest.raises(ConfigurationError, match="retry_on/ignore_on"):
+        JobOptions.build(retry_on=[42])
+    with pytest.raises(ConfigurationError, match="retry_strategy"):
+        JobOptions.build(retry_strategy="fibonacci")  # type: ignore[arg-type]
