@@ -81,6 +81,10 @@ class Sizes:
     """Encoded result record of ``noop()``: the raw KV value size."""
 
 
+RAW_ID = "r" * 32
+"""Raw messages go to one subject as long as a job's, which has the job id in it."""
+
+
 # -- phases ------------------------------------------------------------------------------
 async def naq_enqueue(queue: Queue, n: int, chunk: int, result_ttl: int | None) -> float:
     """Seconds to enqueue ``n`` no-op jobs, encoding included: that is what a producer pays."""
@@ -247,10 +251,12 @@ async def one_run(
         for raw in (keep, plain):
             await declare(js, raw, settings)
         rates["raw_publish_msg_id"] = n / await raw_publish(
-            js, keep.job_subject(QUEUE), payload, n, f"{namespace}-"
+            js, keep.job_subject(QUEUE, RAW_ID), payload, n, f"{namespace}-"
         )
         await expect(js, keep.stream, n, "raw publish with ids")
-        rates["raw_publish"] = n / await raw_publish(js, plain.job_subject(QUEUE), payload, n, None)
+        rates["raw_publish"] = n / await raw_publish(
+            js, plain.job_subject(QUEUE, RAW_ID), payload, n, None
+        )
         await expect(js, plain.stream, n, "raw publish")
         rates["raw_fetch_ack"] = n / await raw_consume(js, plain, settings, n, None)
         rates["raw_fetch_put_ack"] = n / await raw_consume(js, keep, settings, n, result)

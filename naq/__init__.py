@@ -33,6 +33,17 @@ _EXPORTS = {
         "ServerVersionError",
     ],
     "naq.executors.base": ["Call", "Executor", "Outcome", "SlotInfo"],
+    "naq.failed": [
+        "FailedJob",
+        "get_failed",
+        "get_failed_sync",
+        "list_failed",
+        "list_failed_sync",
+        "purge_failed",
+        "purge_failed_sync",
+        "requeue_failed",
+        "requeue_failed_sync",
+    ],
     "naq.job": ["Job", "JobOptions"],
     "naq.queue": [
         "Queue",
@@ -93,6 +104,17 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ serv
         Executor as Executor,
         Outcome as Outcome,
         SlotInfo as SlotInfo,
+    )
+    from naq.failed import (
+        FailedJob as FailedJob,
+        get_failed as get_failed,
+        get_failed_sync as get_failed_sync,
+        list_failed as list_failed,
+        list_failed_sync as list_failed_sync,
+        purge_failed as purge_failed,
+        purge_failed_sync as purge_failed_sync,
+        requeue_failed as requeue_failed,
+        requeue_failed_sync as requeue_failed_sync,
     )
     from naq.job import (
         Job as Job,

@@ -241,3 +241,8 @@ def _run(coro: Any) -> None:
     except NaqError as exc:
         click.echo(f"naq: {exc}", err=True)
         sys.exit(EXIT_CONNECTION)
+
+
+from naq.cli_failed import failed  # noqa: E402 -- last: naq.cli_failed imports from here
+
+main.add_command(failed)

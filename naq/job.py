@@ -92,6 +92,8 @@ class JobOptions:
     retry_jitter: bool = False
     retry_on: tuple[str, ...] = ()
     ignore_on: tuple[str, ...] = ()
+    _wire: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    """``to_wire()``, computed once: a batch's jobs share one options object."""
 
     def __post_init__(self) -> None:
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int):
@@ -200,12 +202,15 @@ class JobOptions:
 
     def to_wire(self) -> dict[str, Any]:
         """Only non-default options travel, keeping messages small."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value != f.default:
-                out[f.name] = list(value) if isinstance(value, tuple) else value
-        return out
+        if self._wire is None:
+            out: dict[str, Any] = {}
+            for f in fields(self):
+                value = getattr(self, f.name)
+                if f.name != "_wire" and value != f.default:
+                    out[f.name] = list(value) if isinstance(value, tuple) else value
+            object.__setattr__(self, "_wire", out)  # frozen: a cache, not a change
+        assert self._wire is not None
+        return self._wire
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> JobOptions:

@@ -6,7 +6,7 @@ anything. Nothing else in naq spells a subject or a bucket name.
 | thing        | name                       |
 | ------------ | -------------------------- |
 | job stream   | ``NAQ_JOBS_{ns}``          |
-| ready jobs   | ``{ns}.jobs.{queue}``      |
+| ready jobs   | ``{ns}.jobs.{queue}.{job_id}`` |
 | delayed jobs | ``{ns}.sched.{job_id}``    |
 | failed jobs  | ``NAQ_FAILED_{ns}``, ``{ns}.failed.{queue}`` |
 
@@ -18,8 +18,10 @@ namespaces can map to one stream ("foo" and "FOO", or "x" and "x_FAILED").
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -33,12 +35,16 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 
+from naq.errors import NaqError
 from naq.settings import Settings, validate_name
 
 log = logging.getLogger(__name__)
 
 FAILED_MAX_AGE = 14 * 24 * 3600.0
-FAILED_MAX_BYTES = 1024**3
+FAILED_MAX_MSGS = 100_000
+"""Failed jobs kept per namespace (oldest dropped first). A count, not max_bytes:
+JetStream reserves a stream's max_bytes from the server's storage up front, so a
+byte cap per namespace would exhaust a server with many namespaces."""
 KV_HISTORY = 1
 
 
@@ -67,8 +73,16 @@ class Layout:
     def workers_bucket(self) -> str:
         return f"{self.namespace}_workers"
 
-    def job_subject(self, queue: str) -> str:
-        return f"{self.namespace}.jobs.{validate_name('queue', queue)}"
+    def job_subject(self, queue: str, job_id: str) -> str:
+        """One subject per job: "is this job still queued?" is then one lookup by subject."""
+        return f"{self.namespace}.jobs.{validate_name('queue', queue)}.{job_id}"
+
+    def queue_subjects(self, queue: str) -> str:
+        """Every job of ``queue``: the consumer's filter, and what a purge removes."""
+        return f"{self.namespace}.jobs.{validate_name('queue', queue)}.*"
+
+    def any_queue_subject(self, job_id: str) -> str:
+        return f"{self.namespace}.jobs.*.{job_id}"
 
     def failed_subject(self, queue: str) -> str:
         return f"{self.namespace}.failed.{validate_name('queue', queue)}"
@@ -90,7 +104,7 @@ async def declare(js: JetStreamContext, layout: Layout, settings: Settings) -> N
         js,
         StreamConfig(
             name=layout.stream,
-            subjects=[f"{layout.namespace}.jobs.*", f"{layout.namespace}.sched.*"],
+            subjects=[f"{layout.namespace}.jobs.*.*", f"{layout.namespace}.sched.*"],
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
             num_replicas=settings.replicas,
@@ -108,7 +122,7 @@ async def declare(js: JetStreamContext, layout: Layout, settings: Settings) -> N
             storage=StorageType.FILE,
             num_replicas=settings.replicas,
             max_age=FAILED_MAX_AGE,
-            max_bytes=FAILED_MAX_BYTES,
+            max_msgs=FAILED_MAX_MSGS,
             discard=DiscardPolicy.OLD,
         ),
     )
@@ -166,7 +180,7 @@ async def ensure_consumer(
         layout.stream,
         ConsumerConfig(
             durable_name=name,
-            filter_subject=layout.job_subject(queue),
+            filter_subject=layout.queue_subjects(queue),
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=settings.ack_wait,
@@ -174,3 +188,17 @@ async def ensure_consumer(
             max_deliver=-1,
         ),
     )
+
+
+async def purge_subject(client: Any, stream: str, subject: str) -> int:
+    """Remove every message of ``subject`` (wildcards allowed); returns how many.
+
+    nats-py's ``purge_stream`` drops the server's count of purged messages.
+    """
+    reply = await client.nc.request(
+        f"$JS.API.STREAM.PURGE.{stream}", json.dumps({"filter": subject}).encode(), timeout=5
+    )
+    data = json.loads(reply.data)
+    if "error" in data:
+        raise NaqError(f"purging {subject} failed: {data['error'].get('description')}")
+    return int(data.get("purged", 0))

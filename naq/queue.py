@@ -21,8 +21,8 @@ from naq.connection import (
     run_sync,
 )
 from naq.errors import ConfigurationError, PayloadTooLarge
-from naq.job import OPTION_NAMES, Job, JobOptions, new_job_id, validate_job_id
-from naq.layout import Layout
+from naq.job import DEFAULT_OPTIONS, OPTION_NAMES, Job, JobOptions, new_job_id, validate_job_id
+from naq.layout import Layout, purge_subject
 from naq.publish import NoStream, Outgoing
 from naq.results import iter_records, unpack, wait_record
 from naq.serializers import describe, get_serializer
@@ -76,7 +76,7 @@ class Queue:
         self.name = validate_name("queue", name or self.settings.default_queue)
         self.layout = Layout(self.settings.namespace)
         self.default_timeout = default_timeout
-        self._subject = self.layout.job_subject(self.name)
+        self._subject_prefix = self.layout.job_subject(self.name, "")  # + job id, per job
         self._client: Client | None = None
         self._sticky = False
 
@@ -107,14 +107,27 @@ class Queue:
         ``options`` are the job options (see ``naq.job.OPTION_NAMES``); an unknown one is
         an error here rather than a surprise in the worker.
         """
+        return self._prepare(func, args, kwargs, job_id, self._options(options))
+
+    def _options(self, options: dict[str, Any]) -> JobOptions:
+        if options:
+            unknown = options.keys() - OPTION_NAMES - {"job_id"}
+            if unknown:
+                raise ConfigurationError(f"unknown job option(s): {', '.join(sorted(unknown))}")
+        if self.default_timeout is not None:
+            options = {"timeout": self.default_timeout, **options}
+        return JobOptions.build(**options) if options else DEFAULT_OPTIONS
+
+    def _prepare(
+        self,
+        func: Callable[..., Any],
+        args: Sequence[Any],
+        kwargs: dict[str, Any] | None,
+        job_id: str | None,
+        job_options: JobOptions,
+    ) -> tuple[Job, Outgoing]:
         if not callable(func):
             raise ConfigurationError(f"cannot enqueue {func!r}: it is not callable")
-        unknown = options.keys() - OPTION_NAMES
-        if unknown:
-            raise ConfigurationError(f"unknown job option(s): {', '.join(sorted(unknown))}")
-        if self.default_timeout is not None:
-            options.setdefault("timeout", self.default_timeout)
-        job_options = JobOptions.build(**options)
         job_id = validate_job_id(job_id) if job_id is not None else new_job_id()
         serializer = get_serializer(self.settings.job_serializer)
         ref, is_async = describe(func)
@@ -131,7 +144,7 @@ class Queue:
         job = Job(
             job_id, meta.function, self.name, job_options, meta.enqueue_time, self.layout.namespace
         )
-        message = Outgoing(self._subject, body, {"Nats-Msg-Id": job_id})
+        message = Outgoing(self._subject_prefix + job_id, body, {"Nats-Msg-Id": job_id})
         return job, message
 
     async def _publish(self, jobs: list[Job], messages: list[Outgoing]) -> list[Job]:
@@ -192,13 +205,14 @@ class Queue:
             )
         jobs: list[Job] = []
         messages: list[Outgoing] = []
+        job_options = self._options(options)  # once: every job of the batch shares it
         for spec in calls:
             if not isinstance(spec, tuple) or len(spec) not in (2, 3):
                 raise ConfigurationError(
                     f"enqueue_many takes (func, args) or (func, args, kwargs) tuples, got {spec!r}"
                 )
-            job, message = self.prepare(
-                spec[0], spec[1], spec[2] if len(spec) == 3 else None, **options
+            job, message = self._prepare(
+                spec[0], spec[1], spec[2] if len(spec) == 3 else None, None, job_options
             )
             jobs.append(job)
             messages.append(message)
@@ -209,11 +223,9 @@ class Queue:
     async def purge(self) -> int:
         """Remove every job waiting on this queue; returns how many were removed."""
         client = await self._connected()
-        subject = self.layout.job_subject(self.name)
-        info = await client.js.stream_info(self.layout.stream, subjects_filter=subject)
-        waiting = (info.state.subjects or {}).get(subject, 0)
-        await client.js.purge_stream(self.layout.stream, subject=subject)
-        return int(waiting)
+        return await purge_subject(
+            client, self.layout.stream, self.layout.queue_subjects(self.name)
+        )
 
     async def fetch_result(self, job_id: str, timeout: float | None = None) -> Any:
         client = await self._connected()

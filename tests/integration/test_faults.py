@@ -19,7 +19,7 @@ async def _dead_letter(nc: Any, namespace: str, publish: bytes) -> Any:
     """Publish ``publish`` on the default queue's jobs subject; return its dead letter."""
     layout = Layout(namespace)
     sub = await nc.subscribe(f"{namespace}.failed.>")
-    await nc.jetstream().publish(layout.job_subject("default"), publish)
+    await nc.jetstream().publish(layout.job_subject("default", "j1"), publish)
     msg = await sub.next_msg(timeout=10)
     await sub.unsubscribe()
     return msg

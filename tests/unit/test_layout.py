@@ -14,7 +14,8 @@ def test_names_for_the_default_namespace() -> None:
     assert layout.failed_stream == "NAQ_FAILED_naq"
     assert layout.results_bucket == "naq_results"
     assert layout.workers_bucket == "naq_workers"
-    assert layout.job_subject("default") == "naq.jobs.default"
+    assert layout.job_subject("default", "j1") == "naq.jobs.default.j1"
+    assert layout.queue_subjects("default") == "naq.jobs.default.*"
     assert layout.failed_subject("default") == "naq.failed.default"
     assert layout.consumer("default") == "default"
     assert layout.pull_subject("default") == "$JS.API.CONSUMER.MSG.NEXT.NAQ_JOBS_naq.default"
@@ -24,12 +25,12 @@ def test_names_for_the_default_namespace() -> None:
 def test_names_for_another_namespace() -> None:
     layout = Layout("shop-eu_1")
     assert layout.stream == "NAQ_JOBS_shop-eu_1"
-    assert layout.job_subject("mail") == "shop-eu_1.jobs.mail"
+    assert layout.job_subject("mail", "j1") == "shop-eu_1.jobs.mail.j1"
     assert layout.results_bucket == "shop-eu_1_results"
 
 
 @pytest.mark.parametrize("queue", ["", "a.b", "a b", "*", ">", "q>", "a\tb", "ü"])
-@pytest.mark.parametrize("method", ["job_subject", "failed_subject", "consumer", "pull_subject"])
+@pytest.mark.parametrize("method", ["queue_subjects", "failed_subject", "consumer", "pull_subject"])
 def test_invalid_queue_names_are_refused(method: str, queue: str) -> None:
     with pytest.raises(ConfigurationError, match="invalid queue name"):
         getattr(Layout("naq"), method)(queue)

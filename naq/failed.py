@@ -1,0 +1,390 @@
+"""The failed-job registry: what failed for good, why, and putting it back to run.
+
+The failed stream (``NAQ_FAILED_{ns}``, subjects ``{ns}.failed.{queue}``) keeps each
+failed job's whole message, with the reason, attempts, worker, time and traceback in
+headers (``naq.supervisor.settle``). So nothing here decodes a payload or unpickles:
+listing reads the metadata line only, and a requeue republishes the bytes as they
+were enqueued, job id included, so the job's result lands under the id its producer
+already holds.
+
+Why a requeue clears the job's result first: the results KV still holds the failure,
+and ``fetch_job_result`` would keep answering with it, also to a caller waiting for
+the new run. The marker is written before the job is published, so a fast rerun's
+result can never be the one removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import AsyncGenerator, Iterable
+from dataclasses import dataclass
+
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import APIError, NotFoundError
+
+from naq.connection import Client, acquire, run_sync
+from naq.errors import ConfigurationError, JobNotFound
+from naq.layout import Layout, purge_subject
+from naq.publish import NoStream, Outgoing
+from naq.settings import Settings, validate_name
+from naq.wire import BadMessage, decode_job
+
+__all__ = [
+    "FailedJob",
+    "get_failed",
+    "get_failed_sync",
+    "list_failed",
+    "list_failed_sync",
+    "purge_failed",
+    "purge_failed_sync",
+    "requeue_failed",
+    "requeue_failed_sync",
+]
+
+SCAN_BATCH = 256
+"""Entries asked for per pull while scanning: bodies can be large, so not thousands."""
+SCAN_IDLE = 30.0
+"""Seconds after which the server drops a scan's consumer if its reader vanished."""
+FETCH_TIMEOUT = 5.0
+"""Seconds a pull may bring nothing although entries were pending: they were removed
+meanwhile (a requeue, a purge), and the scan ends there."""
+REQUEUE_CHUNK = 1024
+"""Jobs requeued per round, so an error midway leaves at most this many half done."""
+RESULT_MARKER_TTL = "60s"
+"""The delete marker hides the old failure once written (one value per key); after
+that it only takes room, so it expires rather than outliving every requeued job."""
+_SHOWN = 5
+"""Entries named in an error message before it says "and N more"."""
+
+
+@dataclass(frozen=True, slots=True)
+class FailedJob:
+    """One entry of the failed stream.
+
+    ``job_id`` and ``function`` are None for a message that was never a readable job;
+    such an entry is known by ``seq`` only and cannot be requeued.
+    """
+
+    job_id: str | None
+    function: str | None
+    queue: str
+    reason: str
+    traceback: str | None
+    attempts: int
+    worker: str
+    failed_at: float
+    seq: int
+    body: bytes
+
+    @property
+    def ref(self) -> str:
+        """How the CLI names the entry: its job id, or ``#seq`` when it has none."""
+        return self.job_id if self.job_id is not None else f"#{self.seq}"
+
+
+def _settings(nats_url: str | None, namespace: str | None) -> Settings:
+    return Settings.from_env(nats_url=nats_url, namespace=namespace)
+
+
+async def _connect(settings: Settings) -> tuple[Client, Layout]:
+    client = await acquire(settings, sticky=True)
+    return client, await client.layout(settings.namespace)
+
+
+def _failed_subjects(layout: Layout, queue: str | None) -> str:
+    return layout.failed_subject(queue) if queue else f"{layout.namespace}.failed.*"
+
+
+def _entry(msg: Msg) -> FailedJob:
+    headers = msg.headers or {}
+    meta = None
+    with contextlib.suppress(BadMessage):
+        meta, _ = decode_job(msg.data)
+    traceback = None
+    if raw_tb := headers.get("Naq-Traceback"):
+        try:
+            traceback = str(json.loads(raw_tb))
+        except ValueError:  # written by something else: better shown raw than lost
+            traceback = raw_tb
+    try:
+        failed_at = float(headers["Naq-Failed-At"])
+    except (KeyError, ValueError):  # entries from before the header existed
+        failed_at = msg.metadata.timestamp.timestamp()
+    try:
+        attempts = int(headers.get("Naq-Attempts", "0"))
+    except ValueError:
+        attempts = 0
+    return FailedJob(
+        job_id=headers.get("Naq-Job-Id") or (meta.job_id if meta is not None else None),
+        function=meta.function if meta is not None else None,
+        queue=msg.subject.rsplit(".", 1)[-1],
+        reason=headers.get("Naq-Reason", ""),
+        traceback=traceback,
+        attempts=attempts,
+        worker=headers.get("Naq-Worker", ""),
+        failed_at=failed_at,
+        seq=msg.metadata.sequence.stream,
+        body=msg.data,
+    )
+
+
+async def _scan(
+    client: Client, layout: Layout, queue: str | None, limit: int | None = None
+) -> AsyncGenerator[FailedJob]:
+    """Every entry, oldest first, through an ephemeral consumer made for this scan.
+
+    The consumer acks nothing (the stream keeps entries by limits, not acks), lives in
+    memory, and is deleted at the end; ``inactive_threshold`` removes it should this
+    process die mid-scan. Close the iterator (``contextlib.aclosing``) when stopping
+    early, so the consumer goes at once.
+    """
+    subject = _failed_subjects(layout, queue)
+    name = f"naq-scan-{os.urandom(8).hex()}"
+    info = await client.js.add_consumer(
+        layout.failed_stream,
+        ConsumerConfig(
+            name=name,
+            filter_subject=subject,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=SCAN_IDLE,
+            mem_storage=True,
+            num_replicas=1,
+        ),
+    )
+    try:
+        pending = info.num_pending or 0
+        if not pending:
+            return
+        sub = await client.js.pull_subscribe_bind(consumer=name, stream=layout.failed_stream)
+        try:
+            while pending and (limit is None or limit > 0):
+                batch = min(pending, SCAN_BATCH, SCAN_BATCH if limit is None else limit)
+                try:
+                    msgs = await sub.fetch(batch, timeout=FETCH_TIMEOUT)
+                except TimeoutError:
+                    return
+                for msg in msgs:
+                    pending = msg.metadata.num_pending
+                    if limit is not None:
+                        limit -= 1
+                    yield _entry(msg)
+        finally:
+            await sub.unsubscribe()
+    finally:
+        with contextlib.suppress(Exception):  # it expires on its own regardless
+            await client.js.delete_consumer(layout.failed_stream, name)
+
+
+def _check_queue(queue: str | None) -> str | None:
+    return None if queue is None else validate_name("queue", queue)
+
+
+async def list_failed(
+    queue: str | None = None,
+    limit: int | None = None,
+    nats_url: str | None = None,
+    namespace: str | None = None,
+) -> list[FailedJob]:
+    """Failed jobs, oldest first: all of them, or one queue's; at most ``limit``."""
+    queue = _check_queue(queue)
+    if limit is not None and (isinstance(limit, bool) or limit < 0):
+        raise ConfigurationError(f"limit must not be negative, got {limit!r}")
+    if limit == 0:
+        return []
+    client, layout = await _connect(_settings(nats_url, namespace))
+    async with contextlib.aclosing(_scan(client, layout, queue, limit)) as entries:
+        return [entry async for entry in entries]
+
+
+def list_failed_sync(
+    queue: str | None = None,
+    limit: int | None = None,
+    nats_url: str | None = None,
+    namespace: str | None = None,
+) -> list[FailedJob]:
+    return run_sync(list_failed(queue, limit, nats_url, namespace))
+
+
+async def get_failed(
+    job_id: str, nats_url: str | None = None, namespace: str | None = None
+) -> FailedJob:
+    """The failed stream's entry for ``job_id``; the newest if it failed more than once.
+
+    Raises :class:`JobNotFound` when the job is not there: it never failed for good,
+    was requeued or purged, or its entry aged out of the stream.
+    """
+    settings = _settings(nats_url, namespace)
+    client, layout = await _connect(settings)
+    found: FailedJob | None = None
+    async with contextlib.aclosing(_scan(client, layout, None)) as entries:
+        async for entry in entries:
+            if entry.job_id == job_id:
+                found = entry
+    if found is None:
+        raise JobNotFound(f"no failed job {job_id} in namespace {settings.namespace}")
+    return found
+
+
+def get_failed_sync(
+    job_id: str, nats_url: str | None = None, namespace: str | None = None
+) -> FailedJob:
+    return run_sync(get_failed(job_id, nats_url, namespace))
+
+
+def _named(entries: list[FailedJob]) -> str:
+    shown = ", ".join(f"{e.ref} ({e.reason})" for e in entries[:_SHOWN])
+    more = len(entries) - _SHOWN
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+async def requeue_failed(
+    job_ids: Iterable[str] | None = None,
+    *,
+    all: bool = False,
+    nats_url: str | None = None,
+    namespace: str | None = None,
+) -> list[str]:
+    """Put failed jobs back on their queues to run again; returns the job ids, in order.
+
+    Each job keeps its id, so its new result replaces the old failure under that id.
+    A job that failed more than once is run once, and all its entries go. With
+    ``all=True``, every entry is requeued, and any that is not a readable job (it
+    could never run) makes the call refuse before it changes anything: remove those
+    with :func:`purge_failed`, or requeue the others by id. Raises
+    :class:`JobNotFound` naming the ids that are not in the failed stream, also
+    before changing anything.
+    """
+    if all and job_ids is not None:
+        raise ConfigurationError("requeue_failed takes job ids or all=True, not both")
+    if not all and job_ids is None:
+        raise ConfigurationError("requeue_failed needs the job ids to requeue, or all=True")
+    wanted: list[str] | None = None
+    if job_ids is not None:
+        # One id given as a string would otherwise be read as its characters.
+        wanted = list(dict.fromkeys([job_ids] if isinstance(job_ids, str) else job_ids))
+        if not wanted:
+            return []
+    settings = _settings(nats_url, namespace)
+    client, layout = await _connect(settings)
+
+    newest: dict[str, FailedJob] = {}
+    seqs: dict[str, list[int]] = {}
+    unreadable: list[FailedJob] = []
+    wanted_set = set(wanted or ())
+    async with contextlib.aclosing(_scan(client, layout, None)) as entries:
+        async for entry in entries:
+            if entry.job_id is None:
+                if all:
+                    unreadable.append(entry)
+            elif all or entry.job_id in wanted_set:
+                newest[entry.job_id] = entry  # entries come oldest first
+                seqs.setdefault(entry.job_id, []).append(entry.seq)
+    if unreadable:
+        raise ConfigurationError(
+            f"{len(unreadable)} failed entr{'y is' if len(unreadable) == 1 else 'ies are'} "
+            f"not a readable job and cannot be requeued: {_named(unreadable)}; purge them, "
+            "or requeue the other jobs by id"
+        )
+    if wanted is not None:
+        missing = [job_id for job_id in wanted if job_id not in newest]
+        if missing:
+            raise JobNotFound(
+                f"not in the failed jobs of namespace {settings.namespace}: {', '.join(missing)}"
+            )
+    order = wanted if wanted is not None else list(newest)
+    for start in range(0, len(order), REQUEUE_CHUNK):
+        chunk = [(job_id, newest[job_id]) for job_id in order[start : start + REQUEUE_CHUNK]]
+        await _requeue(client, layout, chunk, seqs)
+    return order
+
+
+async def _requeue(
+    client: Client,
+    layout: Layout,
+    chunk: list[tuple[str, FailedJob]],
+    seqs: dict[str, list[int]],
+) -> None:
+    """Clear the old results, then publish the jobs, then drop their entries.
+
+    In that order, an interruption at any point leaves every job still listed as
+    failed (requeue it again) or requeued, never gone; and the publish's message id
+    names the entry, so requeueing the same entry twice within the duplicate window
+    runs the job once. The bare job id would not do: the job stream remembers it
+    from the original enqueue for the whole duplicate window and would drop the
+    republish.
+    """
+    markers = [
+        Outgoing(
+            layout.kv_subject(layout.results_bucket, job_id),
+            b"",
+            {"KV-Operation": "DEL", "Nats-TTL": RESULT_MARKER_TTL},
+        )
+        for job_id, _ in chunk
+    ]
+    jobs = [
+        Outgoing(
+            layout.job_subject(job.queue, job_id),
+            job.body,
+            {"Nats-Msg-Id": f"{job_id}.requeue.{job.seq}"},
+        )
+        for job_id, job in chunk
+    ]
+    await client.publisher.publish_many(markers)
+    try:
+        await client.publisher.publish_many(jobs)
+    except NoStream:  # the job stream was deleted behind this connection: declare again
+        client.forget_declared()
+        await client.layout(layout.namespace)
+        await client.publisher.publish_many(jobs)
+    for job_id, _ in chunk:
+        for seq in seqs[job_id]:
+            await _drop(client, layout.failed_stream, seq)
+
+
+async def _drop(client: Client, stream: str, seq: int) -> None:
+    """Delete one entry; one already gone (another requeue, a purge, its age) is fine.
+
+    The server reports a missing sequence with several codes (400 "not found", 500
+    "no message found", "stream store EOF"), so absence is checked, not the code.
+    """
+    try:
+        await client.js.delete_msg(stream, seq)
+    except APIError:
+        try:
+            await client.js.get_msg(stream, seq)
+        except NotFoundError:
+            return
+        raise
+
+
+def requeue_failed_sync(
+    job_ids: Iterable[str] | None = None,
+    *,
+    all: bool = False,
+    nats_url: str | None = None,
+    namespace: str | None = None,
+) -> list[str]:
+    return run_sync(requeue_failed(job_ids, all=all, nats_url=nats_url, namespace=namespace))
+
+
+async def purge_failed(
+    queue: str | None = None, nats_url: str | None = None, namespace: str | None = None
+) -> int:
+    """Remove every failed entry, or one queue's; returns how many were removed.
+
+    The jobs' failed results stay in the results KV until they expire: the jobs did
+    fail, and their producers may still ask.
+    """
+    queue = _check_queue(queue)
+    client, layout = await _connect(_settings(nats_url, namespace))
+    return await purge_subject(client, layout.failed_stream, _failed_subjects(layout, queue))
+
+
+def purge_failed_sync(
+    queue: str | None = None, nats_url: str | None = None, namespace: str | None = None
+) -> int:
+    return run_sync(purge_failed(queue, nats_url, namespace))
