@@ -23,6 +23,7 @@ _EXPORTS = {
         "JobFailed",
         "JobNotFound",
         "JobNotFoundError",
+        "JobPending",
         "NaqConnectionError",
         "NaqError",
         "PayloadTooLarge",
@@ -47,6 +48,10 @@ _EXPORTS = {
     "naq.job": ["Job", "JobOptions"],
     "naq.queue": [
         "Queue",
+        "cancel_job",
+        "cancel_job_sync",
+        "fetch_job_status",
+        "fetch_job_status_sync",
         "enqueue",
         "enqueue_many",
         "enqueue_many_sync",
@@ -59,6 +64,7 @@ _EXPORTS = {
         "purge_queue_sync",
     ],
     "naq.settings": ["DEFAULT_NATS_URL", "Settings"],
+    "naq.status": ["JobStatus"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -90,6 +96,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ serv
         JobFailed as JobFailed,
         JobNotFound as JobNotFound,
         JobNotFoundError as JobNotFoundError,
+        JobPending as JobPending,
         NaqConnectionError as NaqConnectionError,
         NaqError as NaqError,
         PayloadTooLarge as PayloadTooLarge,
@@ -122,6 +129,8 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ serv
     )
     from naq.queue import (
         Queue as Queue,
+        cancel_job as cancel_job,
+        cancel_job_sync as cancel_job_sync,
         enqueue as enqueue,
         enqueue_many as enqueue_many,
         enqueue_many_sync as enqueue_many_sync,
@@ -130,6 +139,8 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ serv
         fetch_job_result_sync as fetch_job_result_sync,
         fetch_job_results as fetch_job_results,
         fetch_job_results_sync as fetch_job_results_sync,
+        fetch_job_status as fetch_job_status,
+        fetch_job_status_sync as fetch_job_status_sync,
         purge_queue as purge_queue,
         purge_queue_sync as purge_queue_sync,
     )
@@ -137,3 +148,4 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ serv
         DEFAULT_NATS_URL as DEFAULT_NATS_URL,
         Settings as Settings,
     )
+    from naq.status import JobStatus as JobStatus

@@ -26,7 +26,7 @@ from naq.queue import Queue
 from naq.server import EmbeddedServer, binary_version, default_store_dir, port_in_use
 from naq.settings import DEFAULT_NATS_URL, Settings, env_name
 from naq.supervisor import Supervisor
-from naq.supervisor.heartbeat import list_workers
+from naq.workers import list_workers
 
 log = logging.getLogger("naq")
 F = TypeVar("F", bound=Callable[..., Any])

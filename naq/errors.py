@@ -80,5 +80,9 @@ JobNotFoundError = JobNotFound
 """The original naq's name for :class:`JobNotFound`."""
 
 
+class JobPending(JobNotFound):
+    """The job exists but has no result yet; ``fetch_job_result(..., timeout=)`` waits."""
+
+
 class ResultTimeout(NaqError, TimeoutError):
     """``fetch_job_result(..., timeout=)`` waited the whole timeout and no result came."""

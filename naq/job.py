@@ -29,6 +29,7 @@ OPTION_NAMES = frozenset(
         "timeout",
         "result_ttl",
         "job_id",
+        "depends_on",
     }
 )
 """Keyword arguments of ``enqueue`` that are job options, never passed to the function."""

@@ -73,6 +73,10 @@ class Layout:
     def workers_bucket(self) -> str:
         return f"{self.namespace}_workers"
 
+    @property
+    def deps_bucket(self) -> str:
+        return f"{self.namespace}_deps"
+
     def job_subject(self, queue: str, job_id: str) -> str:
         """One subject per job: "is this job still queued?" is then one lookup by subject."""
         return f"{self.namespace}.jobs.{validate_name('queue', queue)}.{job_id}"
@@ -90,6 +94,14 @@ class Layout:
     def consumer(self, queue: str) -> str:
         """Durable pull consumer shared by every supervisor of ``queue``."""
         return validate_name("queue", queue)
+
+    @property
+    def cancel_subject(self) -> str:
+        """Core NATS (not stored): every supervisor hears which job to stop."""
+        return f"{self.namespace}.control.cancel"
+
+    def sched_subject(self, job_id: str) -> str:
+        return f"{self.namespace}.sched.{job_id}"
 
     def kv_subject(self, bucket: str, key: str) -> str:
         return f"$KV.{bucket}.{key}"
@@ -126,7 +138,7 @@ async def declare(js: JetStreamContext, layout: Layout, settings: Settings) -> N
             discard=DiscardPolicy.OLD,
         ),
     )
-    for bucket in (layout.results_bucket, layout.workers_bucket):
+    for bucket in (layout.results_bucket, layout.workers_bucket, layout.deps_bucket):
         await _ensure_stream(js, _kv_config(bucket, settings))
 
 

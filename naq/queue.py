@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
+from naq.cancel import cancel
 from naq.connection import (
     Client,
     acquire,
@@ -20,17 +21,21 @@ from naq.connection import (
     release,
     run_sync,
 )
-from naq.errors import ConfigurationError, PayloadTooLarge
+from naq.dependencies import dependency_ids, hold
+from naq.errors import ConfigurationError, JobNotFound, JobPending, PayloadTooLarge
 from naq.job import DEFAULT_OPTIONS, OPTION_NAMES, Job, JobOptions, new_job_id, validate_job_id
 from naq.layout import Layout, purge_subject
 from naq.publish import NoStream, Outgoing
 from naq.results import iter_records, unpack, wait_record
 from naq.serializers import describe, get_serializer
 from naq.settings import Settings, env_snapshot, validate_name
+from naq.status import JobStatus, job_status
 from naq.wire import JobMeta, encode_job
 
 __all__ = [
     "Queue",
+    "cancel_job",
+    "cancel_job_sync",
     "close_connections",
     "close_sync_connections",
     "enqueue",
@@ -41,6 +46,8 @@ __all__ = [
     "fetch_job_result_sync",
     "fetch_job_results",
     "fetch_job_results_sync",
+    "fetch_job_status",
+    "fetch_job_status_sync",
     "purge_queue",
     "purge_queue_sync",
 ]
@@ -147,8 +154,8 @@ class Queue:
         message = Outgoing(self._subject_prefix + job_id, body, {"Nats-Msg-Id": job_id})
         return job, message
 
-    async def _publish(self, jobs: list[Job], messages: list[Outgoing]) -> list[Job]:
-        client = await self._connected()
+    @staticmethod
+    def _check_size(client: Client, jobs: list[Job], messages: list[Outgoing]) -> None:
         limit = client.nc.max_payload - HEADER_ROOM
         for job, message in zip(jobs, messages, strict=True):
             if len(message.payload) > limit:
@@ -157,6 +164,10 @@ class Queue:
                     f"over the server's max_payload of {client.nc.max_payload}: pass large "
                     "data by reference (a path, a URL, an object-store key)"
                 )
+
+    async def _publish(self, jobs: list[Job], messages: list[Outgoing]) -> list[Job]:
+        client = await self._connected()
+        self._check_size(client, jobs, messages)
         try:
             await self._send(client, messages)
         except NoStream:
@@ -189,8 +200,20 @@ class Queue:
         kwargs: dict[str, Any] | None = None,
         **options: Any,
     ) -> Job:
-        """Like :meth:`enqueue`, with the call's ``args``/``kwargs`` given explicitly."""
+        """Like :meth:`enqueue`, with the call's ``args``/``kwargs`` given explicitly.
+
+        ``depends_on`` (a Job, a job id, or a list of them) holds the job until every
+        dependency has finished; if one fails or is cancelled, so is this job.
+        """
+        depends_on = dependency_ids(options.pop("depends_on", None))
         job, message = self.prepare(func, args, kwargs, **options)
+        if depends_on:
+            client = await self._connected()
+            self._check_size(client, [job], [message])
+            await hold(
+                client, self.layout, job.job_id, self.name, job.enqueue_time, message, depends_on
+            )
+            return job
         return (await self._publish([job], [message]))[0]
 
     async def enqueue_many(self, calls: Iterable[CallSpec], **options: Any) -> list[Job]:
@@ -199,6 +222,10 @@ class Queue:
         ``calls`` holds ``(func, args)`` or ``(func, args, kwargs)`` tuples; ``options``
         (except ``job_id``) apply to every job.
         """
+        if "depends_on" in options:
+            raise ConfigurationError(
+                "enqueue_many takes no depends_on: enqueue such jobs one by one"
+            )
         if "job_id" in options:
             raise ConfigurationError(
                 "enqueue_many gives each job its own id; job_id is not allowed"
@@ -228,9 +255,30 @@ class Queue:
         )
 
     async def fetch_result(self, job_id: str, timeout: float | None = None) -> Any:
+        """The job's return value, waiting up to ``timeout`` for it.
+
+        Raises ``JobFailed`` (failed or cancelled), ``ResultTimeout`` (still pending
+        after ``timeout``), ``JobPending`` (pending and no ``timeout``), or
+        ``JobNotFound`` (unknown, or its result expired).
+        """
         client = await self._connected()
-        record = await wait_record(client, self.layout, job_id, timeout)
+        try:
+            record = await wait_record(client, self.layout, job_id, timeout)
+        except JobNotFound:
+            status = await job_status(client, self.layout, job_id)  # raises JobNotFound
+            raise JobPending(
+                f"job {job_id} is {status.status}: pass timeout= to wait for its result"
+            ) from None
         return unpack(record, allow_pickle=self.settings.job_serializer == "pickle")
+
+    async def status(self, job_id: str) -> JobStatus:
+        """Where the job is: queued, scheduled, running, finished, failed or cancelled."""
+        return await job_status(await self._connected(), self.layout, job_id)
+
+    async def cancel(self, job_id: str) -> bool:
+        """Cancel the job: True if it will not run (or was stopped), False if it was
+        unknown or already over."""
+        return await cancel(await self._connected(), self.layout, job_id)
 
     async def fetch_results(self, job_ids: Iterable[str], timeout: float) -> dict[str, Any]:
         """Wait for many results at once; value, or the ``JobFailed`` error, by job id."""
@@ -377,3 +425,27 @@ def fetch_job_results_sync(
     namespace: str | None = None,
 ) -> dict[str, Any]:
     return run_sync(fetch_job_results(job_ids, timeout, nats_url, namespace))
+
+
+async def fetch_job_status(
+    job_id: str, nats_url: str | None = None, namespace: str | None = None
+) -> JobStatus:
+    """Status, attempt count and timestamps of a job; ``JobNotFound`` if unknown."""
+    return await _shared(None, nats_url, namespace).status(job_id)
+
+
+def fetch_job_status_sync(
+    job_id: str, nats_url: str | None = None, namespace: str | None = None
+) -> JobStatus:
+    return run_sync(fetch_job_status(job_id, nats_url, namespace))
+
+
+async def cancel_job(
+    job_id: str, nats_url: str | None = None, namespace: str | None = None
+) -> bool:
+    """A queued job never runs; a running one is stopped; its dependents are cancelled."""
+    return await _shared(None, nats_url, namespace).cancel(job_id)
+
+
+def cancel_job_sync(job_id: str, nats_url: str | None = None, namespace: str | None = None) -> bool:
+    return run_sync(cancel_job(job_id, nats_url, namespace))

@@ -108,7 +108,10 @@ async def iter_records(
                 continue
             if entry is None or not entry.value or entry.key not in wanted or entry.key in seen:
                 continue
+            record = decode_result(entry.value)
+            if not record.final:  # retrying, interrupted, running: the outcome is yet to come
+                continue
             seen.add(entry.key)
-            yield decode_result(entry.value)
+            yield record
     finally:
         await watcher.stop()  # type: ignore[no-untyped-call]

@@ -102,11 +102,22 @@ def decode_job(body: bytes) -> tuple[JobMeta, bytes]:
     return meta, payload
 
 
-ResultStatus = Literal["finished", "failed"]
+ResultStatus = Literal["finished", "failed", "cancelled", "retrying", "interrupted", "running"]
+FINAL = frozenset({"finished", "failed", "cancelled"})
+"""Statuses a job never leaves; ``retrying`` and ``interrupted`` wait for another run."""
+
+_EXTRA = ("attempt", "queue", "enqueued_at", "started_at", "worker", "crashes", "interruptions")
 
 
 @dataclass(frozen=True, slots=True)
 class ResultRecord:
+    """A job's record in the results KV: its outcome, or why it waits to run again.
+
+    ``crashes`` counts deliveries whose worker died without a word, and
+    ``interruptions`` the runs cut short by a shutdown: neither is the job's own
+    failure, so the supervisor tells them apart from the delivery count.
+    """
+
     job_id: str
     status: ResultStatus
     serializer: str
@@ -114,6 +125,26 @@ class ResultRecord:
     error: str | None = None
     traceback: str | None = None
     payload: bytes = b""
+    attempt: int = 0
+    queue: str = ""
+    enqueued_at: float = 0.0
+    started_at: float = 0.0
+    worker: str = ""
+    crashes: int = 0
+    interruptions: int = 0
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL
+
+    def ended_delivery(self) -> int | None:
+        """The delivery this record closed: a retry or an interruption; None for a
+        ``running`` note, written when a delivery started (it closed nothing)."""
+        if self.status == "retrying":
+            return self.attempt + self.interruptions
+        if self.status == "interrupted":
+            return self.attempt + self.interruptions - 1
+        return None
 
 
 def encode_result(rec: ResultRecord) -> bytes:
@@ -128,6 +159,9 @@ def encode_result(rec: ResultRecord) -> bytes:
         head["error"] = rec.error
     if rec.traceback is not None:
         head["tb"] = rec.traceback
+    for name in _EXTRA:
+        if value := getattr(rec, name):
+            head[name] = value
     return _dumps(head).encode() + _SEP + rec.payload
 
 
@@ -142,6 +176,7 @@ def decode_result(body: bytes) -> ResultRecord:
             error=head.get("error"),
             traceback=head.get("tb"),
             payload=payload,
+            **{name: head[name] for name in _EXTRA if name in head},
         )
     except KeyError as exc:
         raise BadMessage(f"naq result record lacks {exc.args[0]!r}") from None

@@ -71,21 +71,3 @@ async def beat(client: Client, layout: Layout, record: dict[str, Any], ttl: floa
 async def remove(client: Client, layout: Layout, worker_id: str) -> None:
     kv = await client.js.key_value(layout.workers_bucket)
     await kv.purge(worker_id)
-
-
-async def list_workers(client: Client, layout: Layout) -> list[dict[str, Any]]:
-    """Live worker records (expired ones are gone by TTL)."""
-    kv = await client.js.key_value(layout.workers_bucket)
-    watcher = await kv.watchall()
-    records: list[dict[str, Any]] = []
-    try:
-        async for entry in watcher:
-            if entry is None:
-                break
-            if entry.value:
-                records.append(json.loads(entry.value))
-            if entry.delta == 0:
-                break
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
-    return records

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from nats.aio.msg import Msg
 
@@ -18,7 +20,7 @@ from naq.executors.base import Outcome
 from naq.job import JobOptions
 from naq.layout import Layout
 from naq.results import store_result
-from naq.wire import JobMeta, ResultRecord
+from naq.wire import JobMeta, ResultRecord, ResultStatus
 
 log = logging.getLogger(__name__)
 
@@ -43,34 +45,89 @@ def failed_headers(
     return headers
 
 
+@dataclass(slots=True)
+class Delivery:
+    """One delivery of a job to this supervisor, and what earlier ones left behind."""
+
+    msg: Msg
+    queue: str
+    meta: JobMeta
+    attempt: int
+    """Runs that count against ``max_retries``: deliveries less interruptions."""
+    started_at: float = 0.0
+    crashes: int = 0
+    interruptions: int = 0
+    cancel_requested: bool = False
+
+
 class Settler:
-    def __init__(self, client: Client, layout: Layout, default_ttl: int, worker_id: str) -> None:
+    def __init__(
+        self,
+        client: Client,
+        layout: Layout,
+        default_ttl: int,
+        worker_id: str,
+        on_final: Callable[[ResultRecord], None] = lambda record: None,
+    ) -> None:
         self._client = client
         self._layout = layout
         self._default_ttl = default_ttl
         self._worker_id = worker_id
+        self._on_final = on_final
+        """Told of every job settled for good: dependencies release their waiters."""
 
     def _ttl(self, options: JobOptions) -> int:
         return self._default_ttl if options.result_ttl is None else options.result_ttl
 
-    async def settle(
-        self, msg: Msg, queue: str, meta: JobMeta, outcome: Outcome, attempt: int
-    ) -> str:
-        """Act on ``outcome``; returns what was done: finished, failed, retry or requeued."""
+    def record(
+        self,
+        job: Delivery,
+        status: ResultStatus,
+        error: str | None = None,
+        traceback: str | None = None,
+        payload: bytes = b"",
+    ) -> ResultRecord:
+        return ResultRecord(
+            job.meta.job_id,
+            status,
+            job.meta.serializer,
+            time.time(),
+            error,
+            traceback,
+            payload,
+            attempt=job.attempt,
+            queue=job.queue,
+            enqueued_at=job.meta.enqueue_time,
+            started_at=job.started_at,
+            worker=self._worker_id,
+            crashes=job.crashes,
+            interruptions=job.interruptions,
+        )
+
+    async def note(self, job: Delivery, status: ResultStatus, error: str | None = None) -> None:
+        """A non-final record (retrying, interrupted): the job's state for the next run
+        and for ``fetch_job_status``, kept as long as a result would be."""
+        ttl = self._ttl(job.meta.options) or self._default_ttl
+        await store_result(self._client, self._layout, self.record(job, status, error), ttl)
+
+    async def settle(self, job: Delivery, outcome: Outcome) -> str:
+        """Act on ``outcome``; returns what was done: finished, failed, retry, requeued
+        or cancelled."""
+        msg, meta, attempt = job.msg, job.meta, job.attempt
+        if job.cancel_requested:
+            await msg.ack()  # cancel_job wrote the record and cancelled the dependents
+            return "cancelled"
         if outcome.status == "ok":
             ttl = self._ttl(meta.options)
+            record = self.record(job, "finished", payload=outcome.result or b"")
             if ttl != 0:
-                record = ResultRecord(
-                    meta.job_id,
-                    "finished",
-                    meta.serializer,
-                    time.time(),
-                    payload=outcome.result or b"",
-                )
                 await store_result(self._client, self._layout, record, ttl)
             await msg.ack()
+            self._on_final(record)
             return "finished"
-        if outcome.status == "cancelled":
+        if outcome.status == "cancelled":  # cut short by a shutdown: not the job's fault
+            job.interruptions += 1
+            await self.note(job, "interrupted", outcome.error)
             await msg.nak()  # handed back at once, for this or another supervisor
             return "requeued"
         retries_left = attempt <= meta.options.max_retries
@@ -93,35 +150,33 @@ class Settler:
             log.info(
                 "job %s attempt %d: %s; retry in %.1fs", meta.job_id, attempt, outcome.error, delay
             )
+            await self.note(job, "retrying", outcome.error)
             await msg.nak(delay=delay or None)
             return "retry"
-        await self.fail(
-            msg, queue, meta, outcome.error or outcome.status, outcome.traceback, attempt
-        )
+        await self.fail(job.msg, job.queue, job, outcome.error or outcome.status, outcome.traceback)
         return "failed"
 
     async def fail(
         self,
         msg: Msg,
         queue: str,
-        meta: JobMeta | None,
+        job: Delivery | None,
         error: str,
         traceback: str | None,
-        attempt: int,
     ) -> None:
         """Record a failure for good: the failed stream keeps the whole job, then ack.
 
-        ``meta`` is None for a message that is not a readable job at all; it is
+        ``job`` is None for a message that is not a readable job at all; it is
         dead-lettered as it came, with the reason.
         """
+        attempt = job.attempt if job else 1
         headers = failed_headers(error, traceback, attempt, self._worker_id)
-        if meta is not None:
-            headers["Naq-Job-Id"] = meta.job_id
-            record = ResultRecord(
-                meta.job_id, "failed", meta.serializer, time.time(), error, traceback
-            )
-            ttl = self._ttl(meta.options)
-            await store_result(self._client, self._layout, record, ttl or self._default_ttl)
+        if job is not None:
+            headers["Naq-Job-Id"] = job.meta.job_id
+            record = self.record(job, "failed", error, traceback)
+            ttl = self._ttl(job.meta.options) or self._default_ttl
+            await store_result(self._client, self._layout, record, ttl)
+            self._on_final(record)
         await self._client.publisher.publish(self._layout.failed_subject(queue), msg.data, headers)
-        log.warning("job %s failed for good: %s", meta.job_id if meta else "(unreadable)", error)
+        log.warning("job %s failed for good: %s", job.meta.job_id if job else "(unreadable)", error)
         await msg.ack()

@@ -29,34 +29,31 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import psutil
 from nats.aio.msg import Msg
 
 from naq.connection import Client, connect
+from naq.dependencies import DependencyWatch
 from naq.errors import BrokenExecutor
 from naq.executors.base import Call, Executor, Outcome
 from naq.layout import Layout, ensure_consumer
+from naq.results import read_record
 from naq.settings import Settings
 from naq.supervisor import heartbeat
 from naq.supervisor.heartbeat import Counters, Heartbeat
 from naq.supervisor.puller import Puller
-from naq.supervisor.settle import Settler
-from naq.wire import BadMessage, JobMeta, decode_job
+from naq.supervisor.settle import Delivery, Settler
+from naq.wire import BadMessage, JobMeta, ResultRecord, decode_job
 
 log = logging.getLogger(__name__)
 
 MEMORY_CHECK_INTERVAL = 1.0
-
-
-@dataclass(slots=True)
-class Running:
-    msg: Msg
-    meta: JobMeta
+CANCELLED_REMEMBERED = 10_000
 
 
 class Supervisor:
@@ -71,7 +68,7 @@ class Supervisor:
         self.counters = Counters()
         self.client: Client | None = None
         self._pullers: dict[str, Puller] = {}
-        self._running: dict[str, Running] = {}
+        self._running: dict[str, Delivery] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._starting = 0
         self._slots_changed = asyncio.Event()
@@ -84,6 +81,8 @@ class Supervisor:
         self.fatal: BrokenExecutor | None = None
         """Set when the executor broke; ``run`` then ends with it raised."""
         self._memory_paused = False
+        self._cancelled: dict[str, None] = {}
+        """Job ids whose cancellation was broadcast lately (oldest first, bounded)."""
 
     # -- slots -------------------------------------------------------------------------
     def free(self) -> int:
@@ -121,10 +120,19 @@ class Supervisor:
             for queue in self.queues:
                 await ensure_consumer(client.js, self.layout, queue, self.settings)
             await self.executor.start()
-            settler = Settler(client, self.layout, self.settings.result_ttl, self.worker_id)
+            self._deps = DependencyWatch(client, self.layout)
+            await self._deps.start()
+            settler = Settler(
+                client,
+                self.layout,
+                self.settings.result_ttl,
+                self.worker_id,
+                on_final=self._deps.settled,
+            )
             info = Heartbeat(
                 self.worker_id, self.queues, self.executor.name, self.executor.concurrency
             )
+            await nc.subscribe(self.layout.cancel_subject, cb=self._on_cancel)
             if self.settings.max_memory:
                 await self._check_memory()  # a supervisor born over the limit pulls nothing
             for queue in self.queues:
@@ -162,6 +170,7 @@ class Supervisor:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            await self._deps.stop()
             with contextlib.suppress(Exception):
                 await heartbeat.remove(client, self.layout, self.worker_id)
             if self.fatal is not None:
@@ -211,19 +220,30 @@ class Supervisor:
     async def _handle(self, queue: str, msg: Msg, settler: Settler) -> None:
         started = False
         try:
-            if self._stopping:
-                await msg.nak()
-                return
-            attempt = _attempt(msg)
             try:
                 meta, payload = decode_job(msg.data)
             except BadMessage as exc:
-                await settler.fail(msg, queue, None, str(exc), None, attempt)
-                self._count_failure()
+                if self._stopping:
+                    await msg.nak()
+                else:
+                    await settler.fail(msg, queue, None, str(exc), None)
+                    self._count_failure()
+                return
+            job = Delivery(msg, queue, meta, _attempt(msg))
+            if self._stopping:  # reached us during the drain: hand it back, uncounted
+                await self._history(job)
+                job.interruptions += 1
+                await settler.note(job, "interrupted", "handed back by a stopping supervisor")
+                await msg.nak()
+                return
+            if job.attempt > 1 and not await self._resume(settler, job):
+                return
+            if meta.job_id in self._cancelled:
+                await msg.ack()  # cancelled while on its way here: it never runs
                 return
             refusal = self._refuse(meta)
             if refusal:
-                await settler.fail(msg, queue, meta, refusal, None, attempt)
+                await settler.fail(msg, queue, job, refusal, None)
                 self._count_failure()
                 return
             call = Call(
@@ -233,10 +253,11 @@ class Supervisor:
                 payload,
                 meta.options.timeout,
                 meta.is_async,
-                attempt,
+                job.attempt,
                 keep_result=meta.options.result_ttl != 0,
             )
-            self._running[meta.job_id] = Running(msg, meta)
+            job.started_at = time.time()
+            self._running[meta.job_id] = job
             self._starting -= 1
             started = True
             try:
@@ -247,23 +268,68 @@ class Supervisor:
                 return
             finally:
                 self._running.pop(meta.job_id, None)
-            await self._settle(settler, msg, queue, meta, outcome, attempt)
+            await self._settle(settler, job, outcome)
         finally:
             if not started:
                 self._starting -= 1
 
-    async def _settle(
-        self,
-        settler: Settler,
-        msg: Msg,
-        queue: str,
-        meta: JobMeta,
-        outcome: Outcome,
-        attempt: int,
-    ) -> None:
+    async def _resume(self, settler: Settler, job: Delivery) -> bool:
+        """A redelivered job: read what its earlier deliveries left; False if it must not run.
+
+        Finished (its ack was lost) or cancelled: ack and stop. Otherwise count the
+        earlier deliveries that ended without a word (the worker died: a job that kills
+        its supervisor every time) and dead-letter the job once they exceed its
+        retries, so a poison job is never redelivered for ever.
+        """
+        record, previous_ended = await self._history(job)
+        if record is not None and record.final:
+            await job.msg.ack()
+            return False
+        if job.crashes > job.meta.options.max_retries:
+            await settler.fail(
+                job.msg,
+                job.queue,
+                job,
+                f"its worker died while running it {job.crashes} time(s); it is not run again",
+                None,
+            )
+            self._count_failure()
+            return False
+        if not previous_ended:  # leave a trace, so the next delivery can count this one
+            await settler.note(job, "running", "the worker running it before died")
+        return True
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        """``cancel_job`` broadcast: stop the job if it runs here; skip it if it arrives."""
+        job_id = msg.data.decode(errors="replace")
+        self._cancelled[job_id] = None
+        if len(self._cancelled) > CANCELLED_REMEMBERED:
+            del self._cancelled[next(iter(self._cancelled))]
+        if job_id in self._running and await self.executor.cancel(job_id):
+            log.info("job %s cancelled while running", job_id)
+
+    async def _history(self, job: Delivery) -> tuple[ResultRecord | None, bool]:
+        """Fill in the job's crashes, interruptions and countable attempt from its record;
+        also returns the record and whether the previous delivery ended with a word."""
+        delivery = job.attempt
+        if delivery == 1:
+            return None, True
+        record = await read_record(self.client_or_fail(), self.layout, job.meta.job_id)
+        previous_ended = record is not None and record.ended_delivery() == delivery - 1
+        job.crashes = (record.crashes if record else 0) + (0 if previous_ended else 1)
+        job.interruptions = record.interruptions if record else 0
+        job.attempt = delivery - job.interruptions
+        return record, previous_ended
+
+    def client_or_fail(self) -> Client:
+        assert self.client is not None, "the supervisor is not connected"
+        return self.client
+
+    async def _settle(self, settler: Settler, job: Delivery, outcome: Outcome) -> None:
         if self._hard_stop.is_set() and outcome.status == "cancelled":
-            log.info("job %s cut short by shutdown: handed back", meta.job_id)
-        done = await settler.settle(msg, queue, meta, outcome, attempt)
+            log.info("job %s cut short by shutdown: handed back", job.meta.job_id)
+        job.cancel_requested = job.meta.job_id in self._cancelled
+        done = await settler.settle(job, outcome)
         if done == "finished":
             self.counters.processed += 1
         elif done == "failed":
@@ -311,6 +377,16 @@ class Supervisor:
         interval = self.settings.heartbeat_interval
         while True:
             record = info.record(self.executor, len(self._running), self.counters)
+            record["running"] = [
+                {
+                    "job_id": job_id,
+                    "queue": job.queue,
+                    "attempt": job.attempt,
+                    "started_at": job.started_at,
+                    "enqueued_at": job.meta.enqueue_time,
+                }
+                for job_id, job in list(self._running.items())
+            ]
             try:
                 await heartbeat.beat(self.client, self.layout, record, interval * 3)
             except Exception as exc:

@@ -1,0 +1,54 @@
+"""``cancel_job``: a queued job never runs; a running one is stopped by its executor.
+
+Order matters. The ``cancelled`` record is written first, so a supervisor that picks
+the job up from now on (a redelivery, a race with the purge) sees it. Then the job's
+message is purged from its queue (and its schedule), and the job id is broadcast to
+every supervisor: one running it asks its executor to stop it (task cancel, child
+kill; threads are cooperative), and one about to start it skips it. Jobs that depend
+on it are cancelled too.
+"""
+
+from __future__ import annotations
+
+import time
+
+from naq.connection import Client
+from naq.dependencies import CANCELLED_TTL, cancel_held, dependency_ended
+from naq.errors import JobNotFound
+from naq.layout import Layout, purge_subject
+from naq.results import read_record, store_result
+from naq.status import job_status
+from naq.wire import ResultRecord
+
+
+async def cancel(client: Client, layout: Layout, job_id: str, reason: str = "cancelled") -> bool:
+    """True if the job was stopped or will never run; False if unknown or already over."""
+    record = await read_record(client, layout, job_id)
+    if record is not None and record.final:
+        return False
+    if await cancel_held(client, layout, job_id, reason):
+        return True
+    try:
+        status = await job_status(client, layout, job_id)
+    except JobNotFound:
+        return False
+    if status.status not in ("queued", "scheduled", "running"):
+        return False
+    cancelled = ResultRecord(
+        job_id,
+        "cancelled",
+        "json",
+        time.time(),
+        error=reason,
+        attempt=status.attempt,
+        queue=status.queue or "",
+        enqueued_at=status.enqueued_at or 0.0,
+        started_at=status.started_at or 0.0,
+    )
+    await store_result(client, layout, cancelled, CANCELLED_TTL)
+    await purge_subject(client, layout.stream, layout.any_queue_subject(job_id))
+    await purge_subject(client, layout.stream, layout.sched_subject(job_id))
+    await client.nc.publish(layout.cancel_subject, job_id.encode())
+    await client.nc.flush()
+    await dependency_ended(client, layout, job_id, cancelled)
+    return True

@@ -1,0 +1,292 @@
+"""Jobs that wait for other jobs: ``depends_on=``, released without any polling.
+
+A dependent job is not published to its queue at once. It is *held* in the
+``{ns}_deps`` KV (key ``held.{id}``: the whole message and the ids it still waits
+for), and each dependency gets a *waiter* entry (``waiters.{dep}``: the ids waiting
+on it). Every change is a compare-and-set on the key's revision, so two supervisors
+finishing two dependencies at the same moment cannot both miss or both lose an
+update.
+
+- When a dependency finishes, the supervisor that finished it removes it from each
+  waiting job; the update that empties a job's list publishes the job to its queue
+  (``Nats-Msg-Id`` = its id, so a release that happens twice still runs it once).
+- When a dependency fails for good or is cancelled, each waiting job is cancelled
+  with the reason, and so are the jobs waiting on those, down the chain.
+- The producer registers the waiters first and then looks at each dependency's
+  record, so a dependency that finished before (or while) the job was enqueued
+  counts; whichever side sees the finish releases, and a double release is
+  deduplicated.
+
+Supervisors learn which jobs have waiters from a KV watch on ``waiters.>``, so a job
+that nobody waits for costs nothing here. A waiter registered just as its
+dependency finished is caught by the supervisor's memory of recently settled jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
+
+from naq.connection import Client
+from naq.errors import ConfigurationError, JobNotFound
+from naq.layout import Layout
+from naq.publish import Outgoing
+from naq.results import read_record, store_result
+from naq.status import JobStatus, job_status
+from naq.wire import ResultRecord
+
+log = logging.getLogger(__name__)
+
+CAS_ATTEMPTS = 50
+CANCELLED_TTL = 7 * 24 * 3600
+
+
+def dependency_ids(depends_on: Any) -> tuple[str, ...]:
+    """``Job``, job id, or a list of either -> ids."""
+    if depends_on is None:
+        return ()
+    items = depends_on if isinstance(depends_on, list | tuple | set | frozenset) else [depends_on]
+    ids = []
+    for item in items:
+        job_id = getattr(item, "job_id", item)
+        if not isinstance(job_id, str) or not job_id:
+            raise ConfigurationError(f"depends_on takes jobs or job ids, got {item!r}")
+        ids.append(job_id)
+    return tuple(dict.fromkeys(ids))
+
+
+async def bucket(client: Client, layout: Layout) -> KeyValue:
+    return await client.js.key_value(layout.deps_bucket)
+
+
+def _pack_held(waiting: list[str], message: Outgoing, queue: str, enqueued_at: float) -> bytes:
+    head = {"waiting": waiting, "subject": message.subject, "queue": queue, "t": enqueued_at}
+    return json.dumps(head).encode() + b"\n" + message.payload
+
+
+def _unpack_held(value: bytes) -> tuple[dict[str, Any], bytes]:
+    line, _, body = value.partition(b"\n")
+    head: dict[str, Any] = json.loads(line)
+    return head, body
+
+
+async def _cas(kv: KeyValue, key: str, change: Any) -> Any:
+    """Apply ``change(value or None) -> (new value or None to delete, result)`` atomically."""
+    for _ in range(CAS_ATTEMPTS):
+        try:
+            entry = await kv.get(key)
+            current, revision = entry.value or None, entry.revision
+        except (KeyNotFoundError, NotFoundError):
+            current, revision = None, None
+        new, result = change(current)
+        try:
+            if new is None:
+                if current is not None:
+                    await kv.delete(key, last=revision)
+            elif revision is None:
+                await kv.create(key, new)
+            else:
+                await kv.update(key, new, last=revision)
+            return result
+        except KeyWrongLastSequenceError:
+            continue  # somebody else changed it first: read again
+    raise ConfigurationError(f"could not update {key}: too much contention")
+
+
+async def hold(
+    client: Client,
+    layout: Layout,
+    job_id: str,
+    queue: str,
+    enqueued_at: float,
+    message: Outgoing,
+    depends_on: tuple[str, ...],
+) -> None:
+    """Keep the job until ``depends_on`` have all finished (producer side)."""
+    kv = await bucket(client, layout)
+    for dep in depends_on:
+        record = await read_record(client, layout, dep)
+        if record is None or not record.final:
+            try:
+                await job_status(client, layout, dep)
+            except JobNotFound:
+                raise ConfigurationError(
+                    f"job {job_id} depends on {dep}, which is unknown here (not queued, "
+                    "running or finished with its result kept)"
+                ) from None
+    held = _pack_held(list(depends_on), message, queue, enqueued_at)
+    try:
+        await kv.create(f"held.{job_id}", held)
+    except KeyWrongLastSequenceError:
+        return  # the same job enqueued twice: it is held already
+    for dep in depends_on:
+        await _cas(kv, f"waiters.{dep}", lambda v, d=dep: (_add(v, job_id), None))
+    for dep in depends_on:  # a dependency may have ended before its waiter was registered
+        record = await read_record(client, layout, dep)
+        if record is not None and record.final:
+            await dependency_ended(client, layout, dep, record)
+
+
+def _add(value: bytes | None, job_id: str) -> bytes:
+    ids = json.loads(value) if value else []
+    if job_id not in ids:
+        ids.append(job_id)
+    return json.dumps(ids).encode()
+
+
+async def dependency_ended(client: Client, layout: Layout, dep: str, record: ResultRecord) -> None:
+    """``dep`` is final: release or cancel every job waiting on it (supervisor side)."""
+    kv = await bucket(client, layout)
+    try:
+        entry = await kv.get(f"waiters.{dep}")
+    except (KeyNotFoundError, NotFoundError):
+        return
+    if not entry.value:
+        return
+    for job_id in json.loads(entry.value):
+        if record.status == "finished":
+            await _satisfied(client, layout, kv, job_id, dep)
+        else:
+            await cancel_held(
+                client, layout, job_id, f"dependency {dep} {record.status}: {record.error}"
+            )
+    # A waiter added meanwhile keeps the key: its producer checks the record itself.
+    with contextlib.suppress(KeyWrongLastSequenceError):
+        await kv.delete(f"waiters.{dep}", last=entry.revision)
+
+
+async def _satisfied(client: Client, layout: Layout, kv: KeyValue, job_id: str, dep: str) -> None:
+    def change(value: bytes | None) -> tuple[bytes | None, tuple[dict[str, Any], bytes] | None]:
+        if value is None:
+            return None, None  # released or cancelled already
+        head, body = _unpack_held(value)
+        head["waiting"] = [d for d in head["waiting"] if d != dep]
+        return json.dumps(head).encode() + b"\n" + body, (head, body)
+
+    state = await _cas(kv, f"held.{job_id}", change)
+    if state is None:
+        return
+    head, body = state
+    if head["waiting"]:
+        return
+    await client.publisher.publish(head["subject"], body, {"Nats-Msg-Id": job_id})
+    log.info("job %s released: its dependencies finished", job_id)
+    await _cas(kv, f"held.{job_id}", lambda v: (None, None))
+
+
+async def cancel_held(client: Client, layout: Layout, job_id: str, reason: str) -> bool:
+    """Cancel a held job and, down the chain, the jobs waiting on it."""
+    kv = await bucket(client, layout)
+    state = await _cas(kv, f"held.{job_id}", lambda v: (None, v))
+    if state is None:
+        return False
+    head, _ = _unpack_held(state)
+    record = ResultRecord(
+        job_id,
+        "cancelled",
+        "json",
+        time.time(),
+        error=reason,
+        queue=head["queue"],
+        enqueued_at=head["t"],
+    )
+    await store_result(client, layout, record, CANCELLED_TTL)
+    log.info("job %s cancelled: %s", job_id, reason)
+    await dependency_ended(client, layout, job_id, record)
+    return True
+
+
+async def held_status(client: Client, layout: Layout, job_id: str) -> JobStatus | None:
+    kv = await bucket(client, layout)
+    try:
+        entry = await kv.get(f"held.{job_id}")
+    except (KeyNotFoundError, NotFoundError):
+        return None
+    if not entry.value:
+        return None
+    head, _ = _unpack_held(entry.value)
+    return JobStatus(
+        job_id,
+        "queued",
+        queue=head["queue"],
+        enqueued_at=head["t"],
+        waiting_for=tuple(head["waiting"]),
+    )
+
+
+class DependencyWatch:
+    """A supervisor's view of which jobs are waited on, kept by a KV watch.
+
+    ``settled`` is called for every job this supervisor settles for good; it releases
+    the job's waiters when it has any. A waiter the watch reports after its dependency
+    settled here is handled from the memory of recently settled jobs.
+    """
+
+    RECENT = 10_000
+
+    def __init__(self, client: Client, layout: Layout) -> None:
+        self._client = client
+        self._layout = layout
+        self._waited: set[str] = set()
+        self._recent: dict[str, ResultRecord] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._watcher: Any = None
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        kv = await bucket(self._client, self._layout)
+        self._watcher = await kv.watch("waiters.>")
+        self._task = asyncio.get_running_loop().create_task(self._follow(self._watcher))
+
+    async def _follow(self, watcher: Any) -> None:
+        initial = True  # the watch first replays the waiters that exist already
+        async for entry in watcher:
+            if entry is None:
+                initial = False
+                continue
+            dep = entry.key.removeprefix("waiters.")
+            if not entry.value:
+                self._waited.discard(dep)
+                continue
+            self._waited.add(dep)
+            record = self._recent.get(dep)
+            if record is None and initial:  # settled while no supervisor was watching
+                found = await read_record(self._client, self._layout, dep)
+                record = found if found is not None and found.final else None
+            if record is not None:
+                self._spawn(dependency_ended(self._client, self._layout, dep, record))
+
+    def settled(self, record: ResultRecord) -> None:
+        """Hot path: a set lookup and a dict insert per job."""
+        self._recent[record.job_id] = record
+        if len(self._recent) > self.RECENT:
+            del self._recent[next(iter(self._recent))]
+        if record.job_id in self._waited:
+            self._spawn(dependency_ended(self._client, self._layout, record.job_id, record))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._pending.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("releasing dependents failed: %r", exc)
+
+    async def stop(self) -> None:
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+        if self._watcher is not None:
+            with contextlib.suppress(Exception):
+                await self._watcher.stop()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

@@ -1,0 +1,114 @@
+"""Where a job is: ``fetch_job_status`` -> queued, scheduled, running, finished, failed, cancelled.
+
+Status tracking adds no write to a job's normal path. It is read, when asked, from
+what naq keeps anyway:
+
+1. the results KV: finished, failed, cancelled (final), or a note left by a retry
+   or an interruption (the job waits to run again: queued);
+2. the workers KV: each heartbeat lists the jobs running under it (so a job shows as
+   running at most one heartbeat interval after it started);
+3. the job stream: one subject per job, so a waiting job is one lookup away; its
+   ``sched`` subject holds a delayed job;
+4. the dependency records: a job held until its dependencies finish is queued.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from nats.js.errors import NotFoundError
+
+from naq.connection import Client
+from naq.errors import JobNotFound
+from naq.layout import Layout
+from naq.results import read_record
+from naq.wire import BadMessage, decode_job
+from naq.workers import list_workers
+
+Status = Literal["queued", "scheduled", "running", "finished", "failed", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    job_id: str
+    status: Status
+    attempt: int = 0
+    """Runs so far that count against max_retries (0: not run yet)."""
+    queue: str | None = None
+    enqueued_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    worker: str | None = None
+    error: str | None = None
+    waiting_for: tuple[str, ...] = field(default=())
+    """Dependencies not finished yet, for a job held by ``depends_on``."""
+
+
+async def job_status(client: Client, layout: Layout, job_id: str) -> JobStatus:
+    record = await read_record(client, layout, job_id)
+    if record is not None and record.final:
+        return JobStatus(
+            job_id,
+            record.status,  # type: ignore[arg-type]  # final statuses are Status values
+            record.attempt,
+            record.queue or None,
+            record.enqueued_at or None,
+            record.started_at or None,
+            record.finished_at,
+            record.worker or None,
+            record.error,
+        )
+    for worker in await list_workers(client, layout):
+        for running in worker.get("running", ()):
+            if running["job_id"] == job_id:
+                return JobStatus(
+                    job_id,
+                    "running",
+                    running["attempt"],
+                    running["queue"],
+                    running["enqueued_at"],
+                    running["started_at"],
+                    worker=worker["id"],
+                )
+    if record is not None:  # a retry or an interruption: waiting for its next run
+        return JobStatus(
+            job_id,
+            "queued",
+            record.attempt,
+            record.queue or None,
+            record.enqueued_at or None,
+            record.started_at or None,
+            worker=record.worker or None,
+            error=record.error,
+        )
+    waiting = await _waiting(client, layout, job_id)
+    if waiting is not None:
+        return waiting
+    from naq.dependencies import held_status  # dependencies import this module too
+
+    held = await held_status(client, layout, job_id)
+    if held is not None:
+        return held
+    raise JobNotFound(f"no job {job_id} in namespace {layout.namespace}")
+
+
+async def _waiting(client: Client, layout: Layout, job_id: str) -> JobStatus | None:
+    """A job still in the stream: on its queue's subject, or on its schedule."""
+    info = await client.js.stream_info(
+        layout.stream, subjects_filter=layout.any_queue_subject(job_id)
+    )
+    subjects = list(info.state.subjects or {})
+    status: Status = "queued"
+    if not subjects:
+        try:
+            await client.js.get_last_msg(layout.stream, layout.sched_subject(job_id))
+        except NotFoundError:
+            return None
+        subjects, status = [layout.sched_subject(job_id)], "scheduled"
+    msg = await client.js.get_last_msg(layout.stream, subjects[0])
+    try:
+        meta, _ = decode_job(msg.data or b"")
+    except BadMessage:
+        return JobStatus(job_id, status)
+    return JobStatus(job_id, status, queue=meta.queue, enqueued_at=meta.enqueue_time)
