@@ -40,7 +40,7 @@ from naq.layout import Layout
 from naq.publish import Outgoing
 from naq.results import read_record, store_result
 from naq.status import JobStatus, job_status
-from naq.wire import ResultRecord
+from naq.wire import ResultRecord, ResultStatus
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ class DependencyWatch:
         self._client = client
         self._layout = layout
         self._waited: set[str] = set()
-        self._recent: dict[str, ResultRecord] = {}
+        self._recent: dict[str, tuple[ResultStatus, str | None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._watcher: Any = None
         self._pending: set[asyncio.Task[None]] = set()
@@ -256,20 +256,25 @@ class DependencyWatch:
                 self._waited.discard(dep)
                 continue
             self._waited.add(dep)
-            record = self._recent.get(dep)
-            if record is None and initial:  # settled while no supervisor was watching
+            ended = self._recent.get(dep)
+            if ended is None and initial:  # settled while no supervisor was watching
                 found = await read_record(self._client, self._layout, dep)
-                record = found if found is not None and found.final else None
-            if record is not None:
-                self._spawn(dependency_ended(self._client, self._layout, dep, record))
+                if found is not None and found.final:
+                    ended = (found.status, found.error)
+            if ended is not None:
+                self._release(dep, *ended)
 
-    def settled(self, record: ResultRecord) -> None:
-        """Hot path: a set lookup and a dict insert per job."""
-        self._recent[record.job_id] = record
+    def settled(self, job_id: str, status: ResultStatus, error: str | None) -> None:
+        """Hot path: a set lookup and a dict insert per job, no record built."""
+        self._recent[job_id] = (status, error)
         if len(self._recent) > self.RECENT:
             del self._recent[next(iter(self._recent))]
-        if record.job_id in self._waited:
-            self._spawn(dependency_ended(self._client, self._layout, record.job_id, record))
+        if job_id in self._waited:
+            self._release(job_id, status, error)
+
+    def _release(self, dep: str, status: ResultStatus, error: str | None) -> None:
+        record = ResultRecord(dep, status, "json", time.time(), error)
+        self._spawn(dependency_ended(self._client, self._layout, dep, record))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -6,8 +6,10 @@ producer with a clear message instead of in a worker hours later.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
@@ -35,6 +37,9 @@ OPTION_NAMES = frozenset(
 """Keyword arguments of ``enqueue`` that are job options, never passed to the function."""
 
 
+_JOB_ID = re.compile(r"[^\s.*>]{1,128}\Z")
+
+
 def new_job_id() -> str:
     """32 random hex digits, like ``uuid4().hex`` at a fifth of the cost."""
     return os.urandom(16).hex()
@@ -42,12 +47,7 @@ def new_job_id() -> str:
 
 def validate_job_id(job_id: str) -> str:
     """Job ids become KV keys and message ids: no spaces, wildcards or dots."""
-    if (
-        not isinstance(job_id, str)
-        or not job_id
-        or len(job_id) > 128
-        or any(c in job_id for c in " \t\r\n.*>")
-    ):
+    if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
         raise ConfigurationError(
             f"invalid job_id {job_id!r}: 1-128 characters, no spaces, dots, '*' or '>'"
         )
@@ -215,10 +215,25 @@ class JobOptions:
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> JobOptions:
-        return cls.build(**data) if data else DEFAULT_OPTIONS
+        """Options as a worker reads them, cached: the jobs of a batch carry the same."""
+        if not isinstance(data, dict):
+            raise TypeError(f"job options must be an object, got {type(data).__name__}")
+        if not data:
+            return DEFAULT_OPTIONS
+        key = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in data.items())
+        try:
+            return _from_wire_cached(key)
+        except TypeError:  # an unhashable value: validate it the long way
+            return cls.build(**data)
 
 
 DEFAULT_OPTIONS = JobOptions()
+
+
+@functools.lru_cache(maxsize=1024)
+def _from_wire_cached(key: tuple[tuple[str, Any], ...]) -> JobOptions:
+    options: dict[str, Any] = {k: list(v) if isinstance(v, tuple) else v for k, v in key}
+    return JobOptions.build(**options)
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,7 +67,7 @@ class Settler:
         layout: Layout,
         default_ttl: int,
         worker_id: str,
-        on_final: Callable[[ResultRecord], None] = lambda record: None,
+        on_final: Callable[[str, ResultStatus, str | None], None] = lambda *ended: None,
     ) -> None:
         self._client = client
         self._layout = layout
@@ -119,11 +119,11 @@ class Settler:
             return "cancelled"
         if outcome.status == "ok":
             ttl = self._ttl(meta.options)
-            record = self.record(job, "finished", payload=outcome.result or b"")
             if ttl != 0:
+                record = self.record(job, "finished", payload=outcome.result or b"")
                 await store_result(self._client, self._layout, record, ttl)
             await msg.ack()
-            self._on_final(record)
+            self._on_final(meta.job_id, "finished", None)
             return "finished"
         if outcome.status == "cancelled":  # cut short by a shutdown: not the job's fault
             job.interruptions += 1
@@ -176,7 +176,7 @@ class Settler:
             record = self.record(job, "failed", error, traceback)
             ttl = self._ttl(job.meta.options) or self._default_ttl
             await store_result(self._client, self._layout, record, ttl)
-            self._on_final(record)
+            self._on_final(job.meta.job_id, "failed", error)
         await self._client.publisher.publish(self._layout.failed_subject(queue), msg.data, headers)
         log.warning("job %s failed for good: %s", job.meta.job_id if job else "(unreadable)", error)
         await msg.ack()
