@@ -217,3 +217,26 @@ def ask_for_retry(path: str, delay: float) -> int:
     if tries == 1:
         raise Retry(delay=delay)
     return tries
+
+
+def stamp(path: str, name: str, seconds: float = 0.0) -> str:
+    """Runs for ``seconds``, then appends ``name start end`` (wall clock) to ``path``:
+    the order in which jobs ran, and whether they overlapped."""
+    start = time.time()
+    time.sleep(seconds)
+    with open(path, "a") as f:
+        f.write(f"{name} {start} {time.time()}\n")
+    return name
+
+
+async def async_wait_for_file(gate: str, limit: float = 10.0) -> str:
+    """``wait_for_file`` as a coroutine: an async job that runs until the test opens
+    the gate."""
+    import os
+
+    deadline = time.monotonic() + limit
+    while not os.path.exists(gate):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{gate} never appeared")
+        await asyncio.sleep(0.005)
+    return "opened"
