@@ -66,6 +66,10 @@ class Layout:
         return f"NAQ_FAILED_{self.namespace}"
 
     @property
+    def advisory_stream(self) -> str:
+        return f"NAQ_ADVISORIES_{self.namespace}"
+
+    @property
     def results_bucket(self) -> str:
         return f"{self.namespace}_results"
 
@@ -112,7 +116,7 @@ class Layout:
 
 async def declare(js: JetStreamContext, layout: Layout, settings: Settings) -> None:
     """Create the namespace's streams and buckets if missing; harmless when they exist."""
-    await _ensure_stream(
+    await ensure_stream(
         js,
         StreamConfig(
             name=layout.stream,
@@ -125,7 +129,7 @@ async def declare(js: JetStreamContext, layout: Layout, settings: Settings) -> N
             allow_msg_schedules=True,
         ),
     )
-    await _ensure_stream(
+    await ensure_stream(
         js,
         StreamConfig(
             name=layout.failed_stream,
@@ -139,7 +143,7 @@ async def declare(js: JetStreamContext, layout: Layout, settings: Settings) -> N
         ),
     )
     for bucket in (layout.results_bucket, layout.workers_bucket, layout.deps_bucket):
-        await _ensure_stream(js, _kv_config(bucket, settings))
+        await ensure_stream(js, _kv_config(bucket, settings))
 
 
 def _kv_config(bucket: str, settings: Settings) -> StreamConfig:
@@ -165,7 +169,7 @@ def _kv_config(bucket: str, settings: Settings) -> StreamConfig:
     )
 
 
-async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
     assert config.name is not None
     try:
         await js.stream_info(config.name)
@@ -197,7 +201,7 @@ async def ensure_consumer(
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=settings.ack_wait,
             max_ack_pending=settings.max_ack_pending,
-            max_deliver=-1,
+            max_deliver=settings.max_deliver,
         ),
     )
 

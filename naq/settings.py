@@ -99,6 +99,10 @@ class Settings:
     store_dir: str | None = field(
         default=None, metadata={"help": "embedded server store dir (default: per-user dir)"}
     )
+    max_deliver: int = field(
+        default=100,
+        metadata={"help": "deliveries after which the server gives a job up (a backstop)"},
+    )
     max_jobs_per_child: int = field(
         default=0, metadata={"help": "process executor: replace a child after N jobs (0: never)"}
     )
@@ -140,6 +144,8 @@ class Settings:
         for name in ("max_jobs_per_child", "max_memory_per_child", "max_memory"):
             if getattr(self, name) < 0:
                 raise ConfigurationError(f"{name} must not be negative")
+        if self.max_deliver < 1 and self.max_deliver != -1:
+            raise ConfigurationError("max_deliver must be positive, or -1 for no limit")
         if self.replicas not in (1, 3, 5):
             raise ConfigurationError(f"replicas must be 1, 3 or 5, got {self.replicas}")
         if self.max_ack_pending < 1 and self.max_ack_pending != -1:

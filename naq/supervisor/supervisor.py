@@ -44,7 +44,7 @@ from naq.executors.base import Call, Executor, Outcome
 from naq.layout import Layout, ensure_consumer
 from naq.results import read_record
 from naq.settings import Settings
-from naq.supervisor import heartbeat
+from naq.supervisor import deadletter, heartbeat
 from naq.supervisor.heartbeat import Counters, Heartbeat
 from naq.supervisor.puller import Puller
 from naq.supervisor.settle import Delivery, Settler
@@ -153,6 +153,12 @@ class Supervisor:
             ]
             background.append(asyncio.create_task(self._keep_leases(), name="naq-leases"))
             background.append(asyncio.create_task(self._heartbeat(info), name="naq-heartbeat"))
+            background.append(
+                asyncio.create_task(
+                    deadletter.drain(client, self.layout, self.worker_id, self.settings.result_ttl),
+                    name="naq-dead-letter",
+                )
+            )
             if self.settings.max_memory:
                 background.append(asyncio.create_task(self._watch_memory(), name="naq-memory"))
             log.info(

@@ -30,6 +30,7 @@ ENV_SAMPLES: dict[str, tuple[str, Any]] = {
     "replicas": ("3", 3),
     "store_dir": ("/tmp/naq-store", "/tmp/naq-store"),
     "max_jobs_per_child": ("100", 100),
+    "max_deliver": ("5", 5),
     "max_memory_per_child": ("512MiB", 512 * 1024**2),
     "max_memory": ("2G", 2 * 1000**3),
     "preload": ("tasks,app.jobs", "tasks,app.jobs"),

@@ -1,0 +1,107 @@
+"""The ``max_deliver`` backstop: jobs the server stopped delivering go to the failed stream.
+
+A job whose consumer reached ``max_deliver`` is never delivered again, and on a
+work-queue stream it would stay there for ever (nats-server#5564). The server says so
+only in a core-NATS advisory, which is lost if nobody listens; naq captures those
+advisories in a small stream of their own, and every supervisor drains it through one
+shared consumer: fetch the job by its stream sequence, record it as failed, move it
+to the failed stream, delete it from the job stream.
+
+Normally a job never gets there: the supervisor bounds each job by its own
+``max_retries`` long before. This catches the rest (a bug, a job with more retries
+than the consumer allows).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from naq.connection import Client
+from naq.layout import Layout, ensure_stream
+from naq.results import store_result
+from naq.supervisor.settle import failed_headers
+from naq.wire import BadMessage, ResultRecord, decode_job
+
+log = logging.getLogger(__name__)
+
+ADVISORY_MAX_AGE = 7 * 24 * 3600.0
+
+
+def advisory_subject(layout: Layout) -> str:
+    return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{layout.stream}.*"
+
+
+async def declare(client: Client, layout: Layout) -> None:
+    await ensure_stream(
+        client.js,
+        StreamConfig(
+            name=layout.advisory_stream,
+            subjects=[advisory_subject(layout)],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            max_age=ADVISORY_MAX_AGE,
+        ),
+    )
+
+
+async def drain(client: Client, layout: Layout, worker_id: str, default_ttl: int) -> None:
+    """Run for the supervisor's life: move every exhausted job to the failed stream."""
+    await declare(client, layout)
+    sub = await client.js.pull_subscribe(
+        advisory_subject(layout),
+        durable="dead-letter",
+        stream=layout.advisory_stream,
+        config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30),
+    )
+    while True:
+        try:
+            advisories = await sub.fetch(1, timeout=30)
+        except TimeoutError:
+            continue
+        for advisory in advisories:
+            try:
+                await _move(client, layout, json.loads(advisory.data), worker_id, default_ttl)
+            except Exception as exc:  # leave it for the next supervisor or the next try
+                log.warning("dead-lettering an exhausted job failed: %s", exc)
+                continue
+            await advisory.ack()
+
+
+async def _move(
+    client: Client, layout: Layout, advisory: dict[str, object], worker_id: str, ttl: int
+) -> None:
+    seq = int(str(advisory["stream_seq"]))
+    deliveries = int(str(advisory.get("deliveries", 0)))
+    try:
+        msg = await client.js.get_msg(layout.stream, seq)
+    except NotFoundError:
+        return  # acked or purged meanwhile
+    queue = str(msg.subject or "").split(".")[2] if msg.subject else "unknown"
+    reason = f"the server stopped delivering it after {deliveries} deliveries (max_deliver)"
+    headers = failed_headers(reason, None, deliveries, worker_id)
+    data = msg.data or b""
+    try:
+        meta, _ = decode_job(data)
+        headers["Naq-Job-Id"] = meta.job_id
+        record = ResultRecord(
+            meta.job_id,
+            "failed",
+            meta.serializer,
+            time.time(),
+            reason,
+            attempt=deliveries,
+            queue=queue,
+            enqueued_at=meta.enqueue_time,
+            worker=worker_id,
+        )
+        await store_result(client, layout, record, meta.options.result_ttl or ttl)
+    except BadMessage:
+        pass  # dead-lettered as it is
+    await client.publisher.publish(layout.failed_subject(queue), data, headers)
+    await client.js.delete_msg(layout.stream, seq)
+    log.warning("job at sequence %d exhausted max_deliver: moved to the failed stream", seq)
