@@ -81,3 +81,15 @@ async def test_job_asks_for_a_retry(
     job = await queue.enqueue(jobs.ask_for_retry, str(tmp_path / "other"), 0.1)
     with pytest.raises(JobFailed, match="retries are used up"):
         await queue.fetch_result(job.job_id, timeout=15)
+
+
+async def test_queue_default_timeout_applies_to_jobs_without_one(
+    settings: Settings, start_supervisor: StartSupervisor
+) -> None:
+    await start_supervisor()
+    async with Queue(settings=settings, default_timeout=0.3) as q:
+        slow = await q.enqueue(jobs.async_sleep, 5)
+        allowed = await q.enqueue(jobs.async_sleep, 0.5, timeout=5)  # its own beats the default
+        with pytest.raises(JobFailed, match=r"exceeded 0\.3s"):
+            await q.fetch_result(slow.job_id, timeout=10)
+        assert await q.fetch_result(allowed.job_id, timeout=10) == 0.5
