@@ -19,6 +19,7 @@ _EXPORTS = {
     "naq.errors": [
         "BrokenExecutor",
         "ConfigurationError",
+        "JobCancelled",
         "JobExecutionError",
         "JobFailed",
         "JobNotFound",
@@ -92,6 +93,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ serv
     from naq.errors import (
         BrokenExecutor as BrokenExecutor,
         ConfigurationError as ConfigurationError,
+        JobCancelled as JobCancelled,
         JobExecutionError as JobExecutionError,
         JobFailed as JobFailed,
         JobNotFound as JobNotFound,

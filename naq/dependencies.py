@@ -31,7 +31,12 @@ import logging
 import time
 from typing import Any
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import (
+    APIError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NotFoundError,
+)
 from nats.js.kv import KeyValue
 
 from naq.connection import Client
@@ -77,6 +82,23 @@ def _unpack_held(value: bytes) -> tuple[dict[str, Any], bytes]:
     return head, body
 
 
+WRONG_LAST_SEQUENCE = (10071, 10164)
+
+
+async def _delete(kv: KeyValue, key: str, revision: int | None) -> None:
+    """``kv.delete(last=)`` that fails like ``update`` does when it loses a race.
+
+    nats-py raises a plain ``BadRequestError`` for a delete whose expected revision is
+    stale, where ``update`` raises ``KeyWrongLastSequenceError``.
+    """
+    try:
+        await kv.delete(key, last=revision)
+    except APIError as exc:
+        if exc.err_code in WRONG_LAST_SEQUENCE:
+            raise KeyWrongLastSequenceError(description=str(exc)) from exc
+        raise
+
+
 async def _cas(kv: KeyValue, key: str, change: Any) -> Any:
     """Apply ``change(value or None) -> (new value or None to delete, result)`` atomically."""
     for _ in range(CAS_ATTEMPTS):
@@ -89,7 +111,7 @@ async def _cas(kv: KeyValue, key: str, change: Any) -> Any:
         try:
             if new is None:
                 if current is not None:
-                    await kv.delete(key, last=revision)
+                    await _delete(kv, key, revision)
             elif revision is None:
                 await kv.create(key, new)
             else:
@@ -159,7 +181,7 @@ async def dependency_ended(client: Client, layout: Layout, dep: str, record: Res
             )
     # A waiter added meanwhile keeps the key: its producer checks the record itself.
     with contextlib.suppress(KeyWrongLastSequenceError):
-        await kv.delete(f"waiters.{dep}", last=entry.revision)
+        await _delete(kv, f"waiters.{dep}", entry.revision)
 
 
 async def _satisfied(client: Client, layout: Layout, kv: KeyValue, job_id: str, dep: str) -> None:

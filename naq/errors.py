@@ -72,6 +72,10 @@ class JobFailed(JobExecutionError):
         super().__init__(message)
 
 
+class JobCancelled(JobFailed):
+    """The job was cancelled (by ``cancel_job``, or because a dependency failed)."""
+
+
 class JobNotFound(NaqError, LookupError):
     """No result is stored for this job id: unknown, not finished yet, or expired."""
 

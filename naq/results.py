@@ -16,7 +16,7 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from naq.connection import Client
-from naq.errors import JobFailed, JobNotFound, ResultTimeout, SerializationError
+from naq.errors import JobCancelled, JobFailed, JobNotFound, ResultTimeout, SerializationError
 from naq.job import KEEP_FOREVER
 from naq.layout import Layout
 from naq.serializers import get_serializer
@@ -33,8 +33,10 @@ async def store_result(client: Client, layout: Layout, record: ResultRecord, ttl
 
 def unpack(record: ResultRecord, allow_pickle: bool = True) -> Any:
     """The job's return value, or :class:`JobFailed` for a failed job."""
-    if record.status == "failed":
-        raise JobFailed(record.job_id, record.error or "failed", record.traceback)
+    if record.status == "cancelled":
+        raise JobCancelled(record.job_id, record.error or "cancelled", None)
+    if record.status != "finished":
+        raise JobFailed(record.job_id, record.error or record.status, record.traceback)
     if record.serializer == "pickle" and not allow_pickle:
         raise SerializationError(
             f"the result of job {record.job_id} is pickled and this process runs with "

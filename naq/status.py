@@ -82,14 +82,20 @@ async def job_status(client: Client, layout: Layout, job_id: str) -> JobStatus:
             worker=record.worker or None,
             error=record.error,
         )
-    waiting = await _waiting(client, layout, job_id)
-    if waiting is not None:
-        return waiting
+    # Read in the order writers move a job: held -> stream -> record. A release
+    # publishes before it drops the held entry, and a supervisor stores the record
+    # before it acks, so a job moving on while we look is still found somewhere.
     from naq.dependencies import held_status  # dependencies import this module too
 
     held = await held_status(client, layout, job_id)
     if held is not None:
         return held
+    waiting = await _waiting(client, layout, job_id)
+    if waiting is not None:
+        return waiting
+    again = await read_record(client, layout, job_id)
+    if again is not None:
+        return await job_status(client, layout, job_id)
     raise JobNotFound(f"no job {job_id} in namespace {layout.namespace}")
 
 
@@ -106,7 +112,10 @@ async def _waiting(client: Client, layout: Layout, job_id: str) -> JobStatus | N
         except NotFoundError:
             return None
         subjects, status = [layout.sched_subject(job_id)], "scheduled"
-    msg = await client.js.get_last_msg(layout.stream, subjects[0])
+    try:
+        msg = await client.js.get_last_msg(layout.stream, subjects[0])
+    except NotFoundError:  # acked between the two reads: it has moved on
+        return None
     try:
         meta, _ = decode_job(msg.data or b"")
     except BadMessage:

@@ -292,6 +292,7 @@ class Supervisor:
             await job.msg.ack()
             return False
         if job.crashes > job.meta.options.max_retries:
+            job.attempt -= 1  # this delivery does not run: count the runs there were
             await settler.fail(
                 job.msg,
                 job.queue,
