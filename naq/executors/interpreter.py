@@ -27,9 +27,8 @@ from typing import Any
 
 from naq.errors import BrokenExecutor, ConfigurationError
 from naq.executors.base import Call, Executor, Outcome
-from naq.executors.calls import cancelled, timed_out
+from naq.executors.cooperative import CooperativeJobs
 from naq.executors.frames import pack_call, unpack, unpack_outcome
-from naq.executors.thread import settle_waiter
 from naq.settings import Settings
 
 MIN_PYTHON = (3, 13)
@@ -76,7 +75,7 @@ class InterpreterExecutor(Executor):
         self._threads = ThreadPoolExecutor(concurrency, thread_name_prefix="naq-interp")
         self._idle: list[Slot] = []
         self._busy = 0
-        self._waiters: dict[str, asyncio.Future[Outcome]] = {}
+        self._jobs = CooperativeJobs()
         self._all_idle = asyncio.Event()
         self._all_idle.set()
         self._closed = False
@@ -153,34 +152,17 @@ class InterpreterExecutor(Executor):
         loop = asyncio.get_running_loop()
         job = loop.run_in_executor(self._threads, self._run_blocking, slot, pack_call(call)[4:])
         job.add_done_callback(lambda _: self._release(slot))  # the slot frees when it returns
-        waiter: asyncio.Future[Outcome] = loop.create_future()
-        self._waiters[call.job_id] = waiter
-        job.add_done_callback(lambda f: settle_waiter(waiter, f))
-        try:
-            return await asyncio.wait_for(asyncio.shield(waiter), call.timeout)
-        except TimeoutError:
-            return timed_out(call)
-        except asyncio.CancelledError:
-            if waiter.cancelled():
-                return cancelled(call)
-            raise
-        finally:
-            self._waiters.pop(call.job_id, None)
+        return await self._jobs.wait(call, job)
 
     async def cancel(self, job_id: str) -> bool:
         """Cooperative: reported cancelled now; the subinterpreter runs on to the end."""
-        waiter = self._waiters.get(job_id)
-        if waiter is None or waiter.done():
-            return False
-        waiter.cancel()
-        return True
+        return self._jobs.cancel(job_id)
 
     async def shutdown(self, grace: float) -> None:
         try:
             await asyncio.wait_for(self._all_idle.wait(), grace)
         except TimeoutError:
-            for job_id in list(self._waiters):
-                await self.cancel(job_id)
+            self._jobs.cancel_all()
         self._closed = True
         for slot in self._idle:
             with contextlib.suppress(Exception):

@@ -87,6 +87,9 @@ async def _move(
     data = msg.data or b""
     try:
         meta, _ = decode_job(data)
+    except BadMessage:
+        meta = None  # not a readable job: dead-lettered as it is, with no record
+    if meta is not None:
         headers["Naq-Job-Id"] = meta.job_id
         record = ResultRecord(
             meta.job_id,
@@ -100,8 +103,6 @@ async def _move(
             worker=worker_id,
         )
         await store_result(client, layout, record, meta.options.result_ttl or ttl)
-    except BadMessage:
-        pass  # dead-lettered as it is
     await client.publisher.publish(layout.failed_subject(queue), data, headers)
     await client.js.delete_msg(layout.stream, seq)
     log.warning("job at sequence %d exhausted max_deliver: moved to the failed stream", seq)
