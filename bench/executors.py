@@ -24,12 +24,11 @@ import asyncio
 import contextlib
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ import psutil
 from benchjobs import noop, noop_sync, spin
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from throughput import delete_streams, expect, median_of, wait_empty
 
 from naq.connection import connect, new_event_loop
 from naq.errors import ConfigurationError
@@ -186,22 +186,6 @@ async def jobs_per_second(
     return n / elapsed
 
 
-async def wait_empty(js: JetStreamContext, stream: str) -> None:
-    """Acks are fire-and-forget: a job is only gone once the server has applied its ack."""
-    deadline = time.monotonic() + PHASE_TIMEOUT
-    while (await js.stream_info(stream)).state.messages:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"stream {stream} still holds messages after {PHASE_TIMEOUT:.0f}s")
-        await asyncio.sleep(0.005)
-
-
-async def expect(js: JetStreamContext, stream: str, count: int, what: str) -> None:
-    """A figure only counts if the work really happened."""
-    found = int((await js.stream_info(stream)).state.messages)
-    if found != count:
-        raise RuntimeError(f"{what}: stream {stream} holds {found} messages, expected {count}")
-
-
 # -- memory ------------------------------------------------------------------------------
 def uss(process: psutil.Process) -> float:
     """Memory only this process holds; NaN where smaps cannot be read.
@@ -300,15 +284,6 @@ async def one_run(url: str, namespace: str, plan: Plan) -> dict[str, float]:
         await delete_streams(js, namespace)
         await nc.close()
     return figures
-
-
-async def delete_streams(js: JetStreamContext, namespace: str) -> None:
-    """A run's streams go with it, so a later run meets a server as light as the first."""
-    mark = namespace.upper()
-    for info in await js.streams_info():
-        name = info.config.name
-        if name is not None and mark in name.upper():
-            await js.delete_stream(name)
 
 
 # -- report ------------------------------------------------------------------------------
@@ -423,10 +398,6 @@ def without_nan(value: Any) -> Any:
     if isinstance(value, list):
         return [without_nan(v) for v in value]
     return value
-
-
-def median_of(runs: Sequence[dict[str, float]]) -> dict[str, float]:
-    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
 
 
 async def bench(url: str, plan: Plan, runs: int, emit: Callable[[str], None]) -> dict[str, Any]:
