@@ -7,6 +7,7 @@ async version on naq's one sync loop thread (see ``naq.connection``).
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from types import TracebackType
@@ -36,9 +37,15 @@ __all__ = [
     "Queue",
     "cancel_job",
     "cancel_job_sync",
+    "cancel_scheduled_job",
+    "cancel_scheduled_job_sync",
     "close_connections",
     "close_sync_connections",
     "enqueue",
+    "enqueue_at",
+    "enqueue_at_sync",
+    "enqueue_in",
+    "enqueue_in_sync",
     "enqueue_many",
     "enqueue_many_sync",
     "enqueue_sync",
@@ -215,6 +222,42 @@ class Queue:
             )
             return job
         return (await self._publish([job], [message]))[0]
+
+    async def enqueue_at(
+        self, when: datetime.datetime, func: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Job:
+        """Run ``func(*args, **kwargs)`` at ``when`` (a naive datetime is UTC).
+
+        The job waits on the server as a message schedule (``Nats-Schedule: @at``) on
+        ``{ns}.sched.{job_id}``: it fires even when no naq process runs, survives every
+        restart, and a time in the past fires at once.
+        """
+        options = {k: kwargs.pop(k) for k in OPTION_NAMES & kwargs.keys()}
+        if "depends_on" in options:
+            raise ConfigurationError("a scheduled job takes no depends_on")
+        job, message = self.prepare(func, args, kwargs, **options)
+        headers = {
+            "Nats-Msg-Id": job.job_id,
+            "Nats-Schedule": f"@at {rfc3339(when)}",
+            "Nats-Schedule-Target": message.subject,
+        }
+        scheduled = Outgoing(self.layout.sched_subject(job.job_id), message.payload, headers)
+        return (await self._publish([job], [scheduled]))[0]
+
+    async def enqueue_in(
+        self, delay: datetime.timedelta | float, func: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Job:
+        """Run ``func`` after ``delay`` (a timedelta, or seconds)."""
+        seconds = delay.total_seconds() if isinstance(delay, datetime.timedelta) else float(delay)
+        when = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)
+        return await self.enqueue_at(when, func, *args, **kwargs)
+
+    async def cancel_scheduled(self, job_id: str) -> bool:
+        """Cancel a delayed job before it fires; False if it is not waiting (any more)."""
+        client = await self._connected()
+        return (
+            await purge_subject(client, self.layout.stream, self.layout.sched_subject(job_id)) > 0
+        )
 
     async def enqueue_many(self, calls: Iterable[CallSpec], **options: Any) -> list[Job]:
         """Enqueue many calls, pipelined, each publish checked; Jobs in order.
@@ -449,3 +492,71 @@ async def cancel_job(
 
 def cancel_job_sync(job_id: str, nats_url: str | None = None, namespace: str | None = None) -> bool:
     return run_sync(cancel_job(job_id, nats_url, namespace))
+
+
+def rfc3339(when: datetime.datetime) -> str:
+    """UTC, to the millisecond, as the server's schedules take it; naive means UTC."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return when.astimezone(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+async def enqueue_at(
+    when: datetime.datetime,
+    func: Callable[..., Any],
+    *args: Any,
+    queue_name: str | None = None,
+    nats_url: str | None = None,
+    **kwargs: Any,
+) -> Job:
+    return await _shared(queue_name, nats_url).enqueue_at(when, func, *args, **kwargs)
+
+
+def enqueue_at_sync(
+    when: datetime.datetime,
+    func: Callable[..., Any],
+    *args: Any,
+    queue_name: str | None = None,
+    nats_url: str | None = None,
+    **kwargs: Any,
+) -> Job:
+    return run_sync(
+        enqueue_at(when, func, *args, queue_name=queue_name, nats_url=nats_url, **kwargs)
+    )
+
+
+async def enqueue_in(
+    delay: datetime.timedelta | float,
+    func: Callable[..., Any],
+    *args: Any,
+    queue_name: str | None = None,
+    nats_url: str | None = None,
+    **kwargs: Any,
+) -> Job:
+    return await _shared(queue_name, nats_url).enqueue_in(delay, func, *args, **kwargs)
+
+
+def enqueue_in_sync(
+    delay: datetime.timedelta | float,
+    func: Callable[..., Any],
+    *args: Any,
+    queue_name: str | None = None,
+    nats_url: str | None = None,
+    **kwargs: Any,
+) -> Job:
+    return run_sync(
+        enqueue_in(delay, func, *args, queue_name=queue_name, nats_url=nats_url, **kwargs)
+    )
+
+
+async def cancel_scheduled_job(
+    job_id: str, nats_url: str | None = None, namespace: str | None = None
+) -> bool:
+    """Cancel a delayed job (enqueue_at / enqueue_in) before it fires."""
+    return await _shared(None, nats_url, namespace).cancel_scheduled(job_id)
+
+
+def cancel_scheduled_job_sync(
+    job_id: str, nats_url: str | None = None, namespace: str | None = None
+) -> bool:
+    return run_sync(cancel_scheduled_job(job_id, nats_url, namespace))
