@@ -176,3 +176,64 @@ async def test_batching_examples(
     spawn(*_worker_args(executor), cwd=tmp_path, PYTHONPATH=pythonpath, **target)
     results = await queue.fetch_results(ids, timeout=30)
     assert [results[job_id] for job_id in ids] == [i * 2 for i in range(1000)]
+
+
+SCHEDULE_EXAMPLE_PY = """\
+# schedule_example.py
+import datetime
+from naq import enqueue_at_sync, enqueue_in_sync
+from tasks import count_words
+
+now = datetime.datetime.now(datetime.timezone.utc)
+run_at = now + datetime.timedelta(seconds=10)
+run_in = datetime.timedelta(minutes=1)
+
+# Schedule to run at a specific time (UTC recommended)
+job_at = enqueue_at_sync(run_at, count_words, "Job scheduled for a specific time.")
+print(f"Job {job_at.job_id} scheduled for {run_at}")
+
+# Schedule to run after a delay
+job_in = enqueue_in_sync(run_in, count_words, "Job scheduled after a delay.")
+print(f"Job {job_in.job_id} scheduled to run in {run_in}")
+
+print("Run 'naq scheduler' and 'naq worker default' to process scheduled jobs.")
+"""
+
+SCHEDULE_NAIVE_PY = """\
+# schedule_example_naive.py
+import datetime
+from naq import enqueue_at_sync
+from tasks import count_words
+
+# This datetime is naive (no timezone info)
+# naq will interpret this as UTC.
+naive_run_time = datetime.datetime(2024, 12, 25, 10, 30, 0)
+
+job_naive = enqueue_at_sync(naive_run_time, count_words, "Job scheduled with a naive datetime (treated as UTC).")
+print(f"Job {job_naive.job_id} scheduled for {naive_run_time} (interpreted as UTC).")
+"""
+
+
+async def test_scheduling_examples(
+    spawn: Spawn, tmp_path: Path, queue: Queue, nats_url: str, namespace: str
+) -> None:
+    """The seed's scheduling examples as written: two jobs wait on the server's
+    schedules (10 s and 1 min ahead), and a naive date in the past runs at once."""
+    (tmp_path / "tasks.py").write_text(TASKS_PY)
+    (tmp_path / "schedule_example.py").write_text(SCHEDULE_EXAMPLE_PY)
+    (tmp_path / "schedule_example_naive.py").write_text(SCHEDULE_NAIVE_PY)
+    target = {"NAQ_NATS_URL": nats_url, "NAQ_NAMESPACE": namespace}
+    example = spawn(sys.executable, "schedule_example.py", cwd=tmp_path, **target)
+    assert await example.exit_code(30) == 0, example.output()
+    at_id = (await example.line(r"^Job (\w+) scheduled for ", stream="stdout"))[1]
+    in_id = (await example.line(r"^Job (\w+) scheduled to run in 0:01:00$", stream="stdout"))[1]
+    for job_id in (at_id, in_id):
+        assert (await queue.status(job_id)).status == "scheduled"
+
+    naive = spawn(sys.executable, "schedule_example_naive.py", cwd=tmp_path, **target)
+    assert await naive.exit_code(30) == 0, naive.output()
+    naive_id = (await naive.line(r"^Job (\w+) scheduled for 2024-12-25 10:30:00", "stdout"))[1]
+    spawn(*_worker_args("default"), cwd=tmp_path, **target)
+    assert await queue.fetch_result(naive_id, timeout=15) == 9  # due long ago: runs now
+    assert await queue.cancel_scheduled(at_id)
+    assert await queue.cancel_scheduled(in_id)
