@@ -70,6 +70,20 @@ _EXPORTS = {
         "purge_queue",
         "purge_queue_sync",
     ],
+    "naq.schedules": [
+        "cancel_recurring",
+        "cancel_recurring_sync",
+        "list_schedules",
+        "list_schedules_sync",
+        "modify_scheduled_job",
+        "modify_scheduled_job_sync",
+        "pause_scheduled_job",
+        "pause_scheduled_job_sync",
+        "resume_scheduled_job",
+        "resume_scheduled_job_sync",
+        "schedule",
+        "schedule_sync",
+    ],
     "naq.settings": ["DEFAULT_NATS_URL", "Settings"],
     "naq.status": ["JobStatus"],
 }
@@ -157,6 +171,20 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ serv
         fetch_job_status_sync as fetch_job_status_sync,
         purge_queue as purge_queue,
         purge_queue_sync as purge_queue_sync,
+    )
+    from naq.schedules import (
+        cancel_recurring as cancel_recurring,
+        cancel_recurring_sync as cancel_recurring_sync,
+        list_schedules as list_schedules,
+        list_schedules_sync as list_schedules_sync,
+        modify_scheduled_job as modify_scheduled_job,
+        modify_scheduled_job_sync as modify_scheduled_job_sync,
+        pause_scheduled_job as pause_scheduled_job,
+        pause_scheduled_job_sync as pause_scheduled_job_sync,
+        resume_scheduled_job as resume_scheduled_job,
+        resume_scheduled_job_sync as resume_scheduled_job_sync,
+        schedule as schedule,
+        schedule_sync as schedule_sync,
     )
     from naq.settings import (
         DEFAULT_NATS_URL as DEFAULT_NATS_URL,

@@ -246,3 +246,9 @@ def _run(coro: Any) -> None:
 from naq.cli_failed import failed  # noqa: E402 -- last: naq.cli_failed imports from here
 
 main.add_command(failed)
+
+from naq.cli_scheduler import job_control, list_scheduled, scheduler_cmd  # noqa: E402
+
+main.add_command(scheduler_cmd)
+main.add_command(list_scheduled)
+main.add_command(job_control)

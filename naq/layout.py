@@ -14,6 +14,8 @@ Stream names keep the namespace's case and use distinct prefixes, so no two
 namespaces can map to one stream ("foo" and "FOO", or "x" and "x_FAILED").
 | results      | KV ``{ns}_results``        |
 | workers      | KV ``{ns}_workers``        |
+| schedules    | KV ``{ns}_schedules``      |
+| leader lease | KV ``{ns}_leader``         |
 """
 
 from __future__ import annotations
@@ -81,6 +83,14 @@ class Layout:
     def deps_bucket(self) -> str:
         return f"{self.namespace}_deps"
 
+    @property
+    def schedules_bucket(self) -> str:
+        return f"{self.namespace}_schedules"
+
+    @property
+    def leader_bucket(self) -> str:
+        return f"{self.namespace}_leader"
+
     def job_subject(self, queue: str, job_id: str) -> str:
         """One subject per job: "is this job still queued?" is then one lookup by subject."""
         return f"{self.namespace}.jobs.{validate_name('queue', queue)}.{job_id}"
@@ -142,7 +152,13 @@ async def declare(js: JetStreamContext, layout: Layout, settings: Settings) -> N
             discard=DiscardPolicy.OLD,
         ),
     )
-    for bucket in (layout.results_bucket, layout.workers_bucket, layout.deps_bucket):
+    for bucket in (
+        layout.results_bucket,
+        layout.workers_bucket,
+        layout.deps_bucket,
+        layout.schedules_bucket,
+        layout.leader_bucket,
+    ):
         await ensure_stream(js, _kv_config(bucket, settings))
 
 

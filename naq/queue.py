@@ -552,8 +552,13 @@ def enqueue_in_sync(
 async def cancel_scheduled_job(
     job_id: str, nats_url: str | None = None, namespace: str | None = None
 ) -> bool:
-    """Cancel a delayed job (enqueue_at / enqueue_in) before it fires."""
-    return await _shared(None, nats_url, namespace).cancel_scheduled(job_id)
+    """Cancel a delayed job (enqueue_at / enqueue_in) before it fires, or a recurring
+    schedule (``schedule``): the seed's one name for both. False if neither exists."""
+    if await _shared(None, nats_url, namespace).cancel_scheduled(job_id):
+        return True
+    from naq.schedules import cancel_recurring  # schedules builds on this module
+
+    return await cancel_recurring(job_id, nats_url, namespace)
 
 
 def cancel_scheduled_job_sync(

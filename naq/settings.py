@@ -117,6 +117,12 @@ class Settings:
     preload: str = field(
         default="", metadata={"help": "modules every child imports at start, comma-separated"}
     )
+    scheduler_lock_ttl: float = field(
+        default=30.0, metadata={"help": "seconds the scheduler leader's lease lasts unrenewed"}
+    )
+    scheduler_lock_renew_interval: float = field(
+        default=15.0, metadata={"help": "seconds between renewals of the scheduler lease"}
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -136,7 +142,14 @@ class Settings:
             )
         if self.concurrency < 1:
             raise ConfigurationError(f"concurrency must be at least 1, got {self.concurrency}")
-        for name in ("ack_wait", "pull_expires", "heartbeat_interval", "duplicate_window"):
+        for name in (
+            "ack_wait",
+            "pull_expires",
+            "heartbeat_interval",
+            "duplicate_window",
+            "scheduler_lock_ttl",
+            "scheduler_lock_renew_interval",
+        ):
             if not getattr(self, name) > 0:  # also refuses NaN
                 raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)}")
         if not self.shutdown_grace >= 0:
@@ -150,6 +163,10 @@ class Settings:
             raise ConfigurationError(f"replicas must be 1, 3 or 5, got {self.replicas}")
         if self.max_ack_pending < 1 and self.max_ack_pending != -1:
             raise ConfigurationError("max_ack_pending must be positive, or -1 for no limit")
+        if self.scheduler_lock_renew_interval >= self.scheduler_lock_ttl:
+            raise ConfigurationError(
+                "scheduler_lock_renew_interval must be shorter than scheduler_lock_ttl"
+            )
         if self.result_ttl < 1:
             raise ConfigurationError("result_ttl (the default) must be at least 1 second")
 

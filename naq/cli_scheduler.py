@@ -1,0 +1,165 @@
+"""``naq scheduler``, ``naq list-scheduled`` and ``naq job-control``.
+
+Apart from ``naq.cli`` so the scheduler role's commands live beside each other; it
+imports helpers from ``naq.cli``, which registers these commands at its end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import click
+
+from naq.cli import _configure_logging, _run, _settings, settings_options
+from naq.connection import close_connections, new_event_loop
+from naq.errors import ConfigurationError, JobNotFound, NaqError
+from naq.scheduler import Scheduler
+from naq.scheduler.store import STATUSES, Schedule
+from naq.schedules import (
+    cancel_recurring,
+    job_of,
+    list_schedules,
+    modify_scheduled_job,
+    pause_scheduled_job,
+    resume_scheduled_job,
+)
+
+EXIT_CONNECTION = 3
+
+
+@click.command(name="scheduler")
+@settings_options(
+    "nats_url",
+    "namespace",
+    "log_level",
+    "scheduler_lock_ttl",
+    "scheduler_lock_renew_interval",
+    "replicas",
+    "duplicate_window",
+)
+def scheduler_cmd(**params: Any) -> None:
+    """Run the scheduler role: fire recurring jobs while this process is the leader."""
+    settings = _settings(params)
+    _configure_logging(settings)
+
+    async def main() -> int:
+        sched = Scheduler(settings)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, sched.request_stop)
+        return await sched.run()
+
+    try:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            code = runner.run(main())
+    except NaqError as exc:
+        click.echo(f"naq scheduler: {exc}", err=True)
+        code = EXIT_CONNECTION
+    sys.exit(code)
+
+
+def _execute(work: Callable[[], Awaitable[None]]) -> None:
+    async def run() -> None:
+        try:
+            await work()
+        except JobNotFound as exc:
+            raise click.ClickException(str(exc)) from None
+        except ConfigurationError as exc:
+            raise click.UsageError(str(exc)) from None
+        finally:
+            await close_connections()
+
+    _run(run())
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(timespec="seconds")
+
+
+def _line(s: Schedule) -> str:
+    every = f"cron {s.cron!r}" if s.cron else f"every {s.interval:g}s"
+    left = "" if s.repeat is None else f" ({s.repeat} left)"
+    nxt = _when(s.next_run)
+    return f"{s.schedule_id}  {s.status:<6}  {s.queue}  {s.function}  {every}{left}  next {nxt}"
+
+
+@click.command(name="list-scheduled")
+@click.option("--status", type=click.Choice(STATUSES), default=None)
+@click.option("--queue", "-q", default=None, help="only this queue's schedules")
+@click.option("--id", "schedule_id", default=None, help="only this schedule")
+@click.option("--detailed", is_flag=True, help="every field of each schedule")
+@settings_options("nats_url", "namespace")
+def list_scheduled(
+    status: str | None, queue: str | None, schedule_id: str | None, detailed: bool, **params: Any
+) -> None:
+    """List recurring jobs, soonest next run first."""
+    settings = _settings(params)
+
+    async def work() -> None:
+        found = await list_schedules(
+            status, queue, schedule_id, settings.nats_url, settings.namespace
+        )
+        if not found:
+            click.echo("no schedules")
+        for s in found:
+            click.echo(_line(s))
+            if detailed:
+                job = job_of(s)
+                click.echo(f"    tz: {s.tz or 'UTC'}  missed: {s.missed}  runs: {s.runs}")
+                click.echo(f"    last run: {_when(s.last_run)}  created: {_when(s.created_at)}")
+                click.echo(f"    serializer: {job['serializer']}  options: {job['options']}")
+
+    _execute(work)
+
+
+@click.command(name="job-control")
+@click.argument("schedule_id", metavar="ID")
+@click.argument("action", type=click.Choice(["cancel", "pause", "resume", "reschedule"]))
+@click.option("--cron", default=None)
+@click.option("--interval", type=float, default=None, help="seconds")
+@click.option("--repeat", type=int, default=None)
+@click.option("--next-run", default=None, help="ISO date and time (naive is UTC)")
+@settings_options("nats_url", "namespace")
+def job_control(
+    schedule_id: str,
+    action: str,
+    cron: str | None,
+    interval: float | None,
+    repeat: int | None,
+    next_run: str | None,
+    **params: Any,
+) -> None:
+    """Cancel, pause, resume or reschedule the recurring job ID."""
+    settings = _settings(params)
+    target = {"nats_url": settings.nats_url, "namespace": settings.namespace}
+
+    async def work() -> None:
+        if action == "cancel":
+            ok = await cancel_recurring(schedule_id, **target)
+        elif action == "pause":
+            ok = await pause_scheduled_job(schedule_id, **target)
+        elif action == "resume":
+            ok = await resume_scheduled_job(schedule_id, **target)
+        else:
+            s = await modify_scheduled_job(
+                schedule_id,
+                cron=cron,
+                interval=interval,
+                repeat=repeat,
+                next_run=next_run,
+                **target,
+            )
+            click.echo(_line(s))
+            return
+        if not ok:
+            raise click.ClickException(f"schedule {schedule_id} was not changed ({action})")
+        click.echo(f"{action}: {schedule_id}")
+
+    _execute(work)

@@ -1,0 +1,7 @@
+"""Recurring jobs: schedules in KV, and the leader-elected role that fires them."""
+
+from naq.scheduler.leader import Lease, current_leader
+from naq.scheduler.scheduler import Scheduler, run_job_id
+from naq.scheduler.store import Schedule, ScheduleNotFound
+
+__all__ = ["Lease", "Schedule", "ScheduleNotFound", "Scheduler", "current_leader", "run_job_id"]

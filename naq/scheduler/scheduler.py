@@ -1,0 +1,226 @@
+"""The scheduler role: one leader fires recurring jobs; the others stand by.
+
+The leader watches the schedules KV (no scans), keeps every active schedule's next
+fire in memory, and sleeps until the earliest is due or a schedule changes. A fire:
+
+1. checks the lease is certainly still ours (else it steps down, firing nothing);
+2. publishes the job to its queue with a new job id per run,
+   ``{schedule_id}-{fire_unix_seconds}``, which is also its ``Nats-Msg-Id``, so two
+   leaders at once (a frozen one waking, a partition) publish the same run once
+   within the stream's duplicate window;
+3. records the run (``last_run``, ``repeat``, ``next_run``) by compare-and-set on
+   the fresh record, so a concurrent pause or modification stays.
+
+Publishing before recording means a leader dying in between leaves a run that the
+next leader publishes again, and the server drops as a duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from nats.js.kv import KeyValue
+
+from naq.connection import Client, connect
+from naq.layout import Layout
+from naq.scheduler import store
+from naq.scheduler.cron import due, following
+from naq.scheduler.leader import Lease
+from naq.scheduler.store import ACTIVE, Schedule, ScheduleNotFound
+from naq.settings import Settings
+from naq.wire import decode_job, encode_job
+
+log = logging.getLogger(__name__)
+
+MISSED_GRACE = 1.0
+"""Under the ``skip`` policy, a tick later than this is dropped, not run."""
+
+
+def run_job_id(schedule_id: str, fire: float) -> str:
+    return f"{schedule_id}-{int(fire)}"
+
+
+class Scheduler:
+    def __init__(self, settings: Settings, scheduler_id: str | None = None) -> None:
+        self.settings = settings
+        self.scheduler_id = scheduler_id or f"{os.uname().nodename}-{os.getpid()}-{id(self):x}"
+        self.ready = asyncio.Event()
+        """Connected and contending for the lease."""
+        self.leading = asyncio.Event()
+        """Set while this scheduler is the leader."""
+        self.fired = 0
+        self._stop = asyncio.Event()
+        self._schedules: dict[str, tuple[Schedule, int]] = {}
+        self._changed = asyncio.Event()
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leading.is_set()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> int:
+        nc = await connect(self.settings, name=f"naq-scheduler {self.scheduler_id}")
+        client = Client(nc, self.settings)
+        lease: Lease | None = None
+        try:
+            layout = await client.layout(self.settings.namespace)
+            lease = Lease(
+                client,
+                layout,
+                self.scheduler_id,
+                self.settings.scheduler_lock_ttl,
+                self.settings.scheduler_lock_renew_interval,
+            )
+            await lease.start_watching()
+            self.ready.set()
+            while not self._stop.is_set():
+                if not await self._until_stopped(lease.acquire()):
+                    break
+                self.leading.set()
+                try:
+                    await self._lead(client, layout, lease)
+                finally:
+                    self.leading.clear()
+        finally:
+            if lease is not None:
+                await lease.stop_watching()
+                if not self._stop.is_set():  # cancelled: leave the lease to its TTL
+                    lease.step_down()
+                await lease.release()
+            await client.close()
+        return 0
+
+    async def _until_stopped(self, work: Coroutine[Any, Any, None]) -> bool:
+        """Run ``work`` unless a stop comes first; True if it finished."""
+        task = asyncio.ensure_future(work)
+        stop = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if task.done():
+            task.result()
+            return True
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return False
+
+    async def _lead(self, client: Client, layout: Layout, lease: Lease) -> None:
+        kv = await store.bucket(client, layout)
+        self._schedules.clear()
+        lost = asyncio.Event()
+        renewer = asyncio.create_task(self._renew(lease, lost))
+        watcher = asyncio.create_task(self._watch(kv))
+        try:
+            while not self._stop.is_set() and not lost.is_set():
+                wait = await self._fire_due(client, layout, kv, lease)
+                if wait is None:  # stepped down
+                    return
+                self._changed.clear()
+                waiters = [
+                    asyncio.create_task(self._changed.wait()),
+                    asyncio.create_task(self._stop.wait()),
+                    asyncio.create_task(lost.wait()),
+                ]
+                try:
+                    await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for w in waiters:
+                        w.cancel()
+        finally:
+            for task in (renewer, watcher):
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+            if lost.is_set():
+                lease.step_down()
+
+    async def _renew(self, lease: Lease, lost: asyncio.Event) -> None:
+        while True:
+            await asyncio.sleep(lease.renew_interval)
+            if not await lease.renew():
+                lost.set()
+                return
+
+    async def _watch(self, kv: KeyValue) -> None:
+        watcher = await kv.watchall()
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    continue
+                known = self._schedules.get(entry.key)
+                if known is not None and entry.revision is not None and entry.revision <= known[1]:
+                    continue
+                if entry.operation in ("DEL", "PURGE") or not entry.value:
+                    self._schedules.pop(entry.key, None)
+                elif entry.revision is not None:
+                    self._schedules[entry.key] = (Schedule.from_json(entry.value), entry.revision)
+                self._changed.set()
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+
+    async def _fire_due(
+        self, client: Client, layout: Layout, kv: KeyValue, lease: Lease
+    ) -> float | None:
+        """Fire what is due; seconds until the next fire (or a minute), None if we stepped down."""
+        while True:
+            now = time.time()
+            active = [s for s, _ in self._schedules.values() if s.status == ACTIVE]
+            ready = sorted((s for s in active if s.next_run <= now), key=lambda s: s.next_run)
+            if not ready:
+                upcoming = min((s.next_run for s in active), default=now + 60.0)
+                return max(0.0, upcoming - now)
+            for schedule in ready:
+                if not lease.valid():
+                    log.warning("scheduler %s: lease not certain, stepping down", lease.holder_id)
+                    lease.step_down()
+                    return None
+                await self._fire(client, layout, kv, schedule, now)
+
+    async def _fire(
+        self, client: Client, layout: Layout, kv: KeyValue, schedule: Schedule, now: float
+    ) -> None:
+        fire = schedule.next_run
+        if due(fire, now, schedule.missed, MISSED_GRACE):
+            meta, payload = decode_job(schedule.job)
+            job_id = run_job_id(schedule.schedule_id, fire)
+            body = encode_job(dataclasses.replace(meta, job_id=job_id, enqueue_time=now), payload)
+            ack = await client.publisher.publish(
+                layout.job_subject(schedule.queue, job_id), body, {"Nats-Msg-Id": job_id}
+            )
+            if not ack.duplicate:
+                self.fired += 1
+            log.debug("fired %s (schedule %s)", job_id, schedule.schedule_id)
+
+            def mutate(current: Schedule) -> Schedule | None:
+                return current.after_fire(fire, time.time())
+        else:  # skip policy: drop the missed tick, keep the cadence
+
+            def mutate(current: Schedule) -> Schedule | None:
+                if current.next_run != fire:
+                    return None
+                return current.replace(next_run=following(current.spec, fire, time.time()))
+
+        try:
+            written = await store.change(kv, schedule.schedule_id, mutate)
+        except ScheduleNotFound:
+            self._schedules.pop(schedule.schedule_id, None)
+            return
+        if written is not None:
+            record, revision = written
+            known = self._schedules.get(schedule.schedule_id)
+            if known is None or known[1] < revision:
+                self._schedules[schedule.schedule_id] = (record, revision)
+        else:  # nothing to write: the record moved on; take it as it is now
+            record, revision = await store.read(kv, schedule.schedule_id)
+            self._schedules[schedule.schedule_id] = (record, revision)

@@ -1,0 +1,164 @@
+"""Schedules in the ``{ns}_schedules`` KV: one key per schedule id, a JSON value.
+
+Every change is a compare-and-set on the key's revision (:func:`change`), so a pause
+or a modification racing the scheduler's own update after a fire is re-applied to
+the fresh record instead of being overwritten: neither side's change is lost.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from naq.connection import Client
+from naq.errors import JobNotFound, NaqError
+from naq.layout import Layout
+from naq.scheduler.cron import MissedPolicy, Spec, following
+
+ACTIVE = "active"
+PAUSED = "paused"
+DONE = "done"
+STATUSES = (ACTIVE, PAUSED, DONE)
+CAS_ATTEMPTS = 50
+
+
+class ScheduleNotFound(JobNotFound):
+    """No schedule has this id (never made, cancelled, or in another namespace)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """One recurring job: its encoded job message, how it recurs, and where it is."""
+
+    schedule_id: str
+    queue: str
+    function: str
+    job: bytes
+    """The job message as ``Queue.prepare`` encoded it; each run gets a new id."""
+    cron: str | None
+    interval: float | None
+    tz: str | None
+    repeat: int | None
+    """Runs left; ``None`` runs for ever."""
+    next_run: float
+    status: str = ACTIVE
+    missed: MissedPolicy = "run_once"
+    last_run: float | None = None
+    runs: int = 0
+    created_at: float = 0.0
+
+    @property
+    def spec(self) -> Spec:
+        return Spec(self.cron, self.interval, self.tz)
+
+    @property
+    def paused(self) -> bool:
+        return self.status == PAUSED
+
+    def to_json(self) -> bytes:
+        data = dataclasses.asdict(self)
+        data["job"] = base64.b64encode(self.job).decode()
+        data["paused"] = self.paused
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Schedule:
+        data: dict[str, Any] = json.loads(raw)
+        data.pop("paused", None)
+        data["job"] = base64.b64decode(data["job"])
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def replace(self, **changes: Any) -> Schedule:
+        return dataclasses.replace(self, **changes)
+
+    def after_fire(self, fired: float, now: float) -> Schedule:
+        """The record once the run at ``fired`` is published; idempotent per fire time.
+
+        Applied to whatever the record is by then, so a pause or a new ``next_run``
+        written meanwhile stays as it was written.
+        """
+        if self.last_run is not None and self.last_run >= fired:
+            return self
+        repeat = None if self.repeat is None else max(0, self.repeat - 1)
+        next_run = self.next_run
+        if next_run <= fired:
+            next_run = following(self.spec, fired, now)
+        status = DONE if repeat == 0 else self.status
+        return self.replace(
+            last_run=fired, runs=self.runs + 1, repeat=repeat, next_run=next_run, status=status
+        )
+
+
+async def bucket(client: Client, layout: Layout) -> KeyValue:
+    return await client.js.key_value(layout.schedules_bucket)
+
+
+async def create(kv: KeyValue, schedule: Schedule) -> int:
+    try:
+        return await kv.create(schedule.schedule_id, schedule.to_json())
+    except KeyWrongLastSequenceError:
+        raise NaqError(f"a schedule with id {schedule.schedule_id!r} exists already") from None
+
+
+async def read(kv: KeyValue, schedule_id: str) -> tuple[Schedule, int]:
+    try:
+        entry = await kv.get(schedule_id)
+    except KeyNotFoundError:
+        raise ScheduleNotFound(f"no schedule {schedule_id!r}") from None
+    if entry.value is None or entry.revision is None:
+        raise ScheduleNotFound(f"no schedule {schedule_id!r}")
+    return Schedule.from_json(entry.value), entry.revision
+
+
+async def change(
+    kv: KeyValue, schedule_id: str, mutate: Callable[[Schedule], Schedule | None]
+) -> tuple[Schedule, int] | None:
+    """Read, apply ``mutate``, write back if the revision is unchanged; else again.
+
+    ``mutate`` returning ``None`` (or the same record) writes nothing. Returns the
+    record as written and its revision, or ``None`` when nothing was written.
+    """
+    for _ in range(CAS_ATTEMPTS):
+        current, revision = await read(kv, schedule_id)
+        new = mutate(current)
+        if new is None or new == current:
+            return None
+        try:
+            written = await kv.update(schedule_id, new.to_json(), last=revision)
+        except KeyWrongLastSequenceError:
+            continue
+        return new, written
+    raise NaqError(f"schedule {schedule_id!r} kept changing; gave up after {CAS_ATTEMPTS} tries")
+
+
+async def remove(kv: KeyValue, schedule_id: str) -> bool:
+    try:
+        await read(kv, schedule_id)
+    except ScheduleNotFound:
+        return False
+    await kv.purge(schedule_id)
+    return True
+
+
+async def read_all(kv: KeyValue) -> list[Schedule]:
+    watcher = await kv.watchall(ignore_deletes=True)
+    found: list[Schedule] = []
+    try:
+        async for entry in watcher:
+            if entry is None:
+                break
+            if entry.value:
+                found.append(Schedule.from_json(entry.value))
+            if entry.delta == 0:
+                break
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+    return found
