@@ -219,6 +219,11 @@ def workers_cmd(as_json: bool, **params: Any) -> None:
         for rec in records:
             if as_json:
                 click.echo(json.dumps(rec))
+            elif rec.get("role") == "scheduler":
+                click.echo(
+                    f"{rec['id']}  scheduler {'LEADER' if rec['leader'] else 'standby'}  "
+                    f"schedules={rec['schedules']}  fired={rec['fired']}"
+                )
             else:
                 click.echo(
                     f"{rec['id']}  {rec['executor']} {rec['busy']}/{rec['slots']} busy  "

@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import socket
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -35,6 +36,7 @@ from naq.scheduler.cron import due, following
 from naq.scheduler.leader import Lease
 from naq.scheduler.store import ACTIVE, Schedule, ScheduleNotFound
 from naq.settings import Settings
+from naq.supervisor import heartbeat
 from naq.wire import decode_job, encode_job
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,7 @@ class Scheduler:
         nc = await connect(self.settings, name=f"naq-scheduler {self.scheduler_id}")
         client = Client(nc, self.settings)
         lease: Lease | None = None
+        beats: asyncio.Task[None] | None = None
         try:
             layout = await client.layout(self.settings.namespace)
             lease = Lease(
@@ -81,16 +84,24 @@ class Scheduler:
                 self.settings.scheduler_lock_renew_interval,
             )
             await lease.start_watching()
+            beats = asyncio.create_task(self._heartbeat(client, layout))
             self.ready.set()
             while not self._stop.is_set():
                 if not await self._until_stopped(lease.acquire()):
                     break
                 self.leading.set()
+                await self._beat(client, layout)  # say at once who leads now
                 try:
                     await self._lead(client, layout, lease)
                 finally:
                     self.leading.clear()
+                    await self._beat(client, layout)
         finally:
+            if beats is not None:
+                beats.cancel()
+                await asyncio.gather(beats, return_exceptions=True)
+                with contextlib.suppress(Exception):
+                    await heartbeat.remove(client, layout, self.heartbeat_key)
             if lease is not None:
                 await lease.stop_watching()
                 if not self._stop.is_set():  # cancelled: leave the lease to its TTL
@@ -98,6 +109,34 @@ class Scheduler:
                 await lease.release()
             await client.close()
         return 0
+
+    @property
+    def heartbeat_key(self) -> str:
+        return f"scheduler-{self.scheduler_id}"
+
+    async def _beat(self, client: Client, layout: Layout) -> None:
+        """The scheduler's record in the workers KV, beside the supervisors': whether it
+        leads, so ``naq workers`` shows which scheduler fires."""
+        record = {
+            "id": self.heartbeat_key,
+            "role": "scheduler",
+            "leader": self.is_leader,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "fired": self.fired,
+            "schedules": len(self._schedules),
+            "heartbeat_at": time.time(),
+        }
+        interval = self.settings.heartbeat_interval
+        try:
+            await heartbeat.beat(client, layout, record, interval * 3)
+        except Exception as exc:  # a missed beat is no reason to stop firing
+            log.warning("scheduler heartbeat failed: %s", exc)
+
+    async def _heartbeat(self, client: Client, layout: Layout) -> None:
+        while True:
+            await self._beat(client, layout)
+            await asyncio.sleep(self.settings.heartbeat_interval)
 
     async def _until_stopped(self, work: Coroutine[Any, Any, None]) -> bool:
         """Run ``work`` unless a stop comes first; True if it finished."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -184,3 +185,35 @@ async def test_cancel_scheduled_job_cancels_a_recurring_schedule(settings: Setti
     assert await list_schedules(nats_url=url, namespace=ns) == []
     assert await cancel_scheduled_job(schedule_id, url, ns) is False
     await close_connections()
+
+
+async def test_heartbeats_say_which_scheduler_leads(
+    schedulers: Callable[..., Any], nc: Any, settings: Settings
+) -> None:
+    first, _ = await schedulers("first")
+    second, _ = await schedulers("second")
+    leader = await _first_leader(first, second)
+    kv = await nc.jetstream().key_value(f"{settings.namespace}_workers")
+    records: dict[str, dict[str, Any]] = {}
+    watcher = await kv.watchall()
+    try:
+        async for entry in watcher:  # beats land at once on a change of leader
+            if entry is not None and entry.value and entry.key.startswith("scheduler-"):
+                rec = json.loads(entry.value)
+                records[rec["id"]] = rec
+            if len(records) == 2 and sum(r["leader"] for r in records.values()) == 1:
+                break
+    finally:
+        await watcher.stop()
+    leaders = [r["id"] for r in records.values() if r["leader"]]
+    assert leaders == [f"scheduler-{leader.scheduler_id}"]
+    assert all(r["role"] == "scheduler" for r in records.values())
+
+
+async def _first_leader(*candidates: Scheduler) -> Scheduler:
+    waits = {asyncio.create_task(s.leading.wait()): s for s in candidates}
+    done, pending = await asyncio.wait(waits, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    assert done, "no scheduler became leader"
+    return waits[next(iter(done))]
