@@ -90,7 +90,9 @@ class Lease:
         self._since = time.time()
         try:
             revision = await kv.create(LEASE_KEY, self._value(), msg_ttl=self.ttl)
-        except KeyWrongLastSequenceError:
+        except (KeyWrongLastSequenceError, KeyNotFoundError):
+            # Held by another; or it expired between nats-py's refused create and its
+            # re-read of the key, which then raises not-found: the next try wins it.
             return False
         self.revision, self._expires_at = revision, sent + self.ttl
         log.info("scheduler %s is the leader", self.holder_id)

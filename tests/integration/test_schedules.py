@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import statistics
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
-from naq.connection import close_connections
+from naq.connection import Client, close_connections
+from naq.layout import Layout
+from naq.results import read_record
 from naq.scheduler import Scheduler, current_leader
 from naq.scheduler.store import DONE
 from naq.schedules import (
@@ -105,16 +108,24 @@ async def test_cron_with_seconds_field(
 ) -> None:
     await start_supervisor()
     await schedulers("only")
-    sid = await schedule(
-        add,
-        1,
-        1,
-        cron="* * * * * *",
-        repeat=2,
-        nats_url=settings.nats_url,
-        namespace=settings.namespace,
+    target = {"nats_url": settings.nats_url, "namespace": settings.namespace}
+    sids = [await schedule(add, i, 1, cron="* * * * * *", repeat=3, **target) for i in range(5)]
+    runs = [run for sid in sids for run in await collect(nc, settings, sid, 3, 8)]
+    assert len(runs) == 15
+    # Precision: cron fires fall on whole seconds, the run id carries the second, and
+    # the run's record says when it started.
+    client = Client(nc, settings)
+    lateness = []
+    for run in runs:
+        record = await read_record(client, Layout(settings.namespace), run)
+        assert record is not None
+        lateness.append(record.started_at - int(run.rsplit("-", 1)[1]))
+    assert min(lateness) >= 0, lateness  # never early
+    assert max(lateness) < 1.0, lateness
+    print(
+        f"recurring fire to job start: median {statistics.median(lateness) * 1000:.0f} ms, "
+        f"worst {max(lateness) * 1000:.0f} ms over {len(lateness)} runs"
     )
-    assert len(await collect(nc, settings, sid, 2, 6)) == 2
 
 
 async def test_pause_stops_fires_and_resume_restarts_them(
