@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 
 import click
 
-from naq.connection import Client, connect, new_event_loop
-from naq.errors import BrokenExecutor, NaqError
+from naq.connection import Client, close_connections, connect, new_event_loop
+from naq.errors import BrokenExecutor, ConfigurationError, JobNotFound, NaqError
 from naq.executors.registry import available_executors, load_executor
 from naq.queue import Queue
 from naq.server import EmbeddedServer, binary_version, default_store_dir, port_in_use
@@ -240,9 +240,25 @@ main.add_command(workers_cmd, name="list-workers")  # the original naq's name
 
 
 def _run(coro: Any) -> None:
+    """Run a command's coroutine and close the connections it opened.
+
+    A missing job or schedule (exit 1) and a bad name or value (exit 2) are the
+    user's errors; any other naq error is the server's (exit 3).
+    """
+
+    async def guarded() -> None:
+        try:
+            await coro
+        except JobNotFound as exc:
+            raise click.ClickException(str(exc)) from None
+        except ConfigurationError as exc:
+            raise click.UsageError(str(exc)) from None
+        finally:
+            await close_connections()
+
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            runner.run(coro)
+            runner.run(guarded())
     except NaqError as exc:
         click.echo(f"naq: {exc}", err=True)
         sys.exit(EXIT_CONNECTION)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import click
@@ -26,8 +25,7 @@ def failed() -> None:
 
 # After `failed`: naq.cli imports it back at its end.
 from naq.cli import _run, _settings, settings_options  # noqa: E402
-from naq.connection import close_connections  # noqa: E402
-from naq.errors import ConfigurationError, JobNotFound  # noqa: E402
+from naq.errors import JobNotFound  # noqa: E402
 from naq.failed import (  # noqa: E402
     FailedJob,
     get_failed,
@@ -55,23 +53,6 @@ def _line(job: FailedJob, now: float) -> str:
 
 def _when(timestamp: float) -> str:
     return datetime.datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="seconds")
-
-
-def _execute(work: Callable[[], Awaitable[None]]) -> None:
-    """Run ``work`` and close its connection. A missing job (exit 1) or a bad name
-    (exit 2) is the user's error; ``_run`` would report it as a connection failure."""
-
-    async def run() -> None:
-        try:
-            await work()
-        except JobNotFound as exc:
-            raise click.ClickException(str(exc)) from None
-        except ConfigurationError as exc:
-            raise click.UsageError(str(exc)) from None
-        finally:
-            await close_connections()
-
-    _run(run())
 
 
 def _target(settings: Settings) -> dict[str, Any]:
@@ -113,7 +94,7 @@ def list_cmd(queue: str | None, limit: int | None, **params: Any) -> None:
         if not jobs:
             click.echo("no failed jobs")
 
-    _execute(work)
+    _run(work())
 
 
 @failed.command()
@@ -144,7 +125,7 @@ def show(ref: str, **params: Any) -> None:
         click.echo("traceback:")
         click.echo(job.traceback.rstrip("\n") if job.traceback else "  (none recorded)")
 
-    _execute(work)
+    _run(work())
 
 
 @failed.command()
@@ -178,7 +159,7 @@ def requeue(job_ids: tuple[str, ...], everything: bool, **params: Any) -> None:
             click.echo(f"{job_id}: requeued")
         click.echo(f"{len(done)} job{'' if len(done) == 1 else 's'} requeued")
 
-    _execute(work)
+    _run(work())
 
 
 @failed.command()
@@ -195,4 +176,4 @@ def purge(queue: str | None, **params: Any) -> None:
         removed = await purge_failed(queue, **_target(settings))
         click.echo(f"{removed} failed job{'' if removed == 1 else 's'} removed")
 
-    _execute(work)
+    _run(work())

@@ -10,14 +10,13 @@ import asyncio
 import datetime
 import signal
 import sys
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import click
 
 from naq.cli import _configure_logging, _run, _settings, settings_options
-from naq.connection import close_connections, new_event_loop
-from naq.errors import ConfigurationError, JobNotFound, NaqError
+from naq.connection import new_event_loop
+from naq.errors import NaqError
 from naq.scheduler import Scheduler
 from naq.scheduler.store import STATUSES, Schedule
 from naq.schedules import (
@@ -63,20 +62,6 @@ def scheduler_cmd(**params: Any) -> None:
     sys.exit(code)
 
 
-def _execute(work: Callable[[], Awaitable[None]]) -> None:
-    async def run() -> None:
-        try:
-            await work()
-        except JobNotFound as exc:
-            raise click.ClickException(str(exc)) from None
-        except ConfigurationError as exc:
-            raise click.UsageError(str(exc)) from None
-        finally:
-            await close_connections()
-
-    _run(run())
-
-
 def _when(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
@@ -116,7 +101,7 @@ def list_scheduled(
                 click.echo(f"    last run: {_when(s.last_run)}  created: {_when(s.created_at)}")
                 click.echo(f"    serializer: {job['serializer']}  options: {job['options']}")
 
-    _execute(work)
+    _run(work())
 
 
 @click.command(name="job-control")
@@ -162,4 +147,4 @@ def job_control(
             raise click.ClickException(f"schedule {schedule_id} was not changed ({action})")
         click.echo(f"{action}: {schedule_id}")
 
-    _execute(work)
+    _run(work())

@@ -10,22 +10,11 @@ import json
 from typing import Any
 
 from naq.connection import Client
+from naq.kvscan import current_values
 from naq.layout import Layout
 
 
 async def list_workers(client: Client, layout: Layout) -> list[dict[str, Any]]:
     """Live worker records (expired ones are gone by TTL)."""
     kv = await client.js.key_value(layout.workers_bucket)
-    watcher = await kv.watchall()
-    records: list[dict[str, Any]] = []
-    try:
-        async for entry in watcher:
-            if entry is None:
-                break
-            if entry.value:
-                records.append(json.loads(entry.value))
-            if entry.delta == 0:
-                break
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
-    return records
+    return [json.loads(value) for value in await current_values(kv)]

@@ -19,6 +19,7 @@ from nats.js.kv import KeyValue
 
 from naq.connection import Client
 from naq.errors import JobNotFound, NaqError
+from naq.kvscan import current_values
 from naq.layout import Layout
 from naq.scheduler.cron import MissedPolicy, Spec, following
 
@@ -149,16 +150,4 @@ async def remove(kv: KeyValue, schedule_id: str) -> bool:
 
 
 async def read_all(kv: KeyValue) -> list[Schedule]:
-    watcher = await kv.watchall(ignore_deletes=True)
-    found: list[Schedule] = []
-    try:
-        async for entry in watcher:
-            if entry is None:
-                break
-            if entry.value:
-                found.append(Schedule.from_json(entry.value))
-            if entry.delta == 0:
-                break
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
-    return found
+    return [Schedule.from_json(value) for value in await current_values(kv)]
