@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,9 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
+from naq import close_connections
 from naq.layout import Layout
+from naq.schedules import list_schedules
 from tests.conftest import subprocess_env
 
 BIN = Path(sys.executable).parent
@@ -215,3 +217,12 @@ async def worker_record(
     finally:
         await watcher.stop()
     raise AssertionError(f"no matching heartbeat of {worker_id} in {timeout}s; saw {seen[-3:]}")
+
+
+@pytest.fixture
+async def target(nats_url: str, namespace: str) -> AsyncIterator[dict[str, str]]:
+    """Connection arguments for naq's module-level functions; declares the layout."""
+    conn = {"nats_url": nats_url, "namespace": namespace}
+    await list_schedules(**conn)  # connects, and so declares every stream and bucket
+    yield conn
+    await close_connections()

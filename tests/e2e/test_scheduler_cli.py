@@ -9,33 +9,13 @@ lease's TTL expiry can crash on ``KeyNotFoundError`` from ``kv.create``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
-from naq import close_connections
-from naq.schedules import list_schedules, schedule
+from naq.schedules import schedule
 from tests.e2e.conftest import NAQ, Spawn
 from tests.jobs import add
 
 pytestmark = pytest.mark.e2e
-
-TTL = 2.0
-RENEW = 0.5
-MARGIN = 1.0
-TAKEOVER_BOUND = TTL + RENEW + MARGIN
-LEADS = r"scheduler (?P<id>\S+) is the leader"
-FIRED = r"fired (?P<job>\S+) \(schedule"
-STEPPED_DOWN = r"lost its lease|lease not certain, stepping down"
-
-
-@pytest.fixture
-async def target(nats_url: str, namespace: str) -> AsyncIterator[dict[str, str]]:
-    """Connection arguments for naq's module-level functions; declares the layout."""
-    conn = {"nats_url": nats_url, "namespace": namespace}
-    await list_schedules(**conn)  # connects, and so declares every stream and bucket
-    yield conn
-    await close_connections()
 
 
 async def test_list_scheduled_and_job_control(

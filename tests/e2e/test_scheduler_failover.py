@@ -21,14 +21,13 @@ import itertools
 import json
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from naq import close_connections
 from naq.layout import Layout
 from naq.scheduler import run_job_id
 from naq.scheduler.leader import LEASE_KEY
@@ -46,15 +45,6 @@ TAKEOVER_BOUND = TTL + RENEW + MARGIN
 LEADS = r"scheduler (?P<id>\S+) is the leader"
 FIRED = r"fired (?P<job>\S+) \(schedule"
 STEPPED_DOWN = r"lost its lease|lease not certain, stepping down"
-
-
-@pytest.fixture
-async def target(nats_url: str, namespace: str) -> AsyncIterator[dict[str, str]]:
-    """Connection arguments for naq's module-level functions; declares the layout."""
-    conn = {"nats_url": nats_url, "namespace": namespace}
-    await list_schedules(**conn)  # connects, and so declares every stream and bucket
-    yield conn
-    await close_connections()
 
 
 StartSchedulers = Callable[..., Awaitable[list[Proc]]]
