@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -145,3 +147,33 @@ def start_supervisor_sync(settings: Settings) -> Callable[..., Any]:
             loop.close()
 
     return run
+
+
+async def first_json(
+    kv: Any,
+    key: str,
+    predicate: Callable[[dict[str, Any]], bool],
+    timeout: float,
+    seen: list[dict[str, Any]] | None = None,
+) -> dict[str, Any] | None:
+    """The first JSON value of ``key`` that satisfies ``predicate``, through a KV watch
+    (the current value first, then every update); None if none comes in ``timeout``.
+    Values that did not match are appended to ``seen``, for the failure message."""
+    watcher = await kv.watch(key)
+    deadline = time.monotonic() + timeout
+    try:
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                entry = await watcher.updates(timeout=remaining)
+            except TimeoutError:
+                return None
+            if entry is None or not entry.value:
+                continue
+            record: dict[str, Any] = json.loads(entry.value)
+            if predicate(record):
+                return record
+            if seen is not None:
+                seen.append(record)
+    finally:
+        await watcher.stop()
+    return None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import re
 import signal
@@ -27,7 +26,7 @@ from nats.js import JetStreamContext
 from naq import close_connections
 from naq.layout import Layout
 from naq.schedules import list_schedules
-from tests.conftest import subprocess_env
+from tests.conftest import first_json, subprocess_env
 
 BIN = Path(sys.executable).parent
 NAQ = str(BIN / "naq")
@@ -199,23 +198,10 @@ async def worker_record(
 ) -> dict[str, Any]:
     """The first heartbeat of ``worker_id`` that satisfies ``predicate``, through a KV watch."""
     kv = await js.key_value(f"{namespace}_workers")
-    watcher = await kv.watch(worker_id)
-    deadline = time.monotonic() + timeout
     seen: list[dict[str, Any]] = []
-    try:
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                entry = await watcher.updates(timeout=remaining)
-            except TimeoutError:
-                break
-            if entry is None or not entry.value:
-                continue
-            record = json.loads(entry.value)
-            seen.append(record)
-            if predicate(record):
-                return record
-    finally:
-        await watcher.stop()
+    record = await first_json(kv, worker_id, predicate, timeout, seen)
+    if record is not None:
+        return record
     raise AssertionError(f"no matching heartbeat of {worker_id} in {timeout}s; saw {seen[-3:]}")
 
 

@@ -33,6 +33,7 @@ from naq.scheduler import run_job_id
 from naq.scheduler.leader import LEASE_KEY
 from naq.scheduler.store import DONE
 from naq.schedules import list_schedules, schedule
+from tests.conftest import first_json
 from tests.e2e.conftest import NAQ, Proc, Spawn, stream_name
 from tests.jobs import add
 
@@ -112,21 +113,10 @@ async def leader_other_than(
     procs: list[Proc] | None = None,
 ) -> dict[str, Any]:
     """The first lease record (through a watch) held by a process not in ``pids``."""
-    watcher = await (await lease_kv(js, namespace)).watch(LEASE_KEY)
-    deadline = time.monotonic() + timeout
-    try:
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                entry = await watcher.updates(timeout=remaining)
-            except TimeoutError:
-                break
-            if entry is None or not entry.value:
-                continue
-            record: dict[str, Any] = json.loads(entry.value)
-            if record["pid"] not in pids:
-                return record
-    finally:
-        await watcher.stop()
+    kv = await lease_kv(js, namespace)
+    record = await first_json(kv, LEASE_KEY, lambda r: r["pid"] not in pids, timeout)
+    if record is not None:
+        return record
     outputs = "\n".join(p.output() for p in procs or [])
     raise AssertionError(f"no leader other than {pids} within {timeout}s\n{outputs}")
 

@@ -4,7 +4,6 @@ jobs that wait for other jobs (``depends_on``)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,7 +28,7 @@ from naq import (
 from naq.layout import Layout
 from naq.supervisor import Supervisor
 from tests import jobs
-from tests.conftest import StartSupervisor
+from tests.conftest import StartSupervisor, first_json
 
 
 @pytest.fixture
@@ -45,21 +44,11 @@ async def _listed_as_running(
     """The first heartbeat of ``worker_id`` whose ``running`` list holds ``job_id``,
     through a watch on the workers KV."""
     kv = await nc.jetstream().key_value(Layout(namespace).workers_bucket)
-    watcher = await kv.watch(worker_id)
-    deadline = time.monotonic() + timeout
-    try:
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                entry = await watcher.updates(timeout=remaining)
-            except TimeoutError:
-                break
-            if entry is None or not entry.value:
-                continue
-            record: dict[str, Any] = json.loads(entry.value)
-            if any(r["job_id"] == job_id for r in record.get("running", ())):
-                return record
-    finally:
-        await watcher.stop()
+    record = await first_json(
+        kv, worker_id, lambda r: any(j["job_id"] == job_id for j in r.get("running", ())), timeout
+    )
+    if record is not None:
+        return record
     raise AssertionError(f"no heartbeat of {worker_id} listed job {job_id} in {timeout}s")
 
 
