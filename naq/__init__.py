@@ -70,6 +70,7 @@ _EXPORTS = {
         "purge_queue",
         "purge_queue_sync",
     ],
+    "naq.nasqueue": ["NASQueue"],
     "naq.schedules": [
         "cancel_recurring",
         "cancel_recurring_sync",
@@ -106,6 +107,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ serves
+    from naq.nasqueue import NASQueue as NASQueue
     from naq.connection import (
         close_connections as close_connections,
         close_sync_connections as close_sync_connections,

@@ -53,8 +53,14 @@ def check_server_version(version: str, url: str) -> None:
         )
 
 
-async def connect(settings: Settings, name: str = "naq", **options: Any) -> NATS:
-    """Connect, check the server version, and keep reconnecting for ever on loss."""
+async def connect(
+    settings: Settings, name: str = "naq", *, jetstream: bool = True, **options: Any
+) -> NATS:
+    """Connect, check the server version, and keep reconnecting for ever on loss.
+
+    ``jetstream=False`` (NASQueue's in-memory mode) skips the version and JetStream
+    checks: plain NATS, even a server started without ``-js``, serves it.
+    """
     try:
         nc = await nats.connect(
             servers=settings.servers,
@@ -71,6 +77,8 @@ async def connect(settings: Settings, name: str = "naq", **options: Any) -> NATS
     # nats-py applies max_reconnect_attempts to the first connect too: a wrong URL must
     # fail at once, a connection once made must never give up.
     nc.options["max_reconnect_attempts"] = -1
+    if not jetstream:
+        return nc
     try:
         info = nc._server_info  # the server's INFO; nats-py exposes no public accessor
         check_server_version(str(info.get("version", "")), settings.url)

@@ -1,0 +1,336 @@
+"""NASQueue's durable mode: one work-queue stream per namespace, popped by priority.
+
+::
+
+    push(subject, priority=p) --js.publish--> stream NASQ_{ns}, subject {ns}.nasq.{p}.{subject}
+                                                 |  republish, headers only
+                                                 v
+    every durable client  <-- {ns}.nasq-stored.{p}.{subject}: "level p has a message"
+    pop(): for p = 9..0, if level p may hold one: pull 1 (no_wait) from consumer p{p},
+           double-ack it (so it is popped once), return it
+
+Why a consumer per priority level: JetStream delivers a consumer's messages in stream
+order only, so priority comes from asking the highest non-empty level first. Which
+levels may be non-empty is known without asking: the stream republishes the headers
+of every stored message, so a client hears of each new message (and wakes a waiting
+``pop``) without polling or receiving the payload. A pull answered "no messages"
+marks a level empty, unless a new message was announced meanwhile.
+
+Memory stays bounded whatever the backlog: a client holds at most the one message it
+is popping. Messages survive client and server restarts (file storage); ``push``
+retries with the same ``Nats-Msg-Id`` through a reconnect, so a retried push is
+stored once; a popped message is acknowledged with a double ack before ``pop``
+returns it, and one whose ack is not confirmed is not returned (JetStream delivers it
+again after ``ack_wait``), so no message is popped twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from datetime import datetime
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    RePublish,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+
+from naq.connection import acquire, run_sync
+from naq.errors import ConfigurationError, NaqConnectionError, PayloadTooLarge, PublishError
+from naq.layout import ensure_stream, purge_subject
+from naq.nasqueue.messages import QueueMessage, received
+from naq.nasqueue.names import DURABLE_TOKEN, STORED_TOKEN
+from naq.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PRIORITIES = range(10)
+"""Priority levels: 0 (the default) to 9, higher popped first."""
+ACK_WAIT = 30.0
+"""Seconds before a pulled message whose pop did not complete is offered again."""
+REQUEST_TIMEOUT = 2.0
+PUSH_PATIENCE = 60.0
+"""Seconds ``push`` keeps retrying through a lost connection before it raises."""
+RECHECK = 5.0
+"""A waiting ``pop`` re-asks every level this often, in case an announcement was lost
+(they travel on core NATS, at most once)."""
+AUTO_ID = "nasq:"
+_TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.js.errors.NoStreamResponseError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,
+    TimeoutError,
+)
+
+
+def stream_name(namespace: str) -> str:
+    return f"NASQ_{namespace}"
+
+
+class DurableQueue:
+    def __init__(self, nc: NATS, namespace: str, settings: Settings) -> None:
+        self._nc = nc
+        self._js = nc.jetstream()
+        self._settings = settings
+        self._ns = namespace
+        self._stream = stream_name(namespace)
+        self._base = f"{namespace}.{DURABLE_TOKEN}."
+        self._maybe = [True] * len(PRIORITIES)
+        """Levels that may hold a message; all of them until asked."""
+        self._announced = [0] * len(PRIORITIES)
+        self._arrived = asyncio.Event()
+        self._pop_lock = asyncio.Lock()
+        self._inbox = ""
+        self._pull_sub: Subscription | None = None
+        self._note_sub: Subscription | None = None
+        self._captures: dict[int, Subscription] = {}
+
+    async def start(self) -> None:
+        """Declare the stream and its consumers (idempotent), then listen for news."""
+        try:
+            await ensure_stream(self._js, self._stream_config())
+            for level in PRIORITIES:
+                await self._js.add_consumer(self._stream, self._consumer_config(level))
+        except nats.js.errors.APIError as exc:
+            raise NaqConnectionError(
+                f"cannot set up the durable queue {self._ns!r}: {exc.description}"
+            ) from exc
+        self._note_sub = await self._nc.subscribe(
+            f"{self._ns}.{STORED_TOKEN}.*.>", cb=self._on_stored
+        )
+        await self._new_inbox()
+
+    def _stream_config(self) -> StreamConfig:
+        return StreamConfig(
+            name=self._stream,
+            subjects=[f"{self._base}*.>"],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            num_replicas=self._settings.replicas,
+            duplicate_window=self._settings.duplicate_window,
+            republish=RePublish(
+                src=f"{self._base}>", dest=f"{self._ns}.{STORED_TOKEN}.>", headers_only=True
+            ),
+        )
+
+    def _consumer_config(self, level: int) -> ConsumerConfig:
+        return ConsumerConfig(
+            durable_name=f"p{level}",
+            filter_subject=f"{self._base}{level}.>",
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=ACK_WAIT,
+        )
+
+    async def _new_inbox(self) -> None:
+        """A fresh reply subject for pulls: a late answer to an abandoned pull goes
+        nowhere (a message in it is simply offered again after ``ack_wait``)."""
+        old = self._pull_sub
+        self._inbox = self._nc.new_inbox()
+        self._pull_sub = await self._nc.subscribe(self._inbox)
+        if old is not None:
+            try:
+                await old.unsubscribe()
+            except Exception as exc:
+                log.debug("dropping the old pull inbox: %s", exc)
+
+    async def _on_stored(self, msg: Msg) -> None:
+        level = msg.subject[len(self._ns) + len(STORED_TOKEN) + 2 :].split(".", 1)[0]
+        if level.isdigit() and int(level) in PRIORITIES:
+            self._announced[int(level)] += 1
+            self._maybe[int(level)] = True
+            self._arrived.set()
+
+    def reconnected(self) -> None:
+        """Announcements may have been missed while away: ask every level again."""
+        self._maybe = [True] * len(PRIORITIES)
+        self._arrived.set()
+
+    async def push(
+        self,
+        subject: str,
+        data: bytes,
+        headers: dict[str, str] | None,
+        priority: int,
+        msg_id: str | None,
+    ) -> bool:
+        """Store one message; False when ``msg_id`` was already stored in the window."""
+        if priority not in PRIORITIES:
+            raise ConfigurationError(
+                f"invalid priority {priority!r}: use an integer from 0 to {PRIORITIES[-1]}"
+            )
+        all_headers = dict(headers or {})
+        all_headers["Nats-Msg-Id"] = msg_id or f"{AUTO_ID}{uuid.uuid4().hex}"
+        target = f"{self._base}{priority}.{subject}"
+        deadline = time.monotonic() + PUSH_PATIENCE
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                ack = await self._js.publish(
+                    target, data, timeout=REQUEST_TIMEOUT, headers=all_headers
+                )
+            except nats.errors.MaxPayloadError as exc:
+                raise PayloadTooLarge(
+                    f"a {len(data):,}-byte message is over the server's max_payload "
+                    f"({self._nc.max_payload:,} bytes)"
+                ) from exc
+            except nats.js.errors.APIError as exc:
+                raise PublishError(f"the durable queue refused the message: {exc}") from exc
+            except _TRANSIENT as exc:
+                if time.monotonic() > deadline or self._nc.is_closed:
+                    raise PublishError(
+                        f"no confirmation that the message was stored after {attempt} "
+                        f"attempts: {exc or type(exc).__name__}"
+                    ) from exc
+                await asyncio.sleep(min(0.1 * attempt, 1.0))
+                continue
+            # A retry of a push that did land is reported as a duplicate of itself.
+            return not ack.duplicate or attempt > 1
+
+    async def pop(self, timeout: float | None) -> QueueMessage | None:
+        await asyncio.sleep(0)
+        deadline = time.monotonic() + (timeout or 0.0)
+        async with self._pop_lock:
+            while True:
+                self._arrived.clear()
+                message = await self._take()
+                if message is not None:
+                    return message
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), min(remaining, RECHECK))
+                except TimeoutError:
+                    self.reconnected()
+
+    async def _take(self) -> QueueMessage | None:
+        for level in reversed(PRIORITIES):
+            if not self._maybe[level]:
+                continue
+            announced = self._announced[level]
+            msg = await self._pull(level)
+            if msg is None or msg.metadata.num_pending == 0:
+                if self._announced[level] == announced:
+                    self._maybe[level] = False
+            if msg is None:
+                continue
+            try:
+                await msg.ack_sync(timeout=REQUEST_TIMEOUT)
+            except Exception as exc:
+                log.warning("pop not confirmed (%s); the message will be offered again", exc)
+                self._maybe[level] = True
+                continue
+            return self._message(msg, level)
+        return None
+
+    async def _pull(self, level: int) -> Msg | None:
+        assert self._pull_sub is not None
+        request = json.dumps({"batch": 1, "no_wait": True}).encode()
+        subject = f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.p{level}"
+        try:
+            await self._nc.publish(subject, request, reply=self._inbox)
+            msg = await self._pull_sub.next_msg(timeout=REQUEST_TIMEOUT)
+        except _TRANSIENT as exc:
+            log.debug("pull from level %d failed: %s", level, exc)
+            if not self._nc.is_closed:
+                await self._new_inbox()
+            self._maybe[level] = True
+            return None
+        status = (msg.headers or {}).get("Status")
+        if status is None:
+            return msg
+        if status not in ("404", "408"):
+            log.warning("pull from level %d: %s %s", level, status, msg.headers)
+        return None
+
+    def _message(self, msg: Msg, level: int) -> QueueMessage:
+        headers = dict(msg.headers or {})
+        if headers.get("Nats-Msg-Id", "").startswith(AUTO_ID):
+            del headers["Nats-Msg-Id"]
+        stamp: datetime = msg.metadata.timestamp
+        return received(
+            msg.subject[len(self._base) + len(str(level)) + 1 :],
+            msg.data,
+            headers,
+            timestamp=stamp.astimezone().replace(tzinfo=None),
+        )
+
+    async def subscribe(self, subject: str, queue_group: str) -> int:
+        """Store what anyone publishes on ``{ns}.{subject}`` in the durable queue.
+
+        The subscription always joins a queue group ("nasq-durable" unless named), so
+        several durable clients store each message once.
+        """
+        ns_subject = f"{self._ns}.{subject}"
+
+        async def store(msg: Msg) -> None:
+            headers = dict(msg.headers or {})
+            msg_id = headers.pop("Nats-Msg-Id", None)
+            try:
+                await self.push(
+                    msg.subject[len(self._ns) + 1 :], msg.data, headers or None, 0, msg_id
+                )
+            except Exception as exc:
+                log.error("could not store a message from %s: %s", msg.subject, exc)
+
+        sub = await self._nc.subscribe(ns_subject, queue=queue_group or "nasq-durable", cb=store)
+        sid = max(self._captures, default=0) + 1
+        self._captures[sid] = sub
+        return sid
+
+    async def unsubscribe(self, sid: int | None) -> bool:
+        sids = list(self._captures) if sid is None else [sid] if sid in self._captures else []
+        for s in sids:
+            try:
+                await self._captures.pop(s).drain()  # type: ignore[no-untyped-call]
+            except Exception as exc:
+                log.debug("unsubscribing: %s", exc)
+        return bool(sids)
+
+    def size(self) -> int:
+        """The shared backlog, asked of the server (one round trip, blocking)."""
+        return run_sync(_backlog(self._settings, self._stream))
+
+    def clear(self) -> int:
+        return run_sync(_purge(self._settings, self._stream, f"{self._base}>"))
+
+    async def close(self) -> None:
+        await self.unsubscribe(None)
+        for sub in (self._note_sub, self._pull_sub):
+            if sub is not None:
+                try:
+                    await sub.unsubscribe()
+                except Exception as exc:
+                    log.debug("closing: %s", exc)
+
+
+async def _client(settings: Settings) -> Any:
+    return await acquire(settings, sticky=True)
+
+
+async def _backlog(settings: Settings, stream: str) -> int:
+    client = await _client(settings)
+    info = await client.js.stream_info(stream)
+    return int(info.state.messages)
+
+
+async def _purge(settings: Settings, stream: str, subject: str) -> int:
+    return await purge_subject(await _client(settings), stream, subject)

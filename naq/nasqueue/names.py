@@ -1,0 +1,91 @@
+"""NASQueue's namespaces and subjects: what is valid, and how a subject maps to NATS.
+
+A namespace is a subject prefix: ``push("orders", ...)`` in namespace ``myapp``
+publishes on ``myapp.orders``. Namespaces may have several dot-separated tokens
+(the seed suggests ``f"{service}.{environment}"``); each token is letters, digits,
+``_`` and ``-``, the same characters naq allows in its own names. Because a
+namespace is a prefix, ``svc`` and ``svc.prod`` overlap (``svc``'s subject
+``prod.x`` is ``svc.prod``'s ``x``); namespaces that are not a token prefix of one
+another never share a message.
+
+The durable store names a stream after the namespace, and stream names cannot hold
+dots, so a durable namespace is a single token.
+
+Subjects naq itself uses inside a namespace (its job, schedule, failed-job and
+control subjects, and the durable store's) are refused, so a NASQueue push can never
+land in naq's streams as a malformed job.
+"""
+
+from __future__ import annotations
+
+import re
+
+from naq.errors import ConfigurationError
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
+_SUBJECT_TOKEN = re.compile(r"^[^\s.*>]+$")
+
+DURABLE_TOKEN = "nasq"
+"""The token after the namespace under which the durable store keeps messages."""
+STORED_TOKEN = "nasq-stored"
+"""Where the store announces (headers only) every message it has stored."""
+RESERVED = {
+    "jobs": 3,  # {ns}.jobs.{queue}.{job_id}
+    "sched": 2,  # {ns}.sched.{job_id}
+    "failed": 2,  # {ns}.failed.{queue}
+    "control": 0,  # {ns}.control.*: any length
+    DURABLE_TOKEN: 0,
+    STORED_TOKEN: 0,
+}
+"""First tokens naq uses after a namespace, with the token count naq's subjects have
+there (0: every subject under that token is naq's)."""
+
+
+def validate_namespace(namespace: str, *, durable: bool = False) -> str:
+    if not isinstance(namespace, str) or not namespace:
+        raise ConfigurationError(f"invalid namespace {namespace!r}: it must be a non-empty string")
+    tokens = namespace.split(".")
+    if not all(_TOKEN.match(t) for t in tokens):
+        raise ConfigurationError(
+            f"invalid namespace {namespace!r}: use tokens of letters, digits, '_' and '-' "
+            "separated by single dots"
+        )
+    if durable and len(tokens) > 1:
+        raise ConfigurationError(
+            f"invalid durable namespace {namespace!r}: a durable queue's namespace names "
+            "its stream, so it must be one token (letters, digits, '_' and '-')"
+        )
+    return namespace
+
+
+def validate_subject(subject: str, *, wildcards: bool = False) -> str:
+    """A subject relative to the namespace; wildcards only where a subscription takes them."""
+    if not isinstance(subject, str) or not subject:
+        raise ConfigurationError(f"invalid subject {subject!r}: it must be a non-empty string")
+    tokens = subject.split(".")
+    for i, token in enumerate(tokens):
+        if wildcards and (token == "*" or (token == ">" and i == len(tokens) - 1)):
+            continue
+        if not _SUBJECT_TOKEN.match(token):
+            allowed = " ('*' and a final '>' are allowed when subscribing)" if wildcards else ""
+            raise ConfigurationError(
+                f"invalid subject {subject!r}: tokens are separated by single dots and hold "
+                f"no spaces, '*' or '>'{allowed}"
+            )
+    size = RESERVED.get(tokens[0])
+    if size is not None and (size == 0 or len(tokens) == size or tokens[-1] == ">"):
+        raise ConfigurationError(
+            f"subject {subject!r} is reserved: naq uses '{tokens[0]}.' subjects in a namespace"
+        )
+    return subject
+
+
+def matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: ``*`` is one token, a final ``>`` one or more."""
+    p, s = pattern.split("."), subject.split(".")
+    for i, token in enumerate(p):
+        if token == ">":
+            return len(s) > i
+        if i >= len(s) or (token != "*" and token != s[i]):
+            return False
+    return len(p) == len(s)
