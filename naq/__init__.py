@@ -107,7 +107,6 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ serves
-    from naq.nasqueue import NASQueue as NASQueue
     from naq.connection import (
         close_connections as close_connections,
         close_sync_connections as close_sync_connections,
@@ -151,6 +150,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ serv
         Job as Job,
         JobOptions as JobOptions,
     )
+    from naq.nasqueue import NASQueue as NASQueue
     from naq.queue import (
         Queue as Queue,
         cancel_job as cancel_job,

@@ -72,7 +72,11 @@ def free_port() -> int:
 
 
 class EmbeddedServer:
-    """``nats-server -js`` on 127.0.0.1; a context manager, or ``start()``/``stop()``."""
+    """``nats-server -js`` on 127.0.0.1; a context manager, or ``start()``/``stop()``.
+
+    ``jetstream=False`` starts plain NATS, as ``docker run nats`` does: NASQueue's
+    in-memory mode needs nothing more, and naq must say clearly that it does.
+    """
 
     def __init__(
         self,
@@ -80,8 +84,10 @@ class EmbeddedServer:
         store_dir: str | Path | None = None,
         host: str = "127.0.0.1",
         extra_args: list[str] | None = None,
+        jetstream: bool = True,
     ) -> None:
         self.port = port
+        self.jetstream = jetstream
         self.host = host
         self.store_dir = Path(store_dir) if store_dir else default_store_dir()
         self.extra_args = extra_args or []
@@ -96,7 +102,7 @@ class EmbeddedServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         args = [
             find_binary(),
-            "-js",
+            *(["-js"] if self.jetstream else []),
             "-a",
             self.host,
             "-p",

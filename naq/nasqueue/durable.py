@@ -50,9 +50,9 @@ from nats.js.api import (
 )
 
 from naq.connection import acquire, run_sync
-from naq.errors import ConfigurationError, NaqConnectionError, PayloadTooLarge, PublishError
+from naq.errors import ConfigurationError, NaqConnectionError, PublishError
 from naq.layout import ensure_stream, purge_subject
-from naq.nasqueue.messages import QueueMessage, received
+from naq.nasqueue.messages import QueueMessage, received, too_large
 from naq.nasqueue.names import DURABLE_TOKEN, STORED_TOKEN
 from naq.settings import Settings
 
@@ -187,10 +187,7 @@ class DurableQueue:
                     target, data, timeout=REQUEST_TIMEOUT, headers=all_headers
                 )
             except nats.errors.MaxPayloadError as exc:
-                raise PayloadTooLarge(
-                    f"a {len(data):,}-byte message is over the server's max_payload "
-                    f"({self._nc.max_payload:,} bytes)"
-                ) from exc
+                raise too_large(len(data), self._nc.max_payload) from exc
             except nats.js.errors.APIError as exc:
                 raise PublishError(f"the durable queue refused the message: {exc}") from exc
             except _TRANSIENT as exc:
@@ -227,9 +224,9 @@ class DurableQueue:
                 continue
             announced = self._announced[level]
             msg = await self._pull(level)
-            if msg is None or msg.metadata.num_pending == 0:
-                if self._announced[level] == announced:
-                    self._maybe[level] = False
+            drained = msg is None or msg.metadata.num_pending == 0
+            if drained and self._announced[level] == announced:
+                self._maybe[level] = False  # unless a new message was announced meanwhile
             if msg is None:
                 continue
             try:
@@ -292,6 +289,7 @@ class DurableQueue:
                 log.error("could not store a message from %s: %s", msg.subject, exc)
 
         sub = await self._nc.subscribe(ns_subject, queue=queue_group or "nasq-durable", cb=store)
+        await self._nc.flush()
         sid = max(self._captures, default=0) + 1
         self._captures[sid] = sub
         return sid

@@ -19,11 +19,12 @@ import itertools
 import logging
 import time
 
+import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from naq.nasqueue.messages import QueueMessage, received
+from naq.nasqueue.messages import QueueMessage, received, too_large
 from naq.nasqueue.names import matches
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,10 @@ class LocalQueue:
         self._sids = itertools.count(1)
 
     async def push(self, subject: str, data: bytes, headers: dict[str, str] | None) -> bool:
-        await self._nc.publish(self._prefix + subject, data, headers=headers)
+        try:
+            await self._nc.publish(self._prefix + subject, data, headers=headers)
+        except nats.errors.MaxPayloadError as exc:
+            raise too_large(len(data), self._nc.max_payload) from exc
         if not any(matches(pattern, subject) for pattern, _ in self._subs.values()):
             self._append(received(subject, data, headers))
         return True
@@ -73,6 +77,7 @@ class LocalQueue:
 
     async def subscribe(self, subject: str, queue_group: str) -> int:
         sub = await self._nc.subscribe(self._prefix + subject, queue=queue_group, cb=self._on_msg)
+        await self._nc.flush()  # active at the server when this returns: nothing missed after
         sid = next(self._sids)
         self._subs[sid] = (subject, sub)
         return sid

@@ -11,7 +11,7 @@ import json
 from datetime import datetime
 from typing import Any, TypedDict
 
-from naq.errors import ConfigurationError, SerializationError
+from naq.errors import ConfigurationError, PayloadTooLarge, SerializationError
 
 
 class QueueMessage(TypedDict):
@@ -69,3 +69,10 @@ def received(
         "reply_to": reply_to or None,
         "timestamp": timestamp or datetime.now(),
     }
+
+
+def too_large(size: int, limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"a {size:,}-byte message is over the server's max_payload ({limit:,} bytes); "
+        "store large data elsewhere and push a reference to it"
+    )
