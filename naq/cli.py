@@ -24,7 +24,7 @@ from naq.errors import BrokenExecutor, ConfigurationError, JobNotFound, NaqError
 from naq.executors.registry import available_executors, load_executor
 from naq.queue import Queue
 from naq.server import EmbeddedServer, binary_version, default_store_dir, port_in_use
-from naq.settings import DEFAULT_NATS_URL, Settings, env_name
+from naq.settings import DEFAULT_NATS_URL, Settings, env_name, validate_name
 from naq.supervisor import Supervisor
 from naq.workers import list_workers
 
@@ -77,6 +77,15 @@ def _configure_logging(settings: Settings) -> None:
 def _settings(params: dict[str, Any]) -> Settings:
     try:
         return Settings.from_env(**params)
+    except NaqError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _queues(queues: tuple[str, ...], settings: Settings) -> list[str]:
+    """The queues to serve, checked before anything connects (or starts a server):
+    a bad name is a usage error, not a connection failure after the fact."""
+    try:
+        return [validate_name("queue", q) for q in queues] or [settings.default_queue]
     except NaqError as exc:
         raise click.UsageError(str(exc)) from None
 
@@ -142,7 +151,7 @@ def run_supervisor(settings: Settings, queues: list[str]) -> int:
 def supervise_main(queues: tuple[str, ...], **params: Any) -> None:
     """Run jobs from QUEUES (default: the default queue) with an executor."""
     settings = _settings(params)
-    sys.exit(run_supervisor(settings, list(queues) or [settings.default_queue]))
+    sys.exit(run_supervisor(settings, _queues(queues, settings)))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -157,7 +166,7 @@ def main() -> None:
 def worker(queues: tuple[str, ...], **params: Any) -> None:
     """Run a worker (a supervisor) on QUEUES; the same as naq-supervise."""
     settings = _settings(params)
-    sys.exit(run_supervisor(settings, list(queues) or [settings.default_queue]))
+    sys.exit(run_supervisor(settings, _queues(queues, settings)))
 
 
 @main.command()

@@ -83,11 +83,18 @@ class Queue:
     ) -> None:
         """``default_timeout``: the timeout of jobs enqueued here that set none (a per
         queue default; workers enforce it like any job timeout)."""
-        base = settings if settings is not None else Settings.from_env()
-        self.settings = base.replace(
-            nats_url=nats_url, namespace=namespace, job_serializer=serializer
+        # Arguments override the environment before it is validated, as on the CLI.
+        given: dict[str, Any] = {
+            "nats_url": nats_url,
+            "namespace": namespace,
+            "job_serializer": serializer,
+        }
+        self.settings = (
+            settings.replace(**given) if settings is not None else Settings.from_env(None, **given)
         )
-        self.name = validate_name("queue", name or self.settings.default_queue)
+        # Only None means the default: "" (an unset variable, say) is a bad name, not
+        # the default queue, or `naq purge "$QUEUE"` would purge the default queue.
+        self.name = validate_name("queue", self.settings.default_queue if name is None else name)
         self.layout = Layout(self.settings.namespace)
         self.default_timeout = default_timeout
         self._subject_prefix = self.layout.job_subject(self.name, "")  # + job id, per job

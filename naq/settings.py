@@ -22,7 +22,10 @@ from naq.errors import ConfigurationError
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 ENV_PREFIX = "NAQ_"
-_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+MAX_NAME = {"namespace": 240, "queue": 255}
+"""Stream and consumer names stop at 255 characters on the server: the longest stream
+naq derives is ``NAQ_ADVISORIES_{ns}``, and a queue's consumer is named after it."""
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*((?:[kmgt]i?)?b?)\s*$", re.IGNORECASE)
 
 Serializer = Literal["pickle", "json"]
@@ -38,12 +41,15 @@ def validate_name(kind: str, value: str) -> str:
     """Queue and namespace names become parts of subjects, streams and buckets.
 
     NATS forbids dots, wildcards and spaces in stream and bucket names, so only
-    letters, digits, ``_`` and ``-`` pass; anything else would fail later with an
-    obscure server error.
+    letters, digits, ``_`` and ``-`` pass, up to the length the server takes; anything
+    else would fail later with an obscure server error. ``fullmatch``: a trailing
+    newline (a value read from a file) must not pass as ``$`` would let it.
     """
-    if not value or not _NAME.match(value):
+    limit = MAX_NAME[kind]
+    if not isinstance(value, str) or not _NAME.fullmatch(value) or len(value) > limit:
         raise ConfigurationError(
-            f"invalid {kind} name {value!r}: use letters, digits, '_' and '-' only"
+            f"invalid {kind} name {value!r}: use letters, digits, '_' and '-' only, "
+            f"at most {limit} characters"
         )
     return value
 

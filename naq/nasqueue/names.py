@@ -22,8 +22,8 @@ import re
 
 from naq.errors import ConfigurationError
 
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
-_SUBJECT_TOKEN = re.compile(r"^[^\s.*>]+$")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
+_SUBJECT_TOKEN = re.compile(r"[^\s.*>]+")
 
 DURABLE_TOKEN = "nasq"
 """The token after the namespace under which the durable store keeps messages."""
@@ -45,15 +45,15 @@ def validate_namespace(namespace: str, *, durable: bool = False) -> str:
     if not isinstance(namespace, str) or not namespace:
         raise ConfigurationError(f"invalid namespace {namespace!r}: it must be a non-empty string")
     tokens = namespace.split(".")
-    if not all(_TOKEN.match(t) for t in tokens):
+    if not all(_TOKEN.fullmatch(t) for t in tokens):
         raise ConfigurationError(
             f"invalid namespace {namespace!r}: use tokens of letters, digits, '_' and '-' "
             "separated by single dots"
         )
-    if durable and len(tokens) > 1:
+    if durable and (len(tokens) > 1 or len(namespace) > 240):
         raise ConfigurationError(
             f"invalid durable namespace {namespace!r}: a durable queue's namespace names "
-            "its stream, so it must be one token (letters, digits, '_' and '-')"
+            "its stream, so it must be one token (letters, digits, '_' and '-') of at most 240"
         )
     return namespace
 
@@ -66,7 +66,7 @@ def validate_subject(subject: str, *, wildcards: bool = False) -> str:
     for i, token in enumerate(tokens):
         if wildcards and (token == "*" or (token == ">" and i == len(tokens) - 1)):
             continue
-        if not _SUBJECT_TOKEN.match(token):
+        if not _SUBJECT_TOKEN.fullmatch(token):
             allowed = " ('*' and a final '>' are allowed when subscribing)" if wildcards else ""
             raise ConfigurationError(
                 f"invalid subject {subject!r}: tokens are separated by single dots and hold "

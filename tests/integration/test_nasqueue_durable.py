@@ -30,9 +30,7 @@ def namespace() -> str:
 
 
 @pytest.fixture
-async def make_queue(
-    nats_server: EmbeddedServer, namespace: str
-) -> AsyncIterator[MakeQueue]:
+async def make_queue(nats_server: EmbeddedServer, namespace: str) -> AsyncIterator[MakeQueue]:
     """Connected durable queues on the session server; all disconnected at the end."""
     made: list[NASQueue] = []
 

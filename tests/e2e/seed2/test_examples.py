@@ -89,7 +89,7 @@ async def test_whole_programs_run_as_scripts(spawn: Spawn) -> None:
     assert quick.lines["stdout"] == [
         "Queue size: 2",
         "Popped: b'Order #1001'",
-        "Popped: b'{\"id\": 1002, \"amount\": 99.99}'",
+        'Popped: b\'{"id": 1002, "amount": 99.99}\'',
     ]
 
     for handled in (
@@ -390,9 +390,7 @@ async def test_best_practices(capsys: pytest.CaptureFixture[str]) -> None:
 
     import os
 
-    scope = await run_block(
-        "namespaces", os=os, service_name="billing", environment="development"
-    )
+    scope = await run_block("namespaces", os=os, service_name="billing", environment="development")
     for namespace in ("development", scope["namespace"]):
         async with NASQueue(namespace=namespace) as q:
             await q.push("ping", "pong")
