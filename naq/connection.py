@@ -175,6 +175,13 @@ async def release(client: Client) -> None:
         await client.close()
 
 
+async def close_connection(url: str) -> None:
+    """Close this loop's pooled client for ``url``; its holders reconnect on next use."""
+    entry = _pools.get(asyncio.get_running_loop(), {}).pop(url, None)
+    if entry is not None:
+        await entry.client.close()
+
+
 async def close_connections() -> None:
     """Close every pooled connection of the running loop."""
     pool = _pools.pop(asyncio.get_running_loop(), {})

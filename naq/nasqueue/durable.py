@@ -49,7 +49,7 @@ from nats.js.api import (
     StreamConfig,
 )
 
-from naq.connection import acquire, run_sync
+from naq.connection import acquire, close_connection, run_sync
 from naq.errors import ConfigurationError, NaqConnectionError, PublishError
 from naq.layout import ensure_stream, purge_subject
 from naq.nasqueue.messages import QueueMessage, received, too_large
@@ -100,6 +100,7 @@ class DurableQueue:
         self._pull_sub: Subscription | None = None
         self._note_sub: Subscription | None = None
         self._captures: dict[int, Subscription] = {}
+        self._asked_sync = False
 
     async def start(self) -> None:
         """Declare the stream and its consumers (idempotent), then listen for news."""
@@ -304,13 +305,21 @@ class DurableQueue:
         return bool(sids)
 
     def size(self) -> int:
-        """The shared backlog, asked of the server (one round trip, blocking)."""
+        """The shared backlog, asked of the server: one round trip that blocks the caller.
+
+        The seed's ``queue_size()`` is not a coroutine, so the question goes over naq's
+        sync-API connection (its own loop thread) rather than this client's.
+        """
+        self._asked_sync = True
         return run_sync(_backlog(self._settings, self._stream))
 
     def clear(self) -> int:
+        self._asked_sync = True
         return run_sync(_purge(self._settings, self._stream, f"{self._base}>"))
 
     async def close(self) -> None:
+        if self._asked_sync:  # do not leave that connection reconnecting for ever
+            await asyncio.to_thread(run_sync, close_connection(self._settings.url))
         await self.unsubscribe(None)
         for sub in (self._note_sub, self._pull_sub):
             if sub is not None:

@@ -43,7 +43,7 @@ from naq.errors import BrokenExecutor
 from naq.executors.base import Call, Executor, Outcome
 from naq.layout import Layout, ensure_consumer
 from naq.results import read_record
-from naq.settings import Settings
+from naq.settings import Settings, validate_name
 from naq.supervisor import deadletter, heartbeat
 from naq.supervisor.heartbeat import Counters, Heartbeat
 from naq.supervisor.puller import Puller
@@ -62,7 +62,8 @@ class Supervisor:
     ) -> None:
         self.settings = settings
         self.executor = executor
-        self.queues = queues or [settings.default_queue]
+        # Checked here, before anything connects, so a bad name fails at once.
+        self.queues = [validate_name("queue", q) for q in queues or [settings.default_queue]]
         self.layout = Layout(settings.namespace)
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.counters = Counters()

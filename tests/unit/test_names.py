@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 
 from naq.errors import ConfigurationError
+from naq.executors.registry import load_executor
 from naq.failed import list_failed, purge_failed
 from naq.layout import Layout
 from naq.queue import Queue, fetch_job_result, purge_queue
 from naq.schedules import list_schedules, schedule
 from naq.settings import Settings
+from naq.supervisor import Supervisor
 from tests.jobs import add
 
 NOWHERE = "nats://127.0.0.1:1"
@@ -197,3 +199,11 @@ def test_queue_namespace_overrides_the_environment(monkeypatch: pytest.MonkeyPat
     given = Settings.from_env({"NAQ_NAMESPACE": "given"})
     assert Queue(settings=given).layout.namespace == "given"
     assert Queue(settings=given, namespace="mine").layout.namespace == "mine"
+
+
+@pytest.mark.parametrize("queue", ["bad.name", "a b", ""])
+def test_a_library_supervisor_refuses_a_bad_queue_name_before_connecting(queue: str) -> None:
+    settings = Settings(nats_url=NOWHERE)
+    executor = load_executor("asyncio")(1, settings)
+    with pytest.raises(ConfigurationError, match="invalid queue name"):
+        Supervisor(settings, executor, [queue])

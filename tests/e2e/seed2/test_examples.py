@@ -396,3 +396,20 @@ async def test_best_practices(capsys: pytest.CaptureFixture[str]) -> None:
             await q.push("ping", "pong")
             assert (await q.pop())["message"] == b"pong"
     assert scope["namespace"] == "billing.development"
+
+
+async def test_load_balancing_with_durable_queues_gives_every_task_to_one_worker(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """As written, the dispatcher may push before the workers subscribe, and those tasks
+    are gone (the seed's own limitation). The same program with ``durable=True``: every
+    one of the 20 tasks reaches exactly one worker."""
+
+    def durable_nasqueue(*args: Any, **kwargs: Any) -> NASQueue:
+        return NASQueue(*args, **kwargs, durable=True)
+
+    scope = await run_block("load_balancing", asyncio=_NoRun(), NASQueue=durable_nasqueue)
+    await scope["main"]()
+    lines = capsys.readouterr().out.splitlines()
+    tasks = sorted(int(line.rsplit(" ", 1)[1]) for line in lines)
+    assert tasks == list(range(1, 21)), lines
