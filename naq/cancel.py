@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from naq.connection import Client
+from naq.connection import Client, flush
 from naq.dependencies import CANCELLED_TTL, cancel_held, dependency_ended
 from naq.errors import JobNotFound
 from naq.layout import Layout, purge_subject
@@ -49,6 +49,6 @@ async def cancel(client: Client, layout: Layout, job_id: str, reason: str = "can
     await purge_subject(client, layout.stream, layout.any_queue_subject(job_id))
     await purge_subject(client, layout.stream, layout.sched_subject(job_id))
     await client.nc.publish(layout.cancel_subject, job_id.encode())
-    await client.nc.flush()
+    await flush(client.nc)
     await dependency_ended(client, layout, job_id, cancelled)
     return True

@@ -24,6 +24,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from naq.connection import flush
 from naq.nasqueue.messages import QueueMessage, received, too_large
 from naq.nasqueue.names import matches
 
@@ -59,9 +60,11 @@ class LocalQueue:
     async def pop(self, timeout: float | None) -> QueueMessage | None:
         """Oldest message, waiting up to ``timeout`` seconds for one.
 
-        Always yields to the loop once, so ``while True: await queue.pop()`` (the seed's
-        log processor) lets the subscriptions it waits for run.
+        An empty queue yields to the loop at least once, so ``while True: await
+        queue.pop()`` (the seed's log processor) lets the subscriptions it waits for run.
         """
+        if self._items:
+            return self._items.popleft()
         await asyncio.sleep(0)
         deadline = time.monotonic() + (timeout or 0.0)
         while not self._items:
@@ -77,7 +80,7 @@ class LocalQueue:
 
     async def subscribe(self, subject: str, queue_group: str) -> int:
         sub = await self._nc.subscribe(self._prefix + subject, queue=queue_group, cb=self._on_msg)
-        await self._nc.flush()  # active at the server when this returns: nothing missed after
+        await flush(self._nc)  # active at the server when this returns
         sid = next(self._sids)
         self._subs[sid] = (subject, sub)
         return sid

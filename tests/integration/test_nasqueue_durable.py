@@ -15,6 +15,7 @@ from pathlib import Path
 import nats
 import pytest
 
+from naq.connection import flush
 from naq.errors import ConfigurationError, NaqConnectionError, PayloadTooLarge
 from naq.nasqueue import NASQueue
 from naq.nasqueue.durable import PRIORITIES
@@ -203,7 +204,7 @@ async def test_subscriptions_store_what_anyone_publishes_once(
     try:
         for i in range(20):
             await nc.publish(f"{namespace}.sensor.t{i % 2}", str(i).encode())
-        await nc.flush()
+        await flush(nc)
     finally:
         await nc.close()
     deadline = asyncio.get_running_loop().time() + 10

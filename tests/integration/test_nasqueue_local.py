@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from naq import NASQueue as FromNaq
+from naq.connection import flush
 from naq.errors import ConfigurationError, NaqConnectionError, PayloadTooLarge, SerializationError
 from naq.nasqueue import NASQueue
 from naq.server import EmbeddedServer, free_port
@@ -42,7 +43,7 @@ async def connected(queue: NASQueue) -> NASQueue:
 async def settle(*queues: NASQueue) -> None:
     """Publishes so far have reached their subscribers (one round trip per client)."""
     for queue in queues:
-        await queue._nc.flush()
+        await flush(queue._nc)
     await asyncio.sleep(0)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from naq.connection import flush
 from naq.server import EmbeddedServer
 from nas_queue import NASQueue
 from tests.conftest import ROOT
@@ -67,7 +68,7 @@ async def queue() -> AsyncIterator[NASQueue]:
 async def settle(*queues: NASQueue) -> None:
     """Let messages published so far reach their subscribers (one round trip each)."""
     for q in queues:
-        await q._nc.flush()
+        await flush(q._nc)
     await asyncio.sleep(0)
 
 
