@@ -24,7 +24,8 @@ is popping. Messages survive client and server restarts (file storage); ``push``
 retries with the same ``Nats-Msg-Id`` through a reconnect, so a retried push is
 stored once; a popped message is acknowledged with a double ack before ``pop``
 returns it, and one whose ack is not confirmed is not returned (JetStream delivers it
-again after ``ack_wait``), so no message is popped twice.
+again after ``ack_wait``, ``Settings.ack_wait``), so no message is popped twice, and
+one pulled by a process that dies before its pop returns is offered again.
 """
 
 from __future__ import annotations
@@ -62,8 +63,6 @@ log = logging.getLogger(__name__)
 
 PRIORITIES = range(10)
 """Priority levels: 0 (the default) to 9, higher popped first."""
-ACK_WAIT = 30.0
-"""Seconds before a pulled message whose pop did not complete is offered again."""
 REQUEST_TIMEOUT = 2.0
 PUSH_PATIENCE = 60.0
 """Seconds ``push`` keeps retrying through a lost connection before it raises."""
@@ -132,7 +131,9 @@ class DurableQueue:
             filter_subject=f"{self._base}{level}.>",
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
-            ack_wait=ACK_WAIT,
+            # a message pulled by a pop that never completed (its process died) is
+            # offered again after this; an existing consumer keeps its first value
+            ack_wait=self._settings.ack_wait,
         )
 
     async def _new_inbox(self) -> None:

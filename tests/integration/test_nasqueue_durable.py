@@ -20,6 +20,7 @@ from naq.errors import ConfigurationError, NaqConnectionError, PayloadTooLarge
 from naq.nasqueue import NASQueue
 from naq.nasqueue.durable import PRIORITIES
 from naq.server import EmbeddedServer, free_port
+from naq.settings import Settings
 from tests.conftest import subprocess_env
 
 MakeQueue = Callable[..., NASQueue]
@@ -345,3 +346,43 @@ async def test_a_stored_backlog_survives_a_server_restart(tmp_path: Path, namesp
         await queue.disconnect()
     finally:
         server.stop()
+
+
+PULL_AND_HANG = """
+import asyncio, sys
+from naq.nasqueue import NASQueue
+from naq.settings import Settings
+
+async def main(port, namespace):
+    settings = Settings(nats_url=f"nats://127.0.0.1:{port}", ack_wait=1.0)
+    queue = NASQueue("127.0.0.1", int(port), namespace=namespace, durable=True, settings=settings)
+    assert await queue.connect(), queue.connect_error
+    msg = await queue._backend._pull(0)  # pulled, not yet acknowledged: a pop cut short
+    print("pulled", msg.data.decode(), flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_a_message_pulled_by_a_killed_process_is_popped_by_another(
+    nats_server: EmbeddedServer, namespace: str
+) -> None:
+    settings = Settings(nats_url=nats_server.url, ack_wait=1.0)
+    queue = NASQueue(nats_server.host, nats_server.port, namespace, durable=True, settings=settings)
+    assert await queue.connect(), queue.connect_error
+    try:
+        await queue.push("work", "precious")
+        victim = python(PULL_AND_HANG, nats_server.port, namespace)
+        assert victim.stdout is not None
+        line = await asyncio.to_thread(victim.stdout.readline)
+        assert line == "pulled precious\n"
+        assert await queue.pop() is None, "the pulled message is held by the victim"
+        victim.kill()  # SIGKILL between pull and ack
+        victim.wait()
+        msg = await queue.pop(timeout=15)  # offered again after ack_wait (1 s)
+        assert msg is not None
+        assert msg["message"] == b"precious"
+        assert queue.queue_size() == 0
+    finally:
+        await queue.disconnect()
