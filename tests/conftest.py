@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from naq.executors.registry import load_executor
+from naq.nasqueue import NASQueue
 from naq.queue import Queue
 from naq.server import EmbeddedServer, free_port
 from naq.settings import Settings
@@ -80,22 +81,56 @@ async def start_supervisor(settings: Settings) -> AsyncIterator[StartSupervisor]
     ) -> Supervisor:
         conf = settings.replace(executor=executor, concurrency=concurrency, **overrides)
         sup = Supervisor(conf, load_executor(executor)(concurrency, conf), queues)
-        task = asyncio.create_task(sup.run())
-        ready = asyncio.create_task(sup.ready.wait())
-        await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            ready.cancel()
-            task.result()  # raises what stopped it
-            raise AssertionError("supervisor exited before it was ready")
-        running.append((sup, task))
+        running.append((sup, await run_until_ready(sup)))
         return sup
 
     yield start
+    await stop_all(running)
+
+
+async def run_until_ready(sup: Supervisor) -> asyncio.Task[int]:
+    """Start ``sup.run()`` in this loop and return once it pulls (or raise why it quit)."""
+    task = asyncio.create_task(sup.run())
+    ready = asyncio.create_task(sup.ready.wait())
+    await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        ready.cancel()
+        task.result()  # raises what stopped it
+        raise AssertionError("supervisor exited before it was ready")
+    return task
+
+
+async def stop_all(running: list[tuple[Supervisor, asyncio.Task[int]]]) -> None:
+    """Drain every supervisor still running (teardown)."""
     for sup, task in running:
         if not task.done():
             sup.request_stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, 15)
+
+
+MakeNASQueue = Callable[..., NASQueue]
+
+
+@pytest.fixture
+async def make_nasqueue(nats_server: EmbeddedServer, namespace: str) -> AsyncIterator[MakeNASQueue]:
+    """NASQueues on the session server, in the test's namespace unless told another;
+    all disconnected at teardown."""
+    made: list[NASQueue] = []
+
+    def make(ns: str = namespace, *, durable: bool = False) -> NASQueue:
+        queue = NASQueue(nats_server.host, nats_server.port, namespace=ns, durable=durable)
+        made.append(queue)
+        return queue
+
+    yield make
+    for queue in made:
+        await queue.disconnect()
+
+
+async def connected(queue: NASQueue) -> NASQueue:
+    assert await queue.connect(), queue.connect_error
+    return queue
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

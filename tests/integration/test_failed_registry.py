@@ -36,7 +36,7 @@ from naq.queue import fetch_job_result
 from naq.supervisor import Supervisor
 from naq.wire import decode_job
 from tests import jobs
-from tests.conftest import StartSupervisor
+from tests.conftest import StartSupervisor, run_until_ready
 
 
 @pytest.fixture
@@ -61,12 +61,7 @@ async def _fail(queue: Queue, sup: Supervisor, func: Any, *args: Any, **options:
 async def _supervisor(settings: Settings, queues: list[str]) -> AsyncIterator[Supervisor]:
     """A supervisor the test can stop midway, and know it has stopped."""
     sup = Supervisor(settings, load_executor("asyncio")(4, settings), queues)
-    task = asyncio.create_task(sup.run())
-    ready = asyncio.create_task(sup.ready.wait())
-    await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
-        ready.cancel()
-        task.result()
+    task = await run_until_ready(sup)
     try:
         yield sup
     finally:

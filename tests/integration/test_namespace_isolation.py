@@ -33,7 +33,7 @@ from naq.settings import Settings
 from naq.supervisor import Supervisor
 from naq.workers import list_workers
 from tests import jobs
-from tests.conftest import first_json
+from tests.conftest import first_json, run_until_ready, stop_all
 
 FAST_SCHEDULER = {"scheduler_lock_ttl": 2.0, "scheduler_lock_renew_interval": 1.0}
 WAIT = 10.0
@@ -97,22 +97,11 @@ async def supervise() -> AsyncIterator[Supervise]:
 
     async def start(side: Side, queues: list[str] | None = None) -> Supervisor:
         sup = Supervisor(side.settings, load_executor("asyncio")(4, side.settings), queues)
-        task = asyncio.create_task(sup.run())
-        ready = asyncio.create_task(sup.ready.wait())
-        await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            ready.cancel()
-            task.result()
-            raise AssertionError("supervisor exited before it was ready")
-        running.append((sup, task))
+        running.append((sup, await run_until_ready(sup)))
         return sup
 
     yield start
-    for sup, _ in running:
-        sup.request_stop()
-    for _, task in running:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 15)
+    await stop_all(running)
 
 
 StartScheduler = Callable[[Side], Awaitable[Scheduler]]

@@ -4,12 +4,11 @@ and real server restarts."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import subprocess
 import sys
 import tracemalloc
-import uuid
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import nats
@@ -21,34 +20,13 @@ from naq.nasqueue import NASQueue
 from naq.nasqueue.durable import PRIORITIES
 from naq.server import EmbeddedServer, free_port
 from naq.settings import Settings
-from tests.conftest import subprocess_env
-
-MakeQueue = Callable[..., NASQueue]
+from tests.conftest import MakeNASQueue, connected, subprocess_env
 
 
 @pytest.fixture
-def namespace() -> str:
-    return f"d{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-async def make_queue(nats_server: EmbeddedServer, namespace: str) -> AsyncIterator[MakeQueue]:
-    """Connected durable queues on the session server; all disconnected at the end."""
-    made: list[NASQueue] = []
-
-    def make(server: EmbeddedServer = nats_server, ns: str = namespace) -> NASQueue:
-        queue = NASQueue(server.host, server.port, namespace=ns, durable=True)
-        made.append(queue)
-        return queue
-
-    yield make
-    for queue in made:
-        await queue.disconnect()
-
-
-async def connected(queue: NASQueue) -> NASQueue:
-    assert await queue.connect(), queue.connect_error
-    return queue
+def make_queue(make_nasqueue: MakeNASQueue) -> MakeNASQueue:
+    """Durable queues on the session server in the test's namespace."""
+    return functools.partial(make_nasqueue, durable=True)
 
 
 async def drain(queue: NASQueue) -> list[bytes]:
@@ -58,7 +36,7 @@ async def drain(queue: NASQueue) -> list[bytes]:
     return popped
 
 
-async def test_the_seed_tests_hold_in_durable_mode(make_queue: MakeQueue) -> None:
+async def test_the_seed_tests_hold_in_durable_mode(make_queue: MakeNASQueue) -> None:
     queue = await connected(make_queue())
     await queue.push("test", "Hello")
     assert queue.queue_size() == 1
@@ -75,7 +53,7 @@ async def test_the_seed_tests_hold_in_durable_mode(make_queue: MakeQueue) -> Non
     assert msg["message"] == b"Test event"
 
 
-async def test_higher_priorities_pop_first_fifo_within_one(make_queue: MakeQueue) -> None:
+async def test_higher_priorities_pop_first_fifo_within_one(make_queue: MakeNASQueue) -> None:
     queue = await connected(make_queue())
     pushed = [(i, i % 4 * 3) for i in range(12)]  # priorities 0, 3, 6, 9
     for i, priority in pushed:
@@ -86,7 +64,7 @@ async def test_higher_priorities_pop_first_fifo_within_one(make_queue: MakeQueue
     assert order == [*expected, -1]
 
 
-async def test_priority_outside_0_to_9_is_refused(make_queue: MakeQueue) -> None:
+async def test_priority_outside_0_to_9_is_refused(make_queue: MakeNASQueue) -> None:
     queue = await connected(make_queue())
     for bad in (-1, 10, 2.5, "high"):
         with pytest.raises(ConfigurationError, match="priority"):
@@ -95,7 +73,7 @@ async def test_priority_outside_0_to_9_is_refused(make_queue: MakeQueue) -> None
     assert list(PRIORITIES) == list(range(10))
 
 
-async def test_msg_id_drops_duplicates(make_queue: MakeQueue) -> None:
+async def test_msg_id_drops_duplicates(make_queue: MakeNASQueue) -> None:
     queue = await connected(make_queue())
     assert await queue.push("orders", "first", msg_id="order-1")
     assert not await queue.push("orders", "again", msg_id="order-1")
@@ -107,7 +85,7 @@ async def test_msg_id_drops_duplicates(make_queue: MakeQueue) -> None:
     assert popped[0]["headers"] == {"Nats-Msg-Id": "order-1"}
 
 
-async def test_headers_and_dotted_subjects_round_trip(make_queue: MakeQueue) -> None:
+async def test_headers_and_dotted_subjects_round_trip(make_queue: MakeNASQueue) -> None:
     queue = await connected(make_queue())
     await queue.push("user.login", {"id": 7}, headers={"trace": "abc"}, priority=5)
     msg = await queue.pop()
@@ -118,7 +96,7 @@ async def test_headers_and_dotted_subjects_round_trip(make_queue: MakeQueue) -> 
     assert msg["reply_to"] is None
 
 
-async def test_queue_size_is_the_backlog_shared_by_every_client(make_queue: MakeQueue) -> None:
+async def test_queue_size_is_the_backlog_shared_by_every_client(make_queue: MakeNASQueue) -> None:
     a, b = await connected(make_queue()), await connected(make_queue())
     for i in range(5):
         await a.push("jobs-in", str(i))
@@ -130,7 +108,7 @@ async def test_queue_size_is_the_backlog_shared_by_every_client(make_queue: Make
     assert b.queue_size() == 0
 
 
-async def test_messages_survive_a_disconnect(make_queue: MakeQueue) -> None:
+async def test_messages_survive_a_disconnect(make_queue: MakeNASQueue) -> None:
     producer = await connected(make_queue())
     for i in range(10):
         await producer.push("work", str(i))
@@ -139,7 +117,7 @@ async def test_messages_survive_a_disconnect(make_queue: MakeQueue) -> None:
     assert await drain(consumer) == [str(i).encode() for i in range(10)]
 
 
-async def test_a_waiting_pop_wakes_when_another_client_pushes(make_queue: MakeQueue) -> None:
+async def test_a_waiting_pop_wakes_when_another_client_pushes(make_queue: MakeNASQueue) -> None:
     consumer, producer = await connected(make_queue()), await connected(make_queue())
     waiting = asyncio.create_task(consumer.pop(timeout=30))
     await asyncio.sleep(0)
@@ -150,7 +128,7 @@ async def test_a_waiting_pop_wakes_when_another_client_pushes(make_queue: MakeQu
     assert await consumer.pop(timeout=0.2) is None
 
 
-async def test_memory_stays_bounded_whatever_the_backlog(make_queue: MakeQueue) -> None:
+async def test_memory_stays_bounded_whatever_the_backlog(make_queue: MakeNASQueue) -> None:
     queue = await connected(make_queue())
     blob = b"x" * 10_000
     count = 2_000  # 20 MB of backlog
@@ -170,7 +148,7 @@ async def test_memory_stays_bounded_whatever_the_backlog(make_queue: MakeQueue) 
     assert peak < 3_000_000, f"the client held {peak:,} bytes at once for a 20 MB backlog"
 
 
-async def test_oversize_message_is_refused_clearly(make_queue: MakeQueue) -> None:
+async def test_oversize_message_is_refused_clearly(make_queue: MakeNASQueue) -> None:
     queue = await connected(make_queue())
     with pytest.raises(PayloadTooLarge, match="max_payload"):
         await queue.push("big", b"x" * 2_000_000)
@@ -194,7 +172,7 @@ async def test_durable_mode_needs_jetstream(tmp_path: Path) -> None:
 
 
 async def test_subscriptions_store_what_anyone_publishes_once(
-    make_queue: MakeQueue, nats_server: EmbeddedServer, namespace: str
+    make_queue: MakeNASQueue, nats_server: EmbeddedServer, namespace: str
 ) -> None:
     """Two durable clients subscribed to one subject: each plain NATS message is stored
     once (they share a queue group), and popped by subject without the namespace."""
@@ -260,7 +238,7 @@ def python(code: str, *args: object) -> subprocess.Popen[str]:
 
 
 async def test_messages_survive_the_process_that_pushed_them(
-    make_queue: MakeQueue, nats_server: EmbeddedServer, namespace: str
+    make_queue: MakeNASQueue, nats_server: EmbeddedServer, namespace: str
 ) -> None:
     producer = python(PRODUCER, nats_server.port, namespace, 100)
     out, _ = await asyncio.to_thread(producer.communicate, timeout=60)
@@ -271,7 +249,7 @@ async def test_messages_survive_the_process_that_pushed_them(
 
 
 async def test_processes_share_one_queue_and_pop_each_message_once(
-    make_queue: MakeQueue, nats_server: EmbeddedServer, namespace: str
+    make_queue: MakeNASQueue, nats_server: EmbeddedServer, namespace: str
 ) -> None:
     consumers = [python(CONSUMER, nats_server.port, namespace, 1.5) for _ in range(3)]
     try:

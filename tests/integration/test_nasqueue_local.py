@@ -4,8 +4,6 @@ groups, namespaces, and a clear error for each kind of bad input."""
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -16,28 +14,7 @@ from naq.errors import ConfigurationError, NaqConnectionError, PayloadTooLarge, 
 from naq.nasqueue import NASQueue
 from naq.server import EmbeddedServer, free_port
 from nas_queue import NASQueue as FromSeed
-
-MakeQueue = Callable[..., NASQueue]
-
-
-@pytest.fixture
-async def make_queue(nats_server: EmbeddedServer) -> AsyncIterator[MakeQueue]:
-    made: list[NASQueue] = []
-    default_ns = f"m{uuid.uuid4().hex[:8]}"
-
-    def make(namespace: str = default_ns, server: EmbeddedServer = nats_server) -> NASQueue:
-        queue = NASQueue(server.host, server.port, namespace=namespace)
-        made.append(queue)
-        return queue
-
-    yield make
-    for queue in made:
-        await queue.disconnect()
-
-
-async def connected(queue: NASQueue) -> NASQueue:
-    assert await queue.connect(), queue.connect_error
-    return queue
+from tests.conftest import MakeNASQueue, connected
 
 
 async def settle(*queues: NASQueue) -> None:
@@ -97,8 +74,8 @@ async def test_using_a_queue_that_is_not_connected_says_so() -> None:
     assert await queue.unsubscribe() is False
 
 
-async def test_a_push_to_an_own_subscription_arrives_once(make_queue: MakeQueue) -> None:
-    queue = await connected(make_queue())
+async def test_a_push_to_an_own_subscription_arrives_once(make_nasqueue: MakeNASQueue) -> None:
+    queue = await connected(make_nasqueue())
     await queue.subscribe_and_queue("user.*")
     await queue.push("user.login", "via the subscription")
     await queue.push("order.new", "straight into the local queue")
@@ -112,9 +89,9 @@ async def test_a_push_to_an_own_subscription_arrives_once(make_queue: MakeQueue)
 
 
 async def test_pop_waits_for_a_message_and_gives_up_at_its_timeout(
-    make_queue: MakeQueue,
+    make_nasqueue: MakeNASQueue,
 ) -> None:
-    consumer, producer = await connected(make_queue()), await connected(make_queue())
+    consumer, producer = await connected(make_nasqueue()), await connected(make_nasqueue())
     await consumer.subscribe_and_queue("work")
     waiting = asyncio.create_task(consumer.pop(timeout=30))
     await asyncio.sleep(0)
@@ -129,14 +106,14 @@ async def test_pop_waits_for_a_message_and_gives_up_at_its_timeout(
 
 
 async def test_queue_groups_split_messages_and_plain_subscribers_get_all(
-    make_queue: MakeQueue,
+    make_nasqueue: MakeNASQueue,
 ) -> None:
-    workers = [await connected(make_queue()) for _ in range(3)]
-    watcher = await connected(make_queue())
+    workers = [await connected(make_nasqueue()) for _ in range(3)]
+    watcher = await connected(make_nasqueue())
     for worker in workers:
         await worker.subscribe_and_queue("tasks", queue_group="pool")
     await watcher.subscribe_and_queue("tasks")
-    dispatcher = await connected(make_queue())
+    dispatcher = await connected(make_nasqueue())
     for i in range(90):
         await dispatcher.push("tasks", str(i))
     await settle(dispatcher, *workers, watcher)
@@ -154,9 +131,9 @@ async def _drain(queue: NASQueue) -> list[dict[str, object]]:
     return out
 
 
-async def test_namespaces_do_not_see_each_other(make_queue: MakeQueue) -> None:
-    prod, dev = await connected(make_queue("prod-a")), await connected(make_queue("dev-a"))
-    nested = await connected(make_queue("svc.prod"))
+async def test_namespaces_do_not_see_each_other(make_nasqueue: MakeNASQueue) -> None:
+    prod, dev = await connected(make_nasqueue("prod-a")), await connected(make_nasqueue("dev-a"))
+    nested = await connected(make_nasqueue("svc.prod"))
     for queue in (prod, dev, nested):
         await queue.subscribe_and_queue(">")
     await dev.push("orders", "dev order")
@@ -167,8 +144,8 @@ async def test_namespaces_do_not_see_each_other(make_queue: MakeQueue) -> None:
     assert (await nested.pop(timeout=5) or {}).get("subject") == "orders"
 
 
-async def test_disconnect_keeps_what_had_arrived(make_queue: MakeQueue) -> None:
-    queue, producer = await connected(make_queue()), await connected(make_queue())
+async def test_disconnect_keeps_what_had_arrived(make_nasqueue: MakeNASQueue) -> None:
+    queue, producer = await connected(make_nasqueue()), await connected(make_nasqueue())
     await queue.subscribe_and_queue("x")
     for i in range(100):
         await producer.push("x", str(i))
@@ -186,17 +163,19 @@ def test_invalid_namespaces_are_refused(namespace: object) -> None:
 
 
 @pytest.mark.parametrize("subject", ["", "a b", "a..b", ".a", "a.", "a.*", ">", "a.>", None])
-async def test_invalid_subjects_are_refused_on_push(make_queue: MakeQueue, subject: str) -> None:
-    queue = await connected(make_queue())
+async def test_invalid_subjects_are_refused_on_push(
+    make_nasqueue: MakeNASQueue, subject: str
+) -> None:
+    queue = await connected(make_nasqueue())
     with pytest.raises(ConfigurationError, match="invalid subject"):
         await queue.push(subject, "x")
     assert queue.queue_size() == 0
 
 
 async def test_subscriptions_take_wildcards_but_not_broken_subjects(
-    make_queue: MakeQueue,
+    make_nasqueue: MakeNASQueue,
 ) -> None:
-    queue = await connected(make_queue())
+    queue = await connected(make_nasqueue())
     assert await queue.subscribe_and_queue("a.*.c") != await queue.subscribe_and_queue("b.>")
     for bad in ("a.>.c", "a..b", "a b"):
         with pytest.raises(ConfigurationError, match="invalid subject"):
@@ -209,17 +188,17 @@ async def test_subscriptions_take_wildcards_but_not_broken_subjects(
     "subject", ["jobs.default.0123", "sched.abc", "failed.default", "control.cancel", "nasq.0.x"]
 )
 async def test_subjects_naq_uses_in_a_namespace_are_reserved(
-    make_queue: MakeQueue, subject: str
+    make_nasqueue: MakeNASQueue, subject: str
 ) -> None:
     """So a push can never land in naq's own job or failed-job streams."""
-    queue = await connected(make_queue())
+    queue = await connected(make_nasqueue())
     with pytest.raises(ConfigurationError, match="reserved"):
         await queue.push(subject, "x")
     await queue.push("jobs", "a subject of one token is the user's")
 
 
-async def test_messages_that_cannot_be_sent_get_clear_errors(make_queue: MakeQueue) -> None:
-    queue = await connected(make_queue())
+async def test_messages_that_cannot_be_sent_get_clear_errors(make_nasqueue: MakeNASQueue) -> None:
+    queue = await connected(make_nasqueue())
     with pytest.raises(SerializationError, match="JSON-serializable"):
         await queue.push("a", object())
     with pytest.raises(PayloadTooLarge, match="max_payload"):
