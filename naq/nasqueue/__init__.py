@@ -103,8 +103,9 @@ class NASQueue:
             if self._durable:
                 backend = DurableQueue(nc, self._namespace, settings)
                 await backend.start()
-            else:
-                backend = LocalQueue(nc, self._namespace)
+            else:  # what was received before a disconnect is still popped first
+                kept = self._backend.items if isinstance(self._backend, LocalQueue) else None
+                backend = LocalQueue(nc, self._namespace, kept)
         except BaseException:
             await nc.close()
             raise

@@ -132,7 +132,8 @@ class DurableQueue:
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             # a message pulled by a pop that never completed (its process died) is
-            # offered again after this; an existing consumer keeps its first value
+            # offered again after this; the consumer is updated by each client that
+            # connects, so the last one's setting holds
             ack_wait=self._settings.ack_wait,
         )
 

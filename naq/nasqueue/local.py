@@ -32,10 +32,13 @@ log = logging.getLogger(__name__)
 
 
 class LocalQueue:
-    def __init__(self, nc: NATS, namespace: str) -> None:
+    def __init__(
+        self, nc: NATS, namespace: str, kept: collections.deque[QueueMessage] | None = None
+    ) -> None:
+        """``kept``: messages from before a reconnect, still to be popped."""
         self._nc = nc
         self._prefix = namespace + "."
-        self._items: collections.deque[QueueMessage] = collections.deque()
+        self._items: collections.deque[QueueMessage] = kept or collections.deque()
         self._arrived = asyncio.Event()
         self._subs: dict[int, tuple[str, Subscription]] = {}
         self._sids = itertools.count(1)
@@ -98,6 +101,10 @@ class LocalQueue:
 
     def size(self) -> int:
         return len(self._items)
+
+    @property
+    def items(self) -> collections.deque[QueueMessage]:
+        return self._items
 
     def clear(self) -> int:
         count = len(self._items)

@@ -154,6 +154,9 @@ async def test_disconnect_keeps_what_had_arrived(make_nasqueue: MakeNASQueue) ->
     assert queue.queue_size() == 100
     assert not queue.is_connected()
     assert (await queue.pop() or {}).get("message") == b"0"
+    assert await queue.connect()  # and connecting again keeps the rest
+    assert queue.queue_size() == 99
+    assert (await queue.pop() or {}).get("message") == b"1"
 
 
 @pytest.mark.parametrize("namespace", ["", "a b", "a..b", ".a", "a.", "a.*", "a>", "ä", 7])
