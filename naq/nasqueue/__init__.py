@@ -142,8 +142,12 @@ class NASQueue:
         if nc is not None and not nc.is_closed:
             try:
                 await nc.drain()
-            except Exception:
-                await nc.close()
+            except Exception as exc:  # reconnecting: nothing to drain, just close
+                log.debug("NASQueue %s: drain: %s", self._namespace, exc)
+                try:
+                    await nc.close()
+                except Exception as exc:  # nats-py can fail closing mid-reconnect
+                    log.debug("NASQueue %s: close: %s", self._namespace, exc)
 
     def is_connected(self) -> bool:
         return self._nc is not None and bool(self._nc.is_connected)

@@ -25,6 +25,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from naq.connection import flush
+from naq.errors import NaqConnectionError
 from naq.nasqueue.messages import QueueMessage, received, too_large
 from naq.nasqueue.names import matches
 
@@ -48,6 +49,9 @@ class LocalQueue:
             await self._nc.publish(self._prefix + subject, data, headers=headers)
         except nats.errors.MaxPayloadError as exc:
             raise too_large(len(data), self._nc.max_payload) from exc
+        except (nats.errors.OutboundBufferLimitError, nats.errors.ConnectionClosedError) as exc:
+            # nats-py buffers publishes while it reconnects, up to a limit
+            raise NaqConnectionError(f"cannot publish on {subject!r}: {exc}") from exc
         if not any(matches(pattern, subject) for pattern, _ in self._subs.values()):
             self._append(received(subject, data, headers))
         return True

@@ -215,3 +215,23 @@ async def test_messages_that_cannot_be_sent_get_clear_errors(make_nasqueue: Make
         await queue.push("a", "x", msg_id="one")
     assert queue.queue_size() == 0
     assert queue.is_connected(), "a refused push leaves the connection usable"
+
+
+async def test_pushing_into_a_lost_connection_fills_its_buffer_then_says_so(
+    tmp_path: Path,
+) -> None:
+    """nats-py buffers publishes while it reconnects; past that buffer a push is a
+    clear connection error, not a raw client exception."""
+    server = EmbeddedServer(free_port(), tmp_path, jetstream=False).start()
+    queue = NASQueue(server.host, server.port, namespace="lost")
+    try:
+        assert await queue.connect()
+        server.stop()
+        while queue.is_connected():  # the client notices the closed socket
+            await asyncio.sleep(0.01)
+        with pytest.raises(NaqConnectionError, match="cannot publish"):
+            for _ in range(10):
+                await queue.push("big", b"x" * 900_000)
+    finally:
+        await queue.disconnect()
+        server.stop()
