@@ -18,6 +18,7 @@ land in naq's streams as a malformed job.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from naq.errors import ConfigurationError
@@ -62,6 +63,13 @@ def validate_subject(subject: str, *, wildcards: bool = False) -> str:
     """A subject relative to the namespace; wildcards only where a subscription takes them."""
     if not isinstance(subject, str) or not subject:
         raise ConfigurationError(f"invalid subject {subject!r}: it must be a non-empty string")
+    return _checked(subject, wildcards)
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked(subject: str, wildcards: bool) -> str:
+    """Cached: a queue pushes to a few subjects many times (about a tenth of an
+    in-memory push was spent here before)."""
     tokens = subject.split(".")
     for i, token in enumerate(tokens):
         if wildcards and (token == "*" or (token == ">" and i == len(tokens) - 1)):

@@ -165,7 +165,9 @@ def test_invalid_namespaces_are_refused(namespace: object) -> None:
         NASQueue(namespace=namespace)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("subject", ["", "a b", "a..b", ".a", "a.", "a.*", ">", "a.>", None])
+@pytest.mark.parametrize(
+    "subject", ["", "a b", "a..b", ".a", "a.", "a.*", ">", "a.>", None, ["a"], 7]
+)
 async def test_invalid_subjects_are_refused_on_push(
     make_nasqueue: MakeNASQueue, subject: str
 ) -> None:
