@@ -63,6 +63,7 @@ class NASQueue:
         self._settings = settings
         self._nc: Any = None
         self._backend: LocalQueue | DurableQueue | None = None
+        self._connecting = asyncio.Lock()
         self.connect_error: str | None = None
         """Why the last :meth:`connect` returned False."""
 
@@ -76,16 +77,17 @@ class NASQueue:
         Returns False instead of raising when the server cannot be reached or cannot
         serve the mode; :attr:`connect_error` says why.
         """
-        if self.is_connected():
+        async with self._connecting:  # concurrent calls make one connection
+            if self.is_connected():
+                return True
+            try:
+                await self._connect()
+            except NaqConnectionError as exc:
+                self.connect_error = str(exc)
+                log.warning("NASQueue %s: %s", self._namespace, exc)
+                return False
+            self.connect_error = None
             return True
-        try:
-            await self._connect()
-        except NaqConnectionError as exc:
-            self.connect_error = str(exc)
-            log.warning("NASQueue %s: %s", self._namespace, exc)
-            return False
-        self.connect_error = None
-        return True
 
     async def _connect(self) -> None:
         settings = self._settings or Settings.from_env(nats_url=self._url)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import naq.nasqueue as nasqueue_module
 from naq import NASQueue as FromNaq
 from naq.connection import flush
 from naq.errors import ConfigurationError, NaqConnectionError, PayloadTooLarge, SerializationError
@@ -50,6 +52,24 @@ async def test_wait_connected_waits_for_a_server_that_starts_later(tmp_path: Pat
         assert await waiting is True
         assert queue.is_connected()
         await queue.disconnect()
+
+
+async def test_concurrent_connects_make_one_connection(
+    make_nasqueue: MakeNASQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = []
+    real = nasqueue_module.nats_connect
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        made.append(await real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(nasqueue_module, "nats_connect", counting)
+    queue = make_nasqueue()
+    connects = [queue.connect(), queue.wait_connected(), queue.connect()]
+    assert await asyncio.gather(*connects) == [True, True, True]
+    assert await queue.connect()
+    assert len(made) == 1, "a second connection was made (and the first leaked)"
 
 
 async def test_plain_nats_without_jetstream_is_enough(tmp_path: Path) -> None:
