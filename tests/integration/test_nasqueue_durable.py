@@ -18,9 +18,11 @@ from naq.connection import flush
 from naq.errors import ConfigurationError, NaqConnectionError, PayloadTooLarge
 from naq.nasqueue import NASQueue
 from naq.nasqueue.durable import PRIORITIES
+from naq.queue import Queue
 from naq.server import EmbeddedServer, free_port
 from naq.settings import Settings
-from tests.conftest import MakeNASQueue, connected, subprocess_env
+from tests import jobs
+from tests.conftest import MakeNASQueue, StartSupervisor, connected, subprocess_env
 
 
 @pytest.fixture
@@ -364,3 +366,20 @@ async def test_a_message_pulled_by_a_killed_process_is_popped_by_another(
         assert queue.queue_size() == 0
     finally:
         await queue.disconnect()
+
+
+async def test_a_durable_queue_and_naq_jobs_share_a_namespace_without_touching(
+    make_queue: MakeNASQueue, queue: Queue, start_supervisor: StartSupervisor
+) -> None:
+    """Same namespace for both: their streams' subjects do not overlap (the server would
+    refuse the second stream), and neither sees the other's messages."""
+    nas = await connected(make_queue())
+    assert nas.get_namespace() == queue.settings.namespace
+    await start_supervisor()
+    job = await queue.enqueue(jobs.add, 2, 3)
+    await nas.push("jobs", "a NASQueue message on a subject named like naq's")
+    assert await queue.fetch_result(job.job_id, timeout=10) == 5
+    msg = await nas.pop()
+    assert msg is not None
+    assert msg["subject"] == "jobs"
+    assert await nas.pop() is None
