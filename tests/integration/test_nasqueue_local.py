@@ -122,7 +122,7 @@ async def test_pop_waits_for_a_message_and_gives_up_at_its_timeout(
     loop = asyncio.get_running_loop()
     started = loop.time()
     assert await consumer.pop(timeout=0.2) is None
-    assert loop.time() - started >= 0.2
+    assert loop.time() - started >= 0.19  # timers may fire a clock tick early
 
 
 async def test_queue_groups_split_messages_and_plain_subscribers_get_all(
