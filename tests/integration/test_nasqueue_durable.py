@@ -209,6 +209,7 @@ async def main(port, namespace, idle):
     print("ready", flush=True)
     while (msg := await queue.pop(timeout=float(idle))) is not None:
         print(msg["message"].decode(), flush=True)
+        await asyncio.sleep(0.005)  # some work, so no one process takes everything
     await queue.disconnect()
 
 asyncio.run(main(*sys.argv[1:]))
