@@ -22,10 +22,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -35,16 +33,17 @@ from typing import Any
 
 import psutil
 from benchjobs import noop, noop_sync, spin
+from harness import emit, median_of, on_embedded_server, write_json
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from throughput import delete_streams, expect, median_of, wait_empty
+from throughput import delete_streams, expect, wait_empty
 
-from naq.connection import connect, new_event_loop
+from naq.connection import connect
 from naq.errors import ConfigurationError
 from naq.executors.interpreter import interpreters_module
 from naq.executors.registry import load_executor
 from naq.queue import Queue
-from naq.server import EmbeddedServer, binary_version, free_port
+from naq.server import EmbeddedServer
 from naq.settings import Settings
 from naq.supervisor import Supervisor
 
@@ -480,10 +479,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-
-    def emit(line: str) -> None:
-        print(line, flush=True)
-
     missing = interpreter_available()
     if missing is not None:
         emit(f"note: interpreter executor skipped: {missing}")
@@ -499,26 +494,20 @@ def main(argv: list[str] | None = None) -> int:
         cpu_executors=tuple(e for e in CPU_EXECUTORS if e not in skip),
         interpreter=missing is None,
     )
-    with tempfile.TemporaryDirectory(prefix="naq-bench-") as store:
-        server = EmbeddedServer(free_port(), store)
-        server.start()
-        try:
-            version = binary_version()
-            emit(
-                f"naq executors: {args.runs} run(s), {os.cpu_count()} CPUs, "
-                f"Python {sys.version.split()[0]}, nats-server {version} at {server.url}"
-            )
-            with asyncio.Runner(loop_factory=new_event_loop) as runner:
-                report = runner.run(bench(server.url, plan, args.runs, emit))
-            report["nats_server"] = version
-            report["cpus"] = os.cpu_count()
-            report["python"] = sys.version.split()[0]
-            report["interpreter_skipped"] = missing
-        finally:
-            server.stop()
-    if args.json is not None:
-        args.json.write_text(json.dumps(without_nan(report), indent=2, allow_nan=False) + "\n")
-        emit(f"\nwrote {args.json}")
+
+    async def run(server: EmbeddedServer, version: str) -> dict[str, Any]:
+        emit(
+            f"naq executors: {args.runs} run(s), {os.cpu_count()} CPUs, "
+            f"Python {sys.version.split()[0]}, nats-server {version} at {server.url}"
+        )
+        report = await bench(server.url, plan, args.runs, emit)
+        report["nats_server"] = version
+        report["cpus"] = os.cpu_count()
+        report["python"] = sys.version.split()[0]
+        report["interpreter_skipped"] = missing
+        return report
+
+    write_json(args.json, without_nan(on_embedded_server(run)))
     return 0
 
 

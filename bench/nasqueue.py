@@ -19,19 +19,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import nats
+from harness import median_of, on_embedded_server, write_json
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
-from naq.connection import new_event_loop
 from naq.nasqueue import NASQueue
-from naq.server import EmbeddedServer, free_port
+from naq.server import EmbeddedServer
 
 PAYLOAD = b"x" * 100
 COMPARISONS = [
@@ -164,7 +163,7 @@ async def bench(server: EmbeddedServer, n: int, runs: int) -> dict[str, Any]:
         figures |= await nasqueue_figures(server.host, server.port, n)
         all_runs.append(figures)
         print("\n".join(["", *table(f"run {index + 1}/{runs}", figures)]))
-    median = {key: statistics.median(run[key] for run in all_runs) for key in all_runs[0]}
+    median = median_of(all_runs)
     if runs > 1:
         print("\n".join(["", *table(f"median of {runs} runs", median)]))
     return {"messages": n, "runs": all_runs, "median": median}
@@ -174,17 +173,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--messages", type=int, default=3_000, help="messages per phase")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
-    with (
-        tempfile.TemporaryDirectory() as store,
-        EmbeddedServer(free_port(), store) as server,
-        asyncio.Runner(loop_factory=new_event_loop) as runner,
-    ):
-        result = runner.run(bench(server, args.messages, args.runs))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+
+    async def run(server: EmbeddedServer, version: str) -> dict[str, Any]:
+        return await bench(server, args.messages, args.runs) | {"nats_server": version}
+
+    write_json(args.json, on_embedded_server(run))
 
 
 if __name__ == "__main__":

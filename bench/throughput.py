@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -25,15 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from benchjobs import noop
+from harness import emit, median_of, on_embedded_server, write_json
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from naq.connection import connect, new_event_loop
+from naq.connection import connect
 from naq.executors.registry import load_executor
 from naq.layout import Layout, declare, ensure_consumer
 from naq.queue import Queue
 from naq.serializers import get_serializer
-from naq.server import EmbeddedServer, binary_version, free_port
+from naq.server import EmbeddedServer
 from naq.settings import Settings
 from naq.supervisor import Supervisor
 from naq.wire import ResultRecord, encode_result
@@ -296,10 +294,6 @@ def table(title: str, rates: dict[str, float], ratio: dict[str, float]) -> list[
     return lines
 
 
-def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
-    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
-
-
 async def bench(url: str, args: argparse.Namespace, emit: Callable[[str], None]) -> dict[str, Any]:
     sizes = measure_sizes(Settings(nats_url=url, namespace="bench"))
     emit(
@@ -357,26 +351,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
-    def emit(line: str) -> None:
-        print(line, flush=True)
+    async def run(server: EmbeddedServer, version: str) -> dict[str, Any]:
+        emit(
+            f"naq throughput: {args.jobs:,} jobs per phase, concurrency {args.concurrency}, "
+            f"{args.runs} run(s), nats-server {version} at {server.url}"
+        )
+        report = await bench(server.url, args, emit)
+        report["nats_server"] = version
+        return report
 
-    with tempfile.TemporaryDirectory(prefix="naq-bench-") as store:
-        server = EmbeddedServer(free_port(), store)
-        server.start()
-        try:
-            version = binary_version()
-            emit(
-                f"naq throughput: {args.jobs:,} jobs per phase, concurrency {args.concurrency}, "
-                f"{args.runs} run(s), nats-server {version} at {server.url}"
-            )
-            with asyncio.Runner(loop_factory=new_event_loop) as runner:
-                report = runner.run(bench(server.url, args, emit))
-            report["nats_server"] = version
-        finally:
-            server.stop()
-    if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        emit(f"\nwrote {args.json}")
+    write_json(args.json, on_embedded_server(run))
     return 0
 
 
