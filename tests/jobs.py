@@ -9,6 +9,19 @@ import time
 from typing import Any
 
 
+def mark(path: str, line: str) -> int:
+    """Append ``line`` to ``path``: how tests count runs across processes and retries.
+    Returns the number of lines now there (this run's number)."""
+    with open(path, "a") as f:
+        f.write(line + "\n")
+    return count(path)
+
+
+def count(path: str) -> int:
+    with open(path) as f:
+        return len(f.readlines())
+
+
 def add(a: int, b: int) -> int:
     return a + b
 
@@ -58,19 +71,14 @@ def count_words(text: str) -> int:
 
 def record_run(path: str, seconds: float = 0.0) -> int:
     """Appends a line per execution, so a test can count how often a job really ran."""
-    with open(path, "a") as f:
-        f.write("run\n")
+    mark(path, "run")
     time.sleep(seconds)
-    with open(path) as f:
-        return len(f.readlines())
+    return count(path)
 
 
 def flaky(path: str, failures: int) -> int:
     """Fails ``failures`` times, then succeeds; the attempt count lives in ``path``."""
-    with open(path, "a") as f:
-        f.write("try\n")
-    with open(path) as f:
-        tries = len(f.readlines())
+    tries = mark(path, "try")
     if tries <= failures:
         raise RuntimeError(f"failure {tries} of {failures}")
     return tries
@@ -168,8 +176,7 @@ def exit_after_record(path: str, code: int) -> None:
     """Counts its attempts in ``path``, then crashes like ``exit_now``."""
     import os
 
-    with open(path, "a") as f:
-        f.write("run\n")
+    mark(path, "run")
     os._exit(code)
 
 
@@ -185,8 +192,7 @@ def crash_once(path: str) -> str:
 
 def fail_with(path: str, kind: str) -> None:
     """Raises ``kind`` (a builtin exception name) and counts the attempt in ``path``."""
-    with open(path, "a") as f:
-        f.write("try\n")
+    mark(path, "try")
     import builtins
 
     raise getattr(builtins, kind)("failing on purpose")
@@ -197,10 +203,7 @@ class TransientError(ConnectionError):
 
 
 def fail_transient(path: str, failures: int) -> int:
-    with open(path, "a") as f:
-        f.write("try\n")
-    with open(path) as f:
-        tries = len(f.readlines())
+    tries = mark(path, "try")
     if tries <= failures:
         raise TransientError(f"transient failure {tries}")
     return tries
@@ -210,10 +213,7 @@ def ask_for_retry(path: str, delay: float) -> int:
     """Asks to be run again once, after ``delay`` seconds, with naq.Retry."""
     from naq import Retry
 
-    with open(path, "a") as f:
-        f.write(f"{time.time()}\n")
-    with open(path) as f:
-        tries = len(f.readlines())
+    tries = mark(path, str(time.time()))
     if tries == 1:
         raise Retry(delay=delay)
     return tries
