@@ -37,6 +37,11 @@ OPTION_NAMES = frozenset(
 """Keyword arguments of ``enqueue`` that are job options, never passed to the function."""
 
 
+def take_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Move the job options out of ``kwargs`` (what is left goes to the function)."""
+    return {name: kwargs.pop(name) for name in OPTION_NAMES & kwargs.keys()}
+
+
 _JOB_ID = re.compile(r"[^\s.*>]{1,128}\Z")
 
 
@@ -187,6 +192,15 @@ class JobOptions:
         if self.retry_jitter:
             delay = random.uniform(delay / 2, delay)
         return delay
+
+    def result_ttl_or(self, default: int) -> int:
+        """Seconds the result is kept (0: not at all, -1: for ever)."""
+        return default if self.result_ttl is None else self.result_ttl
+
+    def record_ttl_or(self, default: int) -> int:
+        """Seconds a record that is not a result (retrying, failed) is kept: as long as a
+        result would be, and ``default`` where results are not kept at all."""
+        return self.result_ttl or default
 
     def should_retry(self, error_types: Sequence[str]) -> bool:
         """Whether an exception (named by its class and bases) may be retried.

@@ -99,6 +99,11 @@ class Layout:
         """Every job of ``queue``: the consumer's filter, and what a purge removes."""
         return f"{self.namespace}.jobs.{validate_name('queue', queue)}.*"
 
+    def queue_of(self, job_subject: str) -> str | None:
+        """The queue in a job subject (``{ns}.jobs.{queue}.{job_id}``), if it is one."""
+        head, _, rest = job_subject.partition(f"{self.namespace}.jobs.")
+        return rest.split(".", 1)[0] if not head and rest else None
+
     def any_queue_subject(self, job_id: str) -> str:
         return f"{self.namespace}.jobs.*.{job_id}"
 

@@ -24,7 +24,15 @@ from naq.connection import (
 )
 from naq.dependencies import dependency_ids, hold
 from naq.errors import ConfigurationError, JobNotFound, JobPending, PayloadTooLarge
-from naq.job import DEFAULT_OPTIONS, OPTION_NAMES, Job, JobOptions, new_job_id, validate_job_id
+from naq.job import (
+    DEFAULT_OPTIONS,
+    OPTION_NAMES,
+    Job,
+    JobOptions,
+    new_job_id,
+    take_options,
+    validate_job_id,
+)
 from naq.layout import Layout, purge_subject
 from naq.publish import NoStream, Outgoing
 from naq.results import iter_records, unpack, wait_record
@@ -132,7 +140,7 @@ class Queue:
 
     def _options(self, options: dict[str, Any]) -> JobOptions:
         if options:
-            unknown = options.keys() - OPTION_NAMES - {"job_id"}
+            unknown = options.keys() - OPTION_NAMES
             if unknown:
                 raise ConfigurationError(f"unknown job option(s): {', '.join(sorted(unknown))}")
         if self.default_timeout is not None:
@@ -204,7 +212,7 @@ class Queue:
         Options: ``max_retries``, ``retry_delay``, ``timeout``, ``result_ttl``,
         ``job_id``. A function whose own keywords clash uses :meth:`enqueue_call`.
         """
-        options = {k: kwargs.pop(k) for k in OPTION_NAMES & kwargs.keys()}
+        options = take_options(kwargs)
         return await self.enqueue_call(func, args, kwargs, **options)
 
     async def enqueue_call(
@@ -239,7 +247,7 @@ class Queue:
         ``{ns}.sched.{job_id}``: it fires even when no naq process runs, survives every
         restart, and a time in the past fires at once.
         """
-        options = {k: kwargs.pop(k) for k in OPTION_NAMES & kwargs.keys()}
+        options = take_options(kwargs)
         if "depends_on" in options:
             raise ConfigurationError("a scheduled job takes no depends_on")
         job, message = self.prepare(func, args, kwargs, **options)

@@ -15,7 +15,7 @@ from typing import Any
 
 from naq.connection import run_sync
 from naq.errors import ConfigurationError
-from naq.job import OPTION_NAMES, new_job_id, validate_job_id
+from naq.job import new_job_id, take_options, validate_job_id
 from naq.queue import _shared
 from naq.scheduler import store
 from naq.scheduler.cron import (
@@ -80,7 +80,7 @@ async def schedule(
         schedule_id = new_job_id()
     elif len(validate_job_id(schedule_id)) > MAX_SCHEDULE_ID:
         raise ConfigurationError(f"schedule_id is longer than {MAX_SCHEDULE_ID} characters")
-    options = {k: kwargs.pop(k) for k in OPTION_NAMES & kwargs.keys()}
+    options = take_options(kwargs)
     if "depends_on" in options or "job_id" in options:
         raise ConfigurationError("a recurring job takes neither depends_on nor job_id")
     queue = _shared(queue_name, nats_url, namespace)

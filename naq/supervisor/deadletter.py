@@ -81,7 +81,7 @@ async def _move(
         msg = await client.js.get_msg(layout.stream, seq)
     except NotFoundError:
         return  # acked or purged meanwhile
-    queue = str(msg.subject or "").split(".")[2] if msg.subject else "unknown"
+    queue = layout.queue_of(msg.subject or "") or "unknown"
     reason = f"the server stopped delivering it after {deliveries} deliveries (max_deliver)"
     headers = failed_headers(reason, None, deliveries, worker_id)
     data = msg.data or b""
@@ -102,7 +102,7 @@ async def _move(
             enqueued_at=meta.enqueue_time,
             worker=worker_id,
         )
-        await store_result(client, layout, record, meta.options.result_ttl or ttl)
+        await store_result(client, layout, record, meta.options.record_ttl_or(ttl))
     await client.publisher.publish(layout.failed_subject(queue), data, headers)
     await client.js.delete_msg(layout.stream, seq)
     log.warning("job at sequence %d exhausted max_deliver: moved to the failed stream", seq)

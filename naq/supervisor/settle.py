@@ -17,7 +17,6 @@ from nats.aio.msg import Msg
 
 from naq.connection import Client
 from naq.executors.base import Outcome
-from naq.job import JobOptions
 from naq.layout import Layout
 from naq.results import store_result
 from naq.wire import JobMeta, ResultRecord, ResultStatus
@@ -76,9 +75,6 @@ class Settler:
         self._on_final = on_final
         """Told of every job settled for good: dependencies release their waiters."""
 
-    def _ttl(self, options: JobOptions) -> int:
-        return self._default_ttl if options.result_ttl is None else options.result_ttl
-
     def record(
         self,
         job: Delivery,
@@ -107,7 +103,7 @@ class Settler:
     async def note(self, job: Delivery, status: ResultStatus, error: str | None = None) -> None:
         """A non-final record (retrying, interrupted): the job's state for the next run
         and for ``fetch_job_status``, kept as long as a result would be."""
-        ttl = self._ttl(job.meta.options) or self._default_ttl
+        ttl = job.meta.options.record_ttl_or(self._default_ttl)
         await store_result(self._client, self._layout, self.record(job, status, error), ttl)
 
     async def settle(self, job: Delivery, outcome: Outcome) -> str:
@@ -118,7 +114,7 @@ class Settler:
             await msg.ack()  # cancel_job wrote the record and cancelled the dependents
             return "cancelled"
         if outcome.status == "ok":
-            ttl = self._ttl(meta.options)
+            ttl = meta.options.result_ttl_or(self._default_ttl)
             if ttl != 0:
                 record = self.record(job, "finished", payload=outcome.result or b"")
                 await store_result(self._client, self._layout, record, ttl)
@@ -174,7 +170,7 @@ class Settler:
         if job is not None:
             headers["Naq-Job-Id"] = job.meta.job_id
             record = self.record(job, "failed", error, traceback)
-            ttl = self._ttl(job.meta.options) or self._default_ttl
+            ttl = job.meta.options.record_ttl_or(self._default_ttl)
             await store_result(self._client, self._layout, record, ttl)
             self._on_final(job.meta.job_id, "failed", error)
         await self._client.publisher.publish(self._layout.failed_subject(queue), msg.data, headers)

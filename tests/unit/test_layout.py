@@ -56,3 +56,10 @@ def test_distinct_namespaces_never_share_a_stream(first: str, second: str) -> No
     declared with the first one's subjects, and its publishes have no stream.
     """
     assert not _streams(Layout(first)) & _streams(Layout(second))
+
+
+def test_queue_of_reads_the_queue_from_a_job_subject() -> None:
+    layout = Layout("shop")
+    assert layout.queue_of(layout.job_subject("emails", "j1")) == "emails"
+    assert layout.queue_of(layout.sched_subject("j1")) is None
+    assert layout.queue_of("other.jobs.emails.j1") is None
