@@ -94,10 +94,6 @@ async def _connect(settings: Settings) -> tuple[Client, Layout]:
     return client, await client.layout(settings.namespace)
 
 
-def _failed_subjects(layout: Layout, queue: str | None) -> str:
-    return layout.failed_subject(queue) if queue else f"{layout.namespace}.failed.*"
-
-
 def _entry(msg: Msg) -> FailedJob:
     headers = msg.headers or {}
     meta = None
@@ -141,7 +137,7 @@ async def _scan(
     process die mid-scan. Close the iterator (``contextlib.aclosing``) when stopping
     early, so the consumer goes at once.
     """
-    subject = _failed_subjects(layout, queue)
+    subject = layout.failed_subject(queue)
     name = f"naq-scan-{os.urandom(8).hex()}"
     info = await client.js.add_consumer(
         layout.failed_stream,
@@ -381,7 +377,7 @@ async def purge_failed(
     """
     queue = _check_queue(queue)
     client, layout = await _connect(_settings(nats_url, namespace))
-    return await purge_subject(client, layout.failed_stream, _failed_subjects(layout, queue))
+    return await purge_subject(client, layout.failed_stream, layout.failed_subject(queue))
 
 
 def purge_failed_sync(

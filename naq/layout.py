@@ -107,8 +107,9 @@ class Layout:
     def any_queue_subject(self, job_id: str) -> str:
         return f"{self.namespace}.jobs.*.{job_id}"
 
-    def failed_subject(self, queue: str) -> str:
-        return f"{self.namespace}.failed.{validate_name('queue', queue)}"
+    def failed_subject(self, queue: str | None) -> str:
+        """One queue's failed jobs; every queue's with ``None`` (the stream's subjects)."""
+        return f"{self.namespace}.failed.{'*' if queue is None else validate_name('queue', queue)}"
 
     def consumer(self, queue: str) -> str:
         """Durable pull consumer shared by every supervisor of ``queue``."""
@@ -148,7 +149,7 @@ async def declare(js: JetStreamContext, layout: Layout, settings: Settings) -> N
         js,
         StreamConfig(
             name=layout.failed_stream,
-            subjects=[f"{layout.namespace}.failed.*"],
+            subjects=[layout.failed_subject(None)],
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             num_replicas=settings.replicas,
