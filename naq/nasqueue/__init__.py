@@ -115,7 +115,7 @@ class NASQueue:
 
     async def _reconnected(self) -> None:
         if isinstance(self._backend, DurableQueue):
-            self._backend.reconnected()
+            self._backend.recheck_all()
 
     async def wait_connected(self, timeout: float = 5.0) -> bool:
         """True once connected, trying every 0.25 s (say, while the server starts) up to

@@ -36,7 +36,6 @@ import logging
 import time
 import uuid
 from datetime import datetime
-from typing import Any
 
 import nats.errors
 import nats.js.errors
@@ -154,7 +153,7 @@ class DurableQueue:
         self._note_sub = await self._nc.subscribe(
             f"{self._ns}.{STORED_TOKEN}.*", cb=self._on_stored
         )
-        self.reconnected()
+        self.recheck_all()
 
     async def _on_stored(self, msg: Msg) -> None:
         level = msg.subject.rsplit(".", 1)[1]
@@ -166,8 +165,9 @@ class DurableQueue:
         self._maybe[level] = True
         self._arrived.set()
 
-    def reconnected(self) -> None:
-        """Announcements may have been missed while away: ask every level again."""
+    def recheck_all(self) -> None:
+        """Ask every level again: after a reconnect (announcements may have been missed),
+        at the first pop, when a wait re-checks, or when the server counted a backlog."""
         self._maybe = [True] * len(PRIORITIES)
         self._arrived.set()
 
@@ -232,7 +232,7 @@ class DurableQueue:
                 try:
                     await asyncio.wait_for(self._arrived.wait(), min(remaining, RECHECK))
                 except TimeoutError:
-                    self.reconnected()
+                    self.recheck_all()
 
     async def _take(self) -> QueueMessage | None:
         for level in reversed(PRIORITIES):
@@ -328,7 +328,7 @@ class DurableQueue:
         self._asked_sync = True
         backlog = run_sync(_backlog(self._settings, self._stream))
         if backlog:  # what the server just counted, the next pop must find
-            self.reconnected()
+            self.recheck_all()
         return backlog
 
     def clear(self) -> int:
@@ -347,15 +347,11 @@ class DurableQueue:
                     log.debug("closing: %s", exc)
 
 
-async def _client(settings: Settings) -> Any:
-    return await acquire(settings, sticky=True)
-
-
 async def _backlog(settings: Settings, stream: str) -> int:
-    client = await _client(settings)
+    client = await acquire(settings, sticky=True)
     info = await client.js.stream_info(stream)
     return int(info.state.messages)
 
 
 async def _purge(settings: Settings, stream: str, subject: str) -> int:
-    return await purge_subject(await _client(settings), stream, subject)
+    return await purge_subject(await acquire(settings, sticky=True), stream, subject)
