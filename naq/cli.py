@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import click
 
@@ -94,6 +94,28 @@ SUPERVISOR_FIELDS = tuple(f.name for f in dataclasses.fields(Settings))
 """Every setting is a supervisor flag, so none lacks its environment twin."""
 
 
+class Role(Protocol):
+    """A long-running process role: the supervisor, the scheduler."""
+
+    def request_stop(self) -> None: ...
+
+    async def run(self) -> int: ...
+
+
+def run_role(make: Callable[[], Role]) -> int:
+    """Run ``make().run()`` on a fresh loop; SIGTERM and SIGINT ask it to stop."""
+
+    async def main() -> int:
+        role = make()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, role.request_stop)
+        return await role.run()
+
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(main())
+
+
 def run_supervisor(settings: Settings, queues: list[str]) -> int:
     """Run a supervisor until it is told to stop; returns the process exit code."""
     _configure_logging(settings)
@@ -117,16 +139,8 @@ def run_supervisor(settings: Settings, queues: list[str]) -> int:
         )
         settings = settings.replace(nats_url=server.url)
 
-    async def main() -> int:
-        supervisor = Supervisor(settings, executor, queues)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, supervisor.request_stop)
-        return await supervisor.run()
-
     try:
-        with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            code = runner.run(main())
+        code = run_role(lambda: Supervisor(settings, executor, queues))
     except BrokenExecutor as exc:
         log.error("%s", exc)
         code = EXIT_BROKEN

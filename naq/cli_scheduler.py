@@ -6,16 +6,13 @@ imports helpers from ``naq.cli``, which registers these commands at its end.
 
 from __future__ import annotations
 
-import asyncio
 import datetime
-import signal
 import sys
 from typing import Any
 
 import click
 
-from naq.cli import _configure_logging, _run, _settings, settings_options
-from naq.connection import new_event_loop
+from naq.cli import _configure_logging, _run, _settings, run_role, settings_options
 from naq.errors import NaqError
 from naq.scheduler import Scheduler
 from naq.scheduler.store import STATUSES, Schedule
@@ -46,16 +43,8 @@ def scheduler_cmd(**params: Any) -> None:
     settings = _settings(params)
     _configure_logging(settings)
 
-    async def main() -> int:
-        sched = Scheduler(settings)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, sched.request_stop)
-        return await sched.run()
-
     try:
-        with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            code = runner.run(main())
+        code = run_role(lambda: Scheduler(settings))
     except NaqError as exc:
         click.echo(f"naq scheduler: {exc}", err=True)
         code = EXIT_CONNECTION
