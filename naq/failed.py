@@ -32,18 +32,6 @@ from naq.publish import NoStream, Outgoing
 from naq.settings import Settings, validate_name
 from naq.wire import BadMessage, decode_job
 
-__all__ = [
-    "FailedJob",
-    "get_failed",
-    "get_failed_sync",
-    "list_failed",
-    "list_failed_sync",
-    "purge_failed",
-    "purge_failed_sync",
-    "requeue_failed",
-    "requeue_failed_sync",
-]
-
 SCAN_BATCH = 256
 """Entries asked for per pull while scanning: bodies can be large, so not thousands."""
 SCAN_IDLE = 30.0

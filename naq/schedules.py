@@ -29,21 +29,6 @@ from naq.scheduler.cron import (
 from naq.scheduler.store import ACTIVE, DONE, PAUSED, STATUSES, Schedule
 from naq.wire import decode_job
 
-__all__ = [
-    "cancel_recurring",
-    "cancel_recurring_sync",
-    "list_schedules",
-    "list_schedules_sync",
-    "modify_scheduled_job",
-    "modify_scheduled_job_sync",
-    "pause_scheduled_job",
-    "pause_scheduled_job_sync",
-    "resume_scheduled_job",
-    "resume_scheduled_job_sync",
-    "schedule",
-    "schedule_sync",
-]
-
 MAX_SCHEDULE_ID = 100
 """A run's job id is ``{schedule_id}-{fire time}``, and job ids stop at 128 characters."""
 
