@@ -41,6 +41,7 @@ from nats.js.kv import KeyValue
 
 from naq.connection import Client
 from naq.errors import ConfigurationError, JobNotFound
+from naq.kvwatch import stop_watch
 from naq.layout import Layout
 from naq.publish import Outgoing
 from naq.results import read_record, store_result
@@ -264,15 +265,20 @@ class DependencyWatch:
 
     async def start(self) -> None:
         kv = await bucket(self._client, self._layout)
+        # The watch first replays the waiters that exist already. Its "replay over"
+        # marker can arrive before replayed entries (see naq.streamscan), so the replay
+        # is told apart by revision: at most the bucket's last sequence before the watch.
+        info = await self._client.js.stream_info(f"KV_{self._layout.deps_bucket}")
         self._watcher = await kv.watch("waiters.>")
-        self._task = asyncio.get_running_loop().create_task(self._follow(self._watcher))
+        self._task = asyncio.get_running_loop().create_task(
+            self._follow(self._watcher, info.state.last_seq)
+        )
 
-    async def _follow(self, watcher: Any) -> None:
-        initial = True  # the watch first replays the waiters that exist already
+    async def _follow(self, watcher: Any, replayed_up_to: int) -> None:
         async for entry in watcher:
             if entry is None:
-                initial = False
                 continue
+            initial = entry.revision is not None and entry.revision <= replayed_up_to
             dep = entry.key.removeprefix("waiters.")
             if not entry.value:
                 self._waited.discard(dep)
@@ -313,7 +319,7 @@ class DependencyWatch:
             await asyncio.gather(*self._pending, return_exceptions=True)
         if self._watcher is not None:
             with contextlib.suppress(Exception):
-                await self._watcher.stop()
+                await stop_watch(self._watcher)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
 
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
 
 from naq.connection import Client, acquire, run_sync
@@ -30,15 +28,9 @@ from naq.errors import ConfigurationError, JobNotFound
 from naq.layout import Layout, purge_subject
 from naq.publish import NoStream, Outgoing
 from naq.settings import Settings, validate_name
+from naq.streamscan import scan
 from naq.wire import BadMessage, decode_job
 
-SCAN_BATCH = 256
-"""Entries asked for per pull while scanning: bodies can be large, so not thousands."""
-SCAN_IDLE = 30.0
-"""Seconds after which the server drops a scan's consumer if its reader vanished."""
-FETCH_TIMEOUT = 5.0
-"""Seconds a pull may bring nothing although entries were pending: they were removed
-meanwhile (a requeue, a purge), and the scan ends there."""
 REQUEUE_CHUNK = 1024
 """Jobs requeued per round, so an error midway leaves at most this many half done."""
 RESULT_MARKER_TTL = "60s"
@@ -118,49 +110,16 @@ def _entry(msg: Msg) -> FailedJob:
 async def _scan(
     client: Client, layout: Layout, queue: str | None, limit: int | None = None
 ) -> AsyncGenerator[FailedJob]:
-    """Every entry, oldest first, through an ephemeral consumer made for this scan.
+    """Every entry, oldest first (the stream keeps entries by limits, not acks).
 
-    The consumer acks nothing (the stream keeps entries by limits, not acks), lives in
-    memory, and is deleted at the end; ``inactive_threshold`` removes it should this
-    process die mid-scan. Close the iterator (``contextlib.aclosing``) when stopping
-    early, so the consumer goes at once.
+    Close the iterator (``contextlib.aclosing``) when stopping early, so the scan's
+    consumer goes at once.
     """
-    subject = layout.failed_subject(queue)
-    name = f"naq-scan-{os.urandom(8).hex()}"
-    info = await client.js.add_consumer(
-        layout.failed_stream,
-        ConsumerConfig(
-            name=name,
-            filter_subject=subject,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_policy=AckPolicy.NONE,
-            inactive_threshold=SCAN_IDLE,
-            mem_storage=True,
-            num_replicas=1,
-        ),
-    )
-    try:
-        pending = info.num_pending or 0
-        if not pending:
-            return
-        sub = await client.js.pull_subscribe_bind(consumer=name, stream=layout.failed_stream)
-        try:
-            while pending and (limit is None or limit > 0):
-                batch = min(pending, SCAN_BATCH, SCAN_BATCH if limit is None else limit)
-                try:
-                    msgs = await sub.fetch(batch, timeout=FETCH_TIMEOUT)
-                except TimeoutError:
-                    return
-                for msg in msgs:
-                    pending = msg.metadata.num_pending
-                    if limit is not None:
-                        limit -= 1
-                    yield _entry(msg)
-        finally:
-            await sub.unsubscribe()
-    finally:
-        with contextlib.suppress(Exception):  # it expires on its own regardless
-            await client.js.delete_consumer(layout.failed_stream, name)
+    async with contextlib.aclosing(
+        scan(client, layout.failed_stream, layout.failed_subject(queue), limit=limit)
+    ) as messages:
+        async for msg in messages:
+            yield _entry(msg)
 
 
 def _check_queue(queue: str | None) -> str | None:

@@ -18,6 +18,7 @@ from nats.js.kv import KeyValue
 from naq.connection import Client
 from naq.errors import JobCancelled, JobFailed, JobNotFound, ResultTimeout, SerializationError
 from naq.job import KEEP_FOREVER
+from naq.kvwatch import stop_watch
 from naq.layout import Layout
 from naq.serializers import get_serializer
 from naq.wire import ResultRecord, decode_result, encode_result
@@ -116,4 +117,4 @@ async def iter_records(
             seen.add(entry.key)
             yield record
     finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
+        await stop_watch(watcher)

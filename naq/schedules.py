@@ -185,7 +185,8 @@ async def list_schedules(
     """Schedules, filtered by status, queue and id, soonest next run first."""
     if status is not None and status not in STATUSES:
         raise ConfigurationError(f"status must be one of {', '.join(STATUSES)}")
-    found = await store.read_all(await _kv(nats_url, namespace))
+    queue = _shared(None, nats_url, namespace)
+    found = await store.read_all(await queue._connected(), queue.layout)
     return sorted(
         (
             s

@@ -10,11 +10,10 @@ import json
 from typing import Any
 
 from naq.connection import Client
-from naq.kvscan import current_values
 from naq.layout import Layout
+from naq.streamscan import current_values
 
 
 async def list_workers(client: Client, layout: Layout) -> list[dict[str, Any]]:
     """Live worker records (expired ones are gone by TTL)."""
-    kv = await client.js.key_value(layout.workers_bucket)
-    return [json.loads(value) for value in await current_values(kv)]
+    return [json.loads(value) for value in await current_values(client, layout.workers_bucket)]

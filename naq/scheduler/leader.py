@@ -32,6 +32,7 @@ from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from naq.connection import Client
+from naq.kvwatch import stop_watch
 from naq.layout import Layout
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,7 @@ class Lease:
                     if entry.operation in ("DEL", "PURGE"):
                         self._freed.set()
             finally:
-                await watcher.stop()  # type: ignore[no-untyped-call]
+                await stop_watch(watcher)
 
         self._watch_task = asyncio.create_task(follow())
 

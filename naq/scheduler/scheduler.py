@@ -30,6 +30,7 @@ from typing import Any
 from nats.js.kv import KeyValue
 
 from naq.connection import Client, connect
+from naq.kvwatch import stop_watch
 from naq.layout import Layout
 from naq.scheduler import store
 from naq.scheduler.cron import due, following
@@ -206,7 +207,7 @@ class Scheduler:
                     self._schedules[entry.key] = (Schedule.from_json(entry.value), entry.revision)
                 self._changed.set()
         finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+            await stop_watch(watcher)
 
     async def _fire_due(
         self, client: Client, layout: Layout, kv: KeyValue, lease: Lease

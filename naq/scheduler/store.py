@@ -19,9 +19,9 @@ from nats.js.kv import KeyValue
 
 from naq.connection import Client
 from naq.errors import JobNotFound, NaqError
-from naq.kvscan import current_values
 from naq.layout import Layout
 from naq.scheduler.cron import MissedPolicy, Spec, following
+from naq.streamscan import current_values
 
 ACTIVE = "active"
 PAUSED = "paused"
@@ -149,5 +149,7 @@ async def remove(kv: KeyValue, schedule_id: str) -> bool:
     return True
 
 
-async def read_all(kv: KeyValue) -> list[Schedule]:
-    return [Schedule.from_json(value) for value in await current_values(kv)]
+async def read_all(client: Client, layout: Layout) -> list[Schedule]:
+    return [
+        Schedule.from_json(value) for value in await current_values(client, layout.schedules_bucket)
+    ]

@@ -11,6 +11,7 @@ from typing import Any
 
 import psutil
 import pytest
+from nats.js.errors import KeyNotFoundError
 
 from naq import (
     ConfigurationError,
@@ -25,8 +26,10 @@ from naq import (
     fetch_job_status,
     fetch_job_status_sync,
 )
-from naq.layout import Layout
+from naq.layout import Layout, purge_subject
+from naq.results import store_result
 from naq.supervisor import Supervisor
+from naq.wire import ResultRecord
 from tests import jobs
 from tests.conftest import StartSupervisor, first_json
 
@@ -56,18 +59,17 @@ async def _no_waiters_on(nc: Any, namespace: str, dep: str, timeout: float = 10.
     """Until ``waiters.{dep}`` is gone from the deps KV: every job that waited on ``dep``
     has been released or cancelled by whoever saw it end."""
     kv = await nc.jetstream().key_value(Layout(namespace).deps_bucket)
-    watcher = await kv.watch(f"waiters.{dep}")
-    present = replayed = False
+    key = f"waiters.{dep}"
+    watcher = await kv.watch(key)  # before the read: a delete after it shows up here
     try:
+        try:
+            if not (await kv.get(key)).value:
+                return
+        except KeyNotFoundError:
+            return
         async with asyncio.timeout(timeout):
-            while True:
-                entry = await watcher.updates(timeout=timeout)
-                if entry is None:
-                    replayed = True
-                else:
-                    present = bool(entry.value)
-                if replayed and not present:
-                    return
+            while (entry := await watcher.updates(timeout=timeout)) is None or entry.value:
+                pass
     finally:
         await watcher.stop()
 
@@ -382,6 +384,25 @@ async def test_a_dependency_finished_before_the_dependent_was_enqueued_counts(
     then = await queue.enqueue(jobs.add, 2, 2, depends_on=first)
     assert await queue.fetch_result(then.job_id, timeout=10) == 4
     assert (await fetch_job_status(then.job_id, **target)).status == "finished"
+
+
+async def test_waiters_of_a_job_settled_while_no_supervisor_watched_are_released(
+    queue: Queue, start_supervisor: StartSupervisor, target: dict[str, str]
+) -> None:
+    """A supervisor stored a job's result and died before releasing its dependents:
+    the next supervisor's dependency watch finds the waiter in its replay, reads the
+    record, and releases it."""
+    first = await queue.enqueue(jobs.add, 1, 1)
+    then = await queue.enqueue(jobs.add, 2, 2, depends_on=first)
+    assert (await fetch_job_status(then.job_id, **target)).waiting_for == (first.job_id,)
+    client, layout = await queue._connected(), queue.layout
+    await store_result(
+        client, layout, ResultRecord(first.job_id, "finished", "json", time.time()), 60
+    )
+    await purge_subject(client, layout.stream, layout.any_queue_subject(first.job_id))
+
+    await start_supervisor()
+    assert await queue.fetch_result(then.job_id, timeout=10) == 4
 
 
 async def test_a_dependency_that_fails_for_good_cancels_the_chain_after_it(
