@@ -93,7 +93,7 @@ async def _delete(kv: KeyValue, key: str, revision: int | None) -> None:
     stale, where ``update`` raises ``KeyWrongLastSequenceError``.
     """
     try:
-        await kv.delete(key, last=revision)
+        await kv.delete(key, last=revision, validate_keys=False)
     except APIError as exc:
         if exc.err_code in WRONG_LAST_SEQUENCE:
             raise KeyWrongLastSequenceError(description=str(exc)) from exc
@@ -104,7 +104,7 @@ async def _cas(kv: KeyValue, key: str, change: Any) -> Any:
     """Apply ``change(value or None) -> (new value or None to delete, result)`` atomically."""
     for _ in range(CAS_ATTEMPTS):
         try:
-            entry = await kv.get(key)
+            entry = await kv.get(key, validate_keys=False)
             current, revision = entry.value or None, entry.revision
         except (KeyNotFoundError, NotFoundError):
             current, revision = None, None
@@ -114,9 +114,9 @@ async def _cas(kv: KeyValue, key: str, change: Any) -> Any:
                 if current is not None:
                     await _delete(kv, key, revision)
             elif revision is None:
-                await kv.create(key, new)
+                await kv.create(key, new, validate_keys=False)
             else:
-                await kv.update(key, new, last=revision)
+                await kv.update(key, new, last=revision, validate_keys=False)
             return result
         except KeyWrongLastSequenceError:
             continue  # somebody else changed it first: read again
@@ -146,7 +146,7 @@ async def hold(
                 ) from None
     held = _pack_held(list(depends_on), message, queue, enqueued_at)
     try:
-        await kv.create(f"held.{job_id}", held)
+        await kv.create(f"held.{job_id}", held, validate_keys=False)
     except KeyWrongLastSequenceError:
         return  # the same job enqueued twice: it is held already
     for dep in depends_on:
@@ -168,7 +168,7 @@ async def dependency_ended(client: Client, layout: Layout, dep: str, record: Res
     """``dep`` is final: release or cancel every job waiting on it (supervisor side)."""
     kv = await bucket(client, layout)
     try:
-        entry = await kv.get(f"waiters.{dep}")
+        entry = await kv.get(f"waiters.{dep}", validate_keys=False)
     except (KeyNotFoundError, NotFoundError):
         return
     if not entry.value:
@@ -229,7 +229,7 @@ async def cancel_held(client: Client, layout: Layout, job_id: str, reason: str) 
 async def held_status(client: Client, layout: Layout, job_id: str) -> JobStatus | None:
     kv = await bucket(client, layout)
     try:
-        entry = await kv.get(f"held.{job_id}")
+        entry = await kv.get(f"held.{job_id}", validate_keys=False)
     except (KeyNotFoundError, NotFoundError):
         return None
     if not entry.value:

@@ -51,7 +51,10 @@ def new_job_id() -> str:
 
 
 def validate_job_id(job_id: str) -> str:
-    """Job ids become KV keys and message ids: no spaces, wildcards or dots."""
+    """Job ids become subject tokens, KV keys and message ids: no spaces, wildcards
+    or dots. Anything else a subject takes is allowed (``user:42``), which is more
+    than nats-py's KV key check lets through, so naq's KV calls turn that check off
+    (``validate_keys=False``)."""
     if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
         raise ConfigurationError(
             f"invalid job_id {job_id!r}: 1-128 characters, no spaces, dots, '*' or '>'"

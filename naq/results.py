@@ -2,26 +2,30 @@
 
 Each result is a key ``{job_id}`` in ``{ns}_results`` carrying its own TTL
 (``Nats-TTL``), so one bucket serves jobs that keep results for a minute and jobs
-that keep them for a month. Waiting uses a KV watch: the reader is told the moment
-the result lands, with no polling.
+that keep them for a month. A waiting reader is told the moment the result lands,
+and holds no consumer on the server while it waits (``iter_records``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+import nats.errors
+from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from naq.connection import Client
+from naq.connection import Client, flush
 from naq.errors import JobCancelled, JobFailed, JobNotFound, ResultTimeout, SerializationError
 from naq.job import KEEP_FOREVER
-from naq.kvwatch import stop_watch
 from naq.layout import Layout
 from naq.serializers import get_serializer
-from naq.wire import ResultRecord, decode_result, encode_result
+from naq.wire import BadMessage, ResultRecord, decode_result, encode_result
 
 
 async def store_result(client: Client, layout: Layout, record: ResultRecord, ttl: int) -> None:
@@ -30,6 +34,12 @@ async def store_result(client: Client, layout: Layout, record: ResultRecord, ttl
     await client.publisher.publish(
         layout.kv_subject(layout.results_bucket, record.job_id), encode_result(record), headers
     )
+
+
+RECHECK = 5.0
+"""Seconds between reads of the results still missing while waiting for them."""
+READ_CONCURRENCY = 64
+"""Keys read at once when waiting for many results."""
 
 
 def unpack(record: ResultRecord, allow_pickle: bool = True) -> Any:
@@ -53,7 +63,7 @@ async def _bucket(client: Client, layout: Layout) -> KeyValue:
 async def read_record(client: Client, layout: Layout, job_id: str) -> ResultRecord | None:
     kv = await _bucket(client, layout)
     try:
-        entry = await kv.get(job_id)
+        entry = await kv.get(job_id, validate_keys=False)
     except (KeyNotFoundError, NotFoundError):
         return None
     if not entry.value:
@@ -86,35 +96,80 @@ async def iter_records(
 ) -> AsyncIterator[ResultRecord]:
     """Yield the records of ``job_ids`` as they land, within ``timeout`` seconds in all.
 
-    One id watches its own key; many watch the whole bucket (one consumer instead
-    of thousands), which also replays results already stored.
+    Waiting holds no consumer on the server. Storing a record publishes it on its
+    key's subject, and a core subscription there hears it as the stream does: one id
+    subscribes to its own key, many to the whole bucket. Records stored before that
+    are found by reading the keys once the server has the subscription. Core delivery
+    is at most once (a reconnect, or a subscriber too slow, drops messages), so the
+    keys still missing are read again every ``RECHECK`` seconds.
     """
     wanted = set(job_ids)
     if not wanted:
         return
-    seen: set[str] = set()
-    kv = await _bucket(client, layout)
-    watcher = await kv.watch(next(iter(wanted)) if len(wanted) == 1 else ">")
-    deadline = time.monotonic() + timeout
+    found: set[str] = set()
+    landed: deque[ResultRecord] = deque()
+    arrived = asyncio.Event()
+
+    def offer(job_id: str, body: bytes) -> None:
+        if job_id not in wanted or job_id in found or not body:
+            return
+        try:
+            record = decode_result(body)
+        except BadMessage:
+            return
+        if record.final:  # retrying, interrupted: the outcome is yet to come
+            found.add(job_id)
+            landed.append(record)
+            arrived.set()
+
+    key_at = len(layout.kv_subject(layout.results_bucket, ""))
+
+    async def heard(msg: Msg) -> None:
+        offer(msg.subject[key_at:], msg.data)
+
+    one = next(iter(wanted)) if len(wanted) == 1 else ">"
+    sub = await client.nc.subscribe(layout.kv_subject(layout.results_bucket, one), cb=heard)
     try:
-        while len(seen) < len(wanted):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                missing = sorted(wanted - seen)
-                raise ResultTimeout(
-                    f"no result after {timeout}s for {len(missing)} of {len(wanted)} "
-                    f"job(s), first {missing[0]}"
-                )
-            try:
-                entry = await watcher.updates(timeout=remaining)  # type: ignore[no-untyped-call]
-            except TimeoutError:
-                continue
-            if entry is None or not entry.value or entry.key not in wanted or entry.key in seen:
-                continue
-            record = decode_result(entry.value)
-            if not record.final:  # retrying, interrupted, running: the outcome is yet to come
-                continue
-            seen.add(entry.key)
-            yield record
+        await flush(client.nc)
+        deadline = time.monotonic() + timeout
+        read_at = 0.0
+        for _ in range(len(wanted)):
+            while not landed:
+                now = time.monotonic()
+                if now >= deadline:
+                    missing = sorted(wanted - found)
+                    raise ResultTimeout(
+                        f"no result after {timeout}s for {len(missing)} of {len(wanted)} "
+                        f"job(s), first {missing[0]}"
+                    )
+                if now >= read_at:
+                    for job_id, body in await _read_bodies(client, layout, wanted - found):
+                        offer(job_id, body)
+                    read_at = time.monotonic() + RECHECK
+                    continue
+                arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(arrived.wait(), min(deadline, read_at) - now)
+            yield landed.popleft()
     finally:
-        await stop_watch(watcher)
+        with contextlib.suppress(nats.errors.Error):  # a closed connection dropped it already
+            await sub.unsubscribe()
+
+
+async def _read_bodies(
+    client: Client, layout: Layout, job_ids: set[str]
+) -> list[tuple[str, bytes]]:
+    kv = await _bucket(client, layout)
+
+    async def body(job_id: str) -> tuple[str, bytes]:
+        try:
+            entry = await kv.get(job_id, validate_keys=False)
+        except (KeyNotFoundError, NotFoundError):
+            return job_id, b""
+        return job_id, entry.value or b""
+
+    ids = sorted(job_ids)
+    bodies: list[tuple[str, bytes]] = []
+    for start in range(0, len(ids), READ_CONCURRENCY):
+        bodies += await asyncio.gather(*map(body, ids[start : start + READ_CONCURRENCY]))
+    return bodies

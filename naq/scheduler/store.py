@@ -104,14 +104,14 @@ async def bucket(client: Client, layout: Layout) -> KeyValue:
 
 async def create(kv: KeyValue, schedule: Schedule) -> int:
     try:
-        return await kv.create(schedule.schedule_id, schedule.to_json())
+        return await kv.create(schedule.schedule_id, schedule.to_json(), validate_keys=False)
     except KeyWrongLastSequenceError:
         raise NaqError(f"a schedule with id {schedule.schedule_id!r} exists already") from None
 
 
 async def read(kv: KeyValue, schedule_id: str) -> tuple[Schedule, int]:
     try:
-        entry = await kv.get(schedule_id)
+        entry = await kv.get(schedule_id, validate_keys=False)
     except KeyNotFoundError:
         raise ScheduleNotFound(f"no schedule {schedule_id!r}") from None
     if entry.value is None or entry.revision is None:
@@ -133,7 +133,9 @@ async def change(
         if new is None or new == current:
             return None
         try:
-            written = await kv.update(schedule_id, new.to_json(), last=revision)
+            written = await kv.update(
+                schedule_id, new.to_json(), last=revision, validate_keys=False
+            )
         except KeyWrongLastSequenceError:
             continue
         return new, written

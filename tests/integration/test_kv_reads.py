@@ -1,8 +1,7 @@
-"""Reading KV buckets: every live key in a scan, and no consumer left behind.
+"""Reading a KV bucket whole: every live key, and no consumer left behind.
 
-Workers, job status ("is it running?") and the schedule list all rest on the scan;
-a key it misses makes a running job look queued. Waiting for results watches the
-results bucket; a consumer left per wait would pile up on the server.
+Workers, job status ("is it running?") and the schedule list all rest on this scan;
+a key it misses makes a running job look queued.
 """
 
 from __future__ import annotations
@@ -14,15 +13,10 @@ import pytest
 
 from naq import streamscan
 from naq.connection import Client
-from naq.errors import ResultTimeout
-from naq.executors.asyncio import AsyncioExecutor
 from naq.layout import Layout, _kv_config
 from naq.queue import Queue
 from naq.settings import Settings
 from naq.streamscan import current_values
-from naq.supervisor import Supervisor
-from tests import jobs
-from tests.conftest import run_until_ready, stop_all
 
 
 @pytest.fixture
@@ -113,20 +107,3 @@ async def test_scans_leave_no_consumer_and_never_miss_a_key(client: Client, layo
         stop.set()
         await writer
     assert await _consumers(client, layout) == 0
-
-
-async def test_waiting_for_results_leaves_no_consumer(
-    queue: Queue, client: Client, layout: Layout, settings: Settings
-) -> None:
-    with pytest.raises(ResultTimeout):
-        await queue.fetch_result("never-enqueued", timeout=0.05)
-    with pytest.raises(ResultTimeout):
-        await queue.fetch_results(["never-1", "never-2"], timeout=0.05)
-    sup = Supervisor(settings, AsyncioExecutor(2, settings))
-    running = [(sup, await run_until_ready(sup))]
-    job = await queue.enqueue(jobs.add, 1, 2)
-    assert await queue.fetch_result(job.job_id, timeout=10) == 3
-    assert await _consumers(client, layout, layout.results_bucket) == 0
-
-    await stop_all(running)  # the supervisor's dependency watch goes with it
-    assert await _consumers(client, layout, layout.deps_bucket) == 0

@@ -68,6 +68,28 @@ async def test_result_ttl_zero_keeps_no_result(
         await queue.fetch_result(job.job_id)
 
 
+@pytest.mark.parametrize("job_id", ["user:42", "order#7", "naïve", "ops@example"])
+async def test_job_ids_outside_nats_pys_key_alphabet_work_throughout(
+    queue: Queue, start_supervisor: StartSupervisor, job_id: str
+) -> None:
+    """nats-py's KV methods refuse keys outside ``[-/_=.a-zA-Z0-9]``; the server takes
+    any subject token, and naq accepts such ids at enqueue, so every read and write
+    of a job's keys must take them too."""
+    first = await queue.enqueue(jobs.add, 1, 2, job_id=job_id)
+    then = await queue.enqueue(jobs.add, 3, 4, job_id=f"{job_id}-then", depends_on=job_id)
+    assert (await queue.status(job_id)).status == "queued"
+    assert (await queue.status(then.job_id)).waiting_for == (job_id,)
+    await start_supervisor()
+    assert await queue.fetch_result(first.job_id, timeout=10) == 3
+    assert await queue.fetch_results([job_id, then.job_id], timeout=10) == {
+        job_id: 3,
+        then.job_id: 7,
+    }
+    assert await queue.fetch_result(job_id) == 3
+    assert (await queue.status(job_id)).status == "finished"
+    assert await queue.cancel(job_id) is False
+
+
 def test_sync_api_from_many_threads(
     settings: Settings, start_supervisor_sync: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

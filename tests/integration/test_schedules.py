@@ -18,6 +18,7 @@ from naq.results import read_record
 from naq.scheduler import Scheduler, current_leader
 from naq.scheduler.store import DONE
 from naq.schedules import (
+    cancel_recurring,
     list_schedules,
     pause_scheduled_job,
     resume_scheduled_job,
@@ -101,6 +102,19 @@ async def test_interval_schedule_runs_repeat_times_with_distinct_ids(
     assert record.repeat == 0
     assert record.runs == 3
     assert len(await collect(nc, settings, sid, 4, 1.5)) == 3  # and no fourth
+
+
+async def test_a_schedule_id_outside_nats_pys_key_alphabet(settings: Settings) -> None:
+    """Schedule ids are checked like job ids (``nightly:report`` passes), so the store
+    must not apply nats-py's narrower key check."""
+    target = {"nats_url": settings.nats_url, "namespace": settings.namespace}
+    sid = await schedule(add, 1, 1, cron="0 3 * * *", schedule_id="nightly:report", **target)
+    assert sid == "nightly:report"
+    assert await pause_scheduled_job(sid, **target)
+    assert [s.status for s in await list_schedules(schedule_id=sid, **target)] == ["paused"]
+    assert await resume_scheduled_job(sid, **target)
+    assert await cancel_recurring(sid, **target)
+    assert await list_schedules(schedule_id=sid, **target) == []
 
 
 async def test_cron_with_seconds_field(

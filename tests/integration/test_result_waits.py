@@ -1,0 +1,100 @@
+"""Waiting for results: told the moment one lands, with nothing held on the server.
+
+A wait used to hold a KV watch, so a consumer on the results stream; nats-server
+2.15 allows 1,000 consumers per stream, and a stopped watch left its consumer for
+five minutes. Now a wait is a core subscription on the result's key, with reads of
+the key to find what was stored before it, or while its connection was down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from naq import results
+from naq.errors import ResultTimeout
+from naq.queue import Queue
+from naq.server import EmbeddedServer
+from naq.settings import Settings
+from tests import jobs
+from tests.conftest import StartSupervisor
+from tests.proxy import Proxy
+
+WAIT = 20.0
+
+
+async def _consumers(queue: Queue) -> int:
+    client = await queue._connected()
+    info = await client.js.stream_info(f"KV_{queue.layout.results_bucket}")
+    return info.state.consumer_count
+
+
+async def test_waiting_leaves_no_consumer(queue: Queue, start_supervisor: StartSupervisor) -> None:
+    with pytest.raises(ResultTimeout):
+        await queue.fetch_result("never-enqueued", timeout=0.05)
+    with pytest.raises(ResultTimeout, match="2 of 2 job"):
+        await queue.fetch_results(["never-1", "never-2"], timeout=0.05)
+    await start_supervisor()
+    job = await queue.enqueue(jobs.add, 1, 2)
+    assert await queue.fetch_result(job.job_id, timeout=WAIT) == 3
+    assert await _consumers(queue) == 0
+
+
+async def test_more_concurrent_waits_than_a_stream_takes_consumers(
+    queue: Queue, start_supervisor: StartSupervisor
+) -> None:
+    """1,100 callers wait at once, each for its own job: more than the 1,000 consumers
+    the server allows on the results stream."""
+    enqueued = await queue.enqueue_many([(jobs.add, (i, i), {}) for i in range(1_100)])
+    waits = [asyncio.create_task(queue.fetch_result(job.job_id, timeout=60)) for job in enqueued]
+    await start_supervisor(concurrency=50)  # while they wait
+    assert await asyncio.gather(*waits) == [2 * i for i in range(1_100)]
+
+
+async def test_results_stored_before_and_during_a_wait_for_many(
+    queue: Queue, start_supervisor: StartSupervisor
+) -> None:
+    await start_supervisor()
+    before = await queue.enqueue(jobs.add, 1, 1)
+    assert await queue.fetch_result(before.job_id, timeout=WAIT) == 2
+    failing = await queue.enqueue(jobs.fail, "boom", max_retries=0)
+    later = await queue.enqueue(jobs.add, 2, 2)
+    got = await queue.fetch_results([before.job_id, failing.job_id, later.job_id], timeout=WAIT)
+    assert (got[before.job_id], got[later.job_id]) == (2, 4)
+    assert "boom" in str(got[failing.job_id])
+
+
+async def test_a_result_stored_while_the_waiter_was_cut_off_is_found(
+    nats_server: EmbeddedServer,
+    settings: Settings,
+    start_supervisor: StartSupervisor,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The result's message goes out while the waiter's connection is down, so the
+    waiter never hears it; a read of the key after reconnecting finds it."""
+    monkeypatch.setattr(results, "RECHECK", 0.5)
+    first_read = asyncio.Event()
+    read_bodies = results._read_bodies
+
+    async def reading(*args: Any) -> list[tuple[str, bytes]]:
+        found = await read_bodies(*args)
+        first_read.set()  # the wait has subscribed, then read: it is waiting now
+        return found
+
+    monkeypatch.setattr(results, "_read_bodies", reading)
+    proxy = await Proxy(nats_server.port).start()
+    async with (
+        Queue(settings=settings.replace(nats_url=proxy.url)) as waiter,
+        Queue(settings=settings) as producer,
+    ):
+        job = await producer.enqueue(jobs.add, 20, 22)
+        wait = asyncio.create_task(waiter.fetch_result(job.job_id, timeout=WAIT))
+        await asyncio.wait_for(first_read.wait(), WAIT)
+        await proxy.cut()
+        sup = await start_supervisor()
+        await asyncio.wait_for(sup.wait_until(lambda c: c.processed >= 1), WAIT)
+        assert not wait.done()
+        await proxy.start()
+        assert await wait == 42
