@@ -36,8 +36,11 @@ async def store_result(client: Client, layout: Layout, record: ResultRecord, ttl
     )
 
 
-RECHECK = 5.0
-"""Seconds between reads of the results still missing while waiting for them."""
+RECHECK = 30.0
+"""Seconds between reads of the results still missing while waiting for them, for a
+record whose message was dropped without a reconnect (a subscriber too slow)."""
+TICK = 1.0
+"""Seconds between looks at the connection's reconnect count while waiting."""
 READ_CONCURRENCY = 64
 """Keys read at once when waiting for many results."""
 
@@ -100,8 +103,9 @@ async def iter_records(
     key's subject, and a core subscription there hears it as the stream does: one id
     subscribes to its own key, many to the whole bucket. Records stored before that
     are found by reading the keys once the server has the subscription. Core delivery
-    is at most once (a reconnect, or a subscriber too slow, drops messages), so the
-    keys still missing are read again every ``RECHECK`` seconds.
+    is at most once, so the keys still missing are read again after each reconnect
+    (nats-py sends the subscription again before the read) and, for messages a slow
+    subscriber dropped, every ``RECHECK`` seconds.
     """
     wanted = set(job_ids)
     if not wanted:
@@ -133,6 +137,7 @@ async def iter_records(
         await flush(client.nc)
         deadline = time.monotonic() + timeout
         read_at = 0.0
+        reconnects = client.nc.stats["reconnects"]
         for _ in range(len(wanted)):
             while not landed:
                 now = time.monotonic()
@@ -142,14 +147,15 @@ async def iter_records(
                         f"no result after {timeout}s for {len(missing)} of {len(wanted)} "
                         f"job(s), first {missing[0]}"
                     )
-                if now >= read_at:
+                if now >= read_at or client.nc.stats["reconnects"] != reconnects:
+                    reconnects = client.nc.stats["reconnects"]
                     for job_id, body in await _read_bodies(client, layout, wanted - found):
                         offer(job_id, body)
                     read_at = time.monotonic() + RECHECK
                     continue
                 arrived.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(arrived.wait(), min(deadline, read_at) - now)
+                    await asyncio.wait_for(arrived.wait(), min(deadline, read_at, now + TICK) - now)
             yield landed.popleft()
     finally:
         with contextlib.suppress(nats.errors.Error):  # a closed connection dropped it already

@@ -73,8 +73,9 @@ async def test_a_result_stored_while_the_waiter_was_cut_off_is_found(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The result's message goes out while the waiter's connection is down, so the
-    waiter never hears it; a read of the key after reconnecting finds it."""
-    monkeypatch.setattr(results, "RECHECK", 0.5)
+    waiter never hears it; its read of the key after reconnecting finds it (long
+    before the periodic read, which this test puts out of reach)."""
+    monkeypatch.setattr(results, "RECHECK", 1_000.0)
     first_read = asyncio.Event()
     read_bodies = results._read_bodies
 
