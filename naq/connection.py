@@ -21,6 +21,7 @@ from typing import Any
 import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
 
 from naq.errors import NaqConnectionError, ServerVersionError
 from naq.layout import Layout, declare
@@ -114,6 +115,7 @@ class Client:
         self.settings = settings
         self._declared: set[str] = set()
         self._declare_lock = asyncio.Lock()
+        self._buckets: dict[str, KeyValue] = {}
 
     async def layout(self, namespace: str) -> Layout:
         """The namespace's names, its streams declared once per connection."""
@@ -123,6 +125,15 @@ class Client:
                     await declare(self.js, Layout(namespace), self.settings)
                     self._declared.add(namespace)
         return Layout(namespace)
+
+    async def kv(self, bucket: str) -> KeyValue:
+        """The bucket's handle, looked up once per connection: nats-py's lookup asks the
+        server for the stream's info each time, a round trip per read otherwise. The
+        handle holds only names, so it stays good if the bucket is made again."""
+        handle = self._buckets.get(bucket)
+        if handle is None:
+            handle = self._buckets[bucket] = await self.js.key_value(bucket)
+        return handle
 
     def forget_declared(self) -> None:
         """Declare again on next use (a stream was deleted behind our back)."""

@@ -69,7 +69,7 @@ def dependency_ids(depends_on: Any) -> tuple[str, ...]:
 
 
 async def bucket(client: Client, layout: Layout) -> KeyValue:
-    return await client.js.key_value(layout.deps_bucket)
+    return await client.kv(layout.deps_bucket)
 
 
 def _pack_held(waiting: list[str], message: Outgoing, queue: str, enqueued_at: float) -> bytes:

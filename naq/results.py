@@ -20,7 +20,7 @@ from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from naq.connection import Client, flush
+from naq.connection import Client
 from naq.errors import JobCancelled, JobFailed, JobNotFound, ResultTimeout, SerializationError
 from naq.job import KEEP_FOREVER
 from naq.layout import Layout
@@ -60,7 +60,7 @@ def unpack(record: ResultRecord, allow_pickle: bool = True) -> Any:
 
 
 async def _bucket(client: Client, layout: Layout) -> KeyValue:
-    return await client.js.key_value(layout.results_bucket)
+    return await client.kv(layout.results_bucket)
 
 
 async def read_record(client: Client, layout: Layout, job_id: str) -> ResultRecord | None:
@@ -102,7 +102,7 @@ async def iter_records(
     Waiting holds no consumer on the server. Storing a record publishes it on its
     key's subject, and a core subscription there hears it as the stream does: one id
     subscribes to its own key, many to the whole bucket. Records stored before that
-    are found by reading the keys once the server has the subscription. Core delivery
+    are found by reading the keys after subscribing. Core delivery
     is at most once, so the keys still missing are read again after each reconnect
     (nats-py sends the subscription again before the read) and, for messages a slow
     subscriber dropped, every ``RECHECK`` seconds.
@@ -132,9 +132,11 @@ async def iter_records(
         offer(msg.subject[key_at:], msg.data)
 
     one = next(iter(wanted)) if len(wanted) == 1 else ">"
+    # The reads below go out after the SUB on the same connection, and the server
+    # takes a connection's commands in order: whatever a read misses, the
+    # subscription hears. No barrier round trip is needed.
     sub = await client.nc.subscribe(layout.kv_subject(layout.results_bucket, one), cb=heard)
     try:
-        await flush(client.nc)
         deadline = time.monotonic() + timeout
         read_at = 0.0
         reconnects = client.nc.stats["reconnects"]

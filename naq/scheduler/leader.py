@@ -82,7 +82,7 @@ class Lease:
 
     async def kv(self) -> KeyValue:
         if self._kv is None:
-            self._kv = await self.client.js.key_value(self.layout.leader_bucket)
+            self._kv = await self.client.kv(self.layout.leader_bucket)
         return self._kv
 
     async def try_acquire(self) -> bool:
@@ -180,7 +180,7 @@ class Lease:
 
 async def current_leader(client: Client, layout: Layout) -> dict[str, Any] | None:
     """The leader's record (id, host, pid, since), or None when no scheduler leads."""
-    kv = await client.js.key_value(layout.leader_bucket)
+    kv = await client.kv(layout.leader_bucket)
     try:
         entry = await kv.get(LEASE_KEY)
     except KeyNotFoundError:

@@ -99,7 +99,7 @@ class Schedule:
 
 
 async def bucket(client: Client, layout: Layout) -> KeyValue:
-    return await client.js.key_value(layout.schedules_bucket)
+    return await client.kv(layout.schedules_bucket)
 
 
 async def create(kv: KeyValue, schedule: Schedule) -> int:

@@ -69,5 +69,5 @@ async def beat(client: Client, layout: Layout, record: dict[str, Any], ttl: floa
 
 
 async def remove(client: Client, layout: Layout, worker_id: str) -> None:
-    kv = await client.js.key_value(layout.workers_bucket)
+    kv = await client.kv(layout.workers_bucket)
     await kv.purge(worker_id)
