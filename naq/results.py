@@ -102,10 +102,12 @@ async def iter_records(
     Waiting holds no consumer on the server. Storing a record publishes it on its
     key's subject, and a core subscription there hears it as the stream does: one id
     subscribes to its own key, many to the whole bucket. Records stored before that
-    are found by reading the keys after subscribing. Core delivery
-    is at most once, so the keys still missing are read again after each reconnect
-    (nats-py sends the subscription again before the read) and, for messages a slow
-    subscriber dropped, every ``RECHECK`` seconds.
+    are found by reading the keys after subscribing. The keys still missing are read
+    again: a second later (a record routed to the stream just before the subscription
+    may still be on its way into the store at the first read), after each reconnect
+    (core delivery is at most once; nats-py sends the subscription again before the
+    read), every ``RECHECK`` seconds (messages a slow subscriber dropped), and at the
+    deadline, so a timeout is never declared over a record that is there.
     """
     wanted = set(job_ids)
     if not wanted:
@@ -138,22 +140,24 @@ async def iter_records(
     sub = await client.nc.subscribe(layout.kv_subject(layout.results_bucket, one), cb=heard)
     try:
         deadline = time.monotonic() + timeout
-        read_at = 0.0
+        read_at, reads = 0.0, 0
         reconnects = client.nc.stats["reconnects"]
         for _ in range(len(wanted)):
             while not landed:
                 now = time.monotonic()
-                if now >= deadline:
-                    missing = sorted(wanted - found)
-                    raise ResultTimeout(
-                        f"no result after {timeout}s for {len(missing)} of {len(wanted)} "
-                        f"job(s), first {missing[0]}"
-                    )
-                if now >= read_at or client.nc.stats["reconnects"] != reconnects:
+                late = now >= deadline
+                if late or now >= read_at or client.nc.stats["reconnects"] != reconnects:
                     reconnects = client.nc.stats["reconnects"]
                     for job_id, body in await _read_bodies(client, layout, wanted - found):
                         offer(job_id, body)
-                    read_at = time.monotonic() + RECHECK
+                    reads += 1
+                    read_at = time.monotonic() + (TICK if reads == 1 else RECHECK)
+                    if late and not landed:
+                        missing = sorted(wanted - found)
+                        raise ResultTimeout(
+                            f"no result after {timeout}s for {len(missing)} of "
+                            f"{len(wanted)} job(s), first {missing[0]}"
+                        )
                     continue
                 arrived.clear()
                 with contextlib.suppress(TimeoutError):

@@ -9,15 +9,19 @@ the key to find what was stored before it, or while its connection was down.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
+import nats
 import pytest
 
 from naq import results
+from naq.connection import Client
 from naq.errors import ResultTimeout
 from naq.queue import Queue
 from naq.server import EmbeddedServer
 from naq.settings import Settings
+from naq.wire import ResultRecord
 from tests import jobs
 from tests.conftest import StartSupervisor
 from tests.proxy import Proxy
@@ -99,3 +103,37 @@ async def test_a_result_stored_while_the_waiter_was_cut_off_is_found(
         assert not wait.done()
         await proxy.start()
         assert await wait == 42
+
+
+async def test_a_timeout_is_never_declared_over_a_stored_result(
+    nats_url: str, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record the subscription never hears (here: stored by the waiter's own
+    connection, opened with ``no_echo``) and the first read missed is found by the
+    read at the deadline, not reported as a timeout."""
+    monkeypatch.setattr(results, "TICK", 1_000.0)
+    monkeypatch.setattr(results, "RECHECK", 1_000.0)
+    first_read = asyncio.Event()
+    read_bodies = results._read_bodies
+
+    async def reading(*args: Any) -> list[tuple[str, bytes]]:
+        found = await read_bodies(*args)
+        first_read.set()
+        return found
+
+    monkeypatch.setattr(results, "_read_bodies", reading)
+    nc = await nats.connect(nats_url, no_echo=True)
+    try:
+        client = Client(nc, settings)
+        layout = await client.layout(settings.namespace)
+
+        async def wait() -> list[ResultRecord]:
+            return [r async for r in results.iter_records(client, layout, ["quiet"], 1.0)]
+
+        waiting = asyncio.create_task(wait())
+        await asyncio.wait_for(first_read.wait(), WAIT)
+        record = ResultRecord("quiet", "finished", "json", time.time(), payload=b"7")
+        await results.store_result(client, layout, record, 60)
+        assert [r.payload for r in await waiting] == [b"7"]
+    finally:
+        await nc.close()
