@@ -148,15 +148,24 @@ async def iter_records(
                 late = now >= deadline
                 if late or now >= read_at or client.nc.stats["reconnects"] != reconnects:
                     reconnects = client.nc.stats["reconnects"]
-                    for job_id, body in await _read_bodies(client, layout, wanted - found):
-                        offer(job_id, body)
-                    reads += 1
-                    read_at = time.monotonic() + (TICK if reads == 1 else RECHECK)
+                    try:
+                        for job_id, body in await _read_bodies(client, layout, wanted - found):
+                            offer(job_id, body)
+                    except (nats.errors.Error, TimeoutError) as exc:
+                        # Reconnecting, or JetStream still starting after a restart: the
+                        # subscription still listens, and the read comes again soon.
+                        failure: Exception | None = exc
+                        read_at = time.monotonic() + TICK
+                    else:
+                        failure = None
+                        reads += 1
+                        read_at = time.monotonic() + (TICK if reads == 1 else RECHECK)
                     if late and not landed:
                         missing = sorted(wanted - found)
                         raise ResultTimeout(
                             f"no result after {timeout}s for {len(missing)} of "
                             f"{len(wanted)} job(s), first {missing[0]}"
+                            + (f" (the last read failed: {failure!r})" if failure else "")
                         )
                     continue
                 arrived.clear()

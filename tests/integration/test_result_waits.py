@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -18,15 +19,33 @@ import pytest
 from naq import results
 from naq.connection import Client
 from naq.errors import ResultTimeout
+from naq.executors.asyncio import AsyncioExecutor
 from naq.queue import Queue
-from naq.server import EmbeddedServer
+from naq.server import EmbeddedServer, free_port
 from naq.settings import Settings
+from naq.supervisor import Supervisor
 from naq.wire import ResultRecord
 from tests import jobs
-from tests.conftest import StartSupervisor
+from tests.conftest import StartSupervisor, run_until_ready, stop_all
 from tests.proxy import Proxy
 
 WAIT = 20.0
+
+
+@pytest.fixture
+def first_read(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Set once a wait has read the keys for the first time: it has subscribed before
+    that read, so from then on it is waiting."""
+    event = asyncio.Event()
+    read_bodies = results._read_bodies
+
+    async def reading(*args: Any) -> list[tuple[str, bytes]]:
+        found = await read_bodies(*args)
+        event.set()
+        return found
+
+    monkeypatch.setattr(results, "_read_bodies", reading)
+    return event
 
 
 async def _consumers(queue: Queue) -> int:
@@ -75,20 +94,12 @@ async def test_a_result_stored_while_the_waiter_was_cut_off_is_found(
     settings: Settings,
     start_supervisor: StartSupervisor,
     monkeypatch: pytest.MonkeyPatch,
+    first_read: asyncio.Event,
 ) -> None:
     """The result's message goes out while the waiter's connection is down, so the
     waiter never hears it; its read of the key after reconnecting finds it (long
     before the periodic read, which this test puts out of reach)."""
     monkeypatch.setattr(results, "RECHECK", 1_000.0)
-    first_read = asyncio.Event()
-    read_bodies = results._read_bodies
-
-    async def reading(*args: Any) -> list[tuple[str, bytes]]:
-        found = await read_bodies(*args)
-        first_read.set()  # the wait has subscribed, then read: it is waiting now
-        return found
-
-    monkeypatch.setattr(results, "_read_bodies", reading)
     proxy = await Proxy(nats_server.port).start()
     async with (
         Queue(settings=settings.replace(nats_url=proxy.url)) as waiter,
@@ -106,22 +117,13 @@ async def test_a_result_stored_while_the_waiter_was_cut_off_is_found(
 
 
 async def test_a_timeout_is_never_declared_over_a_stored_result(
-    nats_url: str, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    nats_url: str, settings: Settings, monkeypatch: pytest.MonkeyPatch, first_read: asyncio.Event
 ) -> None:
     """A record the subscription never hears (here: stored by the waiter's own
     connection, opened with ``no_echo``) and the first read missed is found by the
     read at the deadline, not reported as a timeout."""
     monkeypatch.setattr(results, "TICK", 1_000.0)
     monkeypatch.setattr(results, "RECHECK", 1_000.0)
-    first_read = asyncio.Event()
-    read_bodies = results._read_bodies
-
-    async def reading(*args: Any) -> list[tuple[str, bytes]]:
-        found = await read_bodies(*args)
-        first_read.set()
-        return found
-
-    monkeypatch.setattr(results, "_read_bodies", reading)
     nc = await nats.connect(nats_url, no_echo=True)
     try:
         client = Client(nc, settings)
@@ -137,3 +139,51 @@ async def test_a_timeout_is_never_declared_over_a_stored_result(
         assert [r.payload for r in await waiting] == [b"7"]
     finally:
         await nc.close()
+
+
+async def test_a_wait_outlives_a_server_restart(
+    tmp_path: Path, namespace: str, first_read: asyncio.Event
+) -> None:
+    """The server restarts while a caller waits; the job's result is stored once it
+    is back, and the caller has it (its reads around the reconnect may meet a
+    JetStream still starting: they are tried again, not fatal)."""
+    port = free_port()
+    server = EmbeddedServer(port, tmp_path / "js").start()
+    settings = Settings(nats_url=server.url, namespace=namespace)
+    try:
+        async with Queue(settings=settings) as queue:
+            job = await queue.enqueue(jobs.add, 5, 6)
+            wait = asyncio.create_task(queue.fetch_result(job.job_id, timeout=30))
+            await asyncio.wait_for(first_read.wait(), WAIT)
+            server.stop()
+            server = EmbeddedServer(port, tmp_path / "js").start()
+            sup = Supervisor(settings, AsyncioExecutor(2, settings))
+            running = [(sup, await run_until_ready(sup))]
+            try:
+                assert await wait == 11
+            finally:
+                await stop_all(running)
+    finally:
+        server.stop()
+
+
+async def test_a_failed_read_is_tried_again_not_fatal(
+    queue: Queue, start_supervisor: StartSupervisor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read that fails (a request timing out while JetStream starts after a restart)
+    leaves the wait listening, and the read is tried again."""
+    monkeypatch.setattr(results, "TICK", 0.1)
+    read_bodies = results._read_bodies
+    failures = []
+
+    async def failing_once(*args: Any) -> list[tuple[str, bytes]]:
+        if not failures:
+            failures.append(1)
+            raise nats.errors.TimeoutError
+        return await read_bodies(*args)
+
+    monkeypatch.setattr(results, "_read_bodies", failing_once)
+    await start_supervisor()
+    job = await queue.enqueue(jobs.add, 2, 3)
+    assert await queue.fetch_result(job.job_id, timeout=WAIT) == 5
+    assert failures == [1]
