@@ -63,15 +63,18 @@ async def _bucket(client: Client, layout: Layout) -> KeyValue:
     return await client.kv(layout.results_bucket)
 
 
-async def read_record(client: Client, layout: Layout, job_id: str) -> ResultRecord | None:
-    kv = await _bucket(client, layout)
+async def _body(kv: KeyValue, job_id: str) -> bytes:
+    """The stored record's bytes; empty if none (never stored, expired, or removed)."""
     try:
         entry = await kv.get(job_id, validate_keys=False)
     except (KeyNotFoundError, NotFoundError):
-        return None
-    if not entry.value:
-        return None
-    return decode_result(entry.value)
+        return b""
+    return entry.value or b""
+
+
+async def read_record(client: Client, layout: Layout, job_id: str) -> ResultRecord | None:
+    body = await _body(await _bucket(client, layout), job_id)
+    return decode_result(body) if body else None
 
 
 async def wait_record(
@@ -181,16 +184,9 @@ async def _read_bodies(
     client: Client, layout: Layout, job_ids: set[str]
 ) -> list[tuple[str, bytes]]:
     kv = await _bucket(client, layout)
-
-    async def body(job_id: str) -> tuple[str, bytes]:
-        try:
-            entry = await kv.get(job_id, validate_keys=False)
-        except (KeyNotFoundError, NotFoundError):
-            return job_id, b""
-        return job_id, entry.value or b""
-
     ids = sorted(job_ids)
-    bodies: list[tuple[str, bytes]] = []
+    bodies: list[bytes] = []
     for start in range(0, len(ids), READ_CONCURRENCY):
-        bodies += await asyncio.gather(*map(body, ids[start : start + READ_CONCURRENCY]))
-    return bodies
+        chunk = ids[start : start + READ_CONCURRENCY]
+        bodies += await asyncio.gather(*(_body(kv, job_id) for job_id in chunk))
+    return list(zip(ids, bodies, strict=True))
