@@ -42,7 +42,7 @@ from nats.js.kv import KeyValue
 from naq.connection import Client
 from naq.errors import ConfigurationError, JobNotFound
 from naq.kvwatch import stop_watch
-from naq.layout import Layout
+from naq.layout import Layout, kv_stream
 from naq.publish import Outgoing
 from naq.results import read_record, store_result
 from naq.status import JobStatus, job_status
@@ -268,7 +268,7 @@ class DependencyWatch:
         # The watch first replays the waiters that exist already. Its "replay over"
         # marker can arrive before replayed entries (see naq.streamscan), so the replay
         # is told apart by revision: at most the bucket's last sequence before the watch.
-        info = await self._client.js.stream_info(f"KV_{self._layout.deps_bucket}")
+        info = await self._client.js.stream_info(kv_stream(self._layout.deps_bucket))
         self._watcher = await kv.watch("waiters.>")
         self._task = asyncio.get_running_loop().create_task(
             self._follow(self._watcher, info.state.last_seq)

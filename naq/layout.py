@@ -168,6 +168,11 @@ async def declare(js: JetStreamContext, layout: Layout, settings: Settings) -> N
         await ensure_stream(js, _kv_config(bucket, settings))
 
 
+def kv_stream(bucket: str) -> str:
+    """The stream behind a KV bucket (nats-py's naming, so its KV API finds it)."""
+    return f"KV_{bucket}"
+
+
 def _kv_config(bucket: str, settings: Settings) -> StreamConfig:
     """A KV bucket as its backing stream, so keys can carry their own TTL (``Nats-TTL``).
 
@@ -176,7 +181,7 @@ def _kv_config(bucket: str, settings: Settings) -> StreamConfig:
     ``allow_msg_ttl`` on the stream.
     """
     return StreamConfig(
-        name=f"KV_{bucket}",
+        name=kv_stream(bucket),
         subjects=[f"$KV.{bucket}.>"],
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,

@@ -29,6 +29,7 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from naq.connection import Client
+from naq.layout import kv_stream
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ async def current_values(client: Client, bucket: str) -> list[bytes]:
     return [
         msg.data
         async for msg in scan(
-            client, f"KV_{bucket}", f"$KV.{bucket}.>", last_per_subject=True, batch=KV_BATCH
+            client, kv_stream(bucket), f"$KV.{bucket}.>", last_per_subject=True, batch=KV_BATCH
         )
         if msg.data
     ]
