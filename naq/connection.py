@@ -105,6 +105,22 @@ async def flush(nc: NATS) -> None:
     await nc.flush()
 
 
+async def drain(nc: NATS, sub: Any) -> None:
+    """``sub.drain()`` made true: every message the server sent before it dropped
+    interest is still handed to the subscription.
+
+    nats-py's drain buffers the UNSUB, then flushes with the same PING-first flaw as
+    ``flush``: the PONG can come back before the server saw the UNSUB, and what the
+    server sends in between arrives after the subscription is gone (a job pulled by a
+    draining supervisor then sat unanswered until ``ack_wait``). Sending the UNSUB
+    behind a real barrier first means all of it has arrived before nats-py's drain
+    (whose own UNSUB the server ignores) waits for the queue to empty.
+    """
+    await nc._send_unsubscribe(sub._id)
+    await flush(nc)
+    await sub.drain()
+
+
 class Client:
     """A connection with its JetStream context, publisher, and declared namespaces."""
 

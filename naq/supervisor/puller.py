@@ -26,6 +26,8 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from naq.connection import drain
+
 log = logging.getLogger(__name__)
 
 LOST_AFTER = 2.0
@@ -79,7 +81,7 @@ class Puller:
         self._release()
         if old is not None:
             with contextlib.suppress(Exception):
-                await old.drain()  # type: ignore[no-untyped-call]
+                await drain(self._nc, old)
 
     def _release(self) -> None:
         """The open request is over: its undelivered credits are free for any queue."""
@@ -150,7 +152,7 @@ class Puller:
         self._request_done.set()
         if self._sub is not None:
             try:
-                await self._sub.drain()  # type: ignore[no-untyped-call]
+                await drain(self._nc, self._sub)
             except Exception as exc:
                 log.debug("unsubscribing the puller of %s: %s", self.queue, exc)
             self._sub = None
