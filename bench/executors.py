@@ -38,14 +38,14 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from throughput import delete_streams, expect, wait_empty
 
-from naq.connection import connect
 from naq.errors import ConfigurationError
 from naq.executors.interpreter import interpreters_module
 from naq.executors.registry import load_executor
 from naq.queue import Queue
-from naq.server import EmbeddedServer
 from naq.settings import Settings
 from naq.supervisor import Supervisor
+from naq.transport.connect import connect
+from naq.transport.server import EmbeddedServer
 
 NOOP_EXECUTORS = ("asyncio", "thread", "process", "interpreter")
 CPU_EXECUTORS = ("process", "interpreter", "thread")

@@ -15,8 +15,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from naq.connection import new_event_loop
-from naq.server import EmbeddedServer, binary_version, free_port
+from naq.transport.pool import new_event_loop
+from naq.transport.server import EmbeddedServer, binary_version, free_port
 
 
 def emit(line: str) -> None:

@@ -30,7 +30,7 @@ from harness import median_of, on_embedded_server, write_json
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
 from naq.nasqueue import NASQueue
-from naq.server import EmbeddedServer
+from naq.transport.server import EmbeddedServer
 
 PAYLOAD = b"x" * 100
 COMPARISONS = [

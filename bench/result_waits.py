@@ -24,12 +24,12 @@ import nats
 from harness import emit, median_of, on_embedded_server, write_json
 from nats.aio.msg import Msg
 
-from naq.connection import flush
 from naq.queue import Queue
-from naq.results import store_result
-from naq.server import EmbeddedServer
 from naq.settings import Settings
-from naq.wire import ResultRecord
+from naq.state.record import ResultRecord
+from naq.state.store import store_result
+from naq.transport.connect import flush
+from naq.transport.server import EmbeddedServer
 
 COMPARISONS = [
     ("wait on a stored result", "stored", "raw_get"),
@@ -43,7 +43,7 @@ def record(job_id: str) -> ResultRecord:
 
 async def naq_figures(url: str, n: int, run: int) -> dict[str, float]:
     async with Queue(settings=Settings(nats_url=url, namespace=f"bench{run}")) as queue:
-        client = await queue._connected()
+        client = await queue.connection()
         layout = queue.layout
         await store_result(client, layout, record("stored"), 600)
         started = time.perf_counter()

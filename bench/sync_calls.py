@@ -17,8 +17,8 @@ import time
 import nats
 
 import naq
-from naq.connection import new_event_loop
-from naq.server import EmbeddedServer, free_port
+from naq.transport.pool import new_event_loop
+from naq.transport.server import EmbeddedServer, free_port
 
 
 def noop() -> None:

@@ -26,15 +26,16 @@ from harness import emit, median_of, on_embedded_server, write_json
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from naq.connection import connect
 from naq.executors.registry import load_executor
-from naq.layout import Layout, declare, ensure_consumer
 from naq.queue import Queue
 from naq.serializers import get_serializer
-from naq.server import EmbeddedServer
 from naq.settings import Settings
+from naq.state.record import ResultRecord, encode_result
 from naq.supervisor import Supervisor
-from naq.wire import ResultRecord, encode_result
+from naq.transport.connect import connect
+from naq.transport.declare import declare, ensure_consumer
+from naq.transport.names import Layout
+from naq.transport.server import EmbeddedServer
 
 QUEUE = "default"
 FETCH_BATCH = 256

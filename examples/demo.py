@@ -20,8 +20,8 @@ from pathlib import Path
 import click
 
 from naq import Queue, Settings
-from naq.connection import new_event_loop
-from naq.server import EmbeddedServer, free_port
+from naq.transport.pool import new_event_loop
+from naq.transport.server import EmbeddedServer, free_port
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

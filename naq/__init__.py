@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "naq.connection": ["close_connections", "close_sync_connections"],
     "naq.errors": [
         "BrokenExecutor",
         "ConfigurationError",
@@ -34,8 +33,40 @@ _EXPORTS = {
         "SerializationError",
         "ServerVersionError",
     ],
-    "naq.executors.base": ["Call", "Executor", "Outcome", "SlotInfo"],
-    "naq.failed": [
+    "naq.executors.base": [
+        "Call",
+        "Executor",
+        "Outcome",
+        "SlotInfo",
+    ],
+    "naq.job": [
+        "Job",
+        "JobOptions",
+    ],
+    "naq.nasqueue": [
+        "NASQueue",
+    ],
+    "naq.producer.api": [
+        "cancel_job",
+        "cancel_job_sync",
+        "enqueue",
+        "enqueue_at",
+        "enqueue_at_sync",
+        "enqueue_in",
+        "enqueue_in_sync",
+        "enqueue_many",
+        "enqueue_many_sync",
+        "enqueue_sync",
+        "fetch_job_result",
+        "fetch_job_result_sync",
+        "fetch_job_results",
+        "fetch_job_results_sync",
+        "fetch_job_status",
+        "fetch_job_status_sync",
+        "purge_queue",
+        "purge_queue_sync",
+    ],
+    "naq.producer.failed": [
         "FailedJob",
         "get_failed",
         "get_failed_sync",
@@ -46,34 +77,14 @@ _EXPORTS = {
         "requeue_failed",
         "requeue_failed_sync",
     ],
-    "naq.job": ["Job", "JobOptions"],
-    "naq.queue": [
+    "naq.producer.queue": [
         "Queue",
-        "cancel_scheduled_job",
-        "cancel_scheduled_job_sync",
-        "enqueue_at",
-        "enqueue_at_sync",
-        "enqueue_in",
-        "enqueue_in_sync",
-        "cancel_job",
-        "cancel_job_sync",
-        "fetch_job_status",
-        "fetch_job_status_sync",
-        "enqueue",
-        "enqueue_many",
-        "enqueue_many_sync",
-        "enqueue_sync",
-        "fetch_job_result",
-        "fetch_job_result_sync",
-        "fetch_job_results",
-        "fetch_job_results_sync",
-        "purge_queue",
-        "purge_queue_sync",
     ],
-    "naq.nasqueue": ["NASQueue"],
-    "naq.schedules": [
+    "naq.producer.schedules": [
         "cancel_recurring",
         "cancel_recurring_sync",
+        "cancel_scheduled_job",
+        "cancel_scheduled_job_sync",
         "list_schedules",
         "list_schedules_sync",
         "modify_scheduled_job",
@@ -85,8 +96,17 @@ _EXPORTS = {
         "schedule",
         "schedule_sync",
     ],
-    "naq.settings": ["DEFAULT_NATS_URL", "Settings"],
-    "naq.status": ["JobStatus"],
+    "naq.settings": [
+        "DEFAULT_NATS_URL",
+        "Settings",
+    ],
+    "naq.state.status": [
+        "JobStatus",
+    ],
+    "naq.transport.pool": [
+        "close_connections",
+        "close_sync_connections",
+    ],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -107,10 +127,6 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ serves
-    from naq.connection import (
-        close_connections as close_connections,
-        close_sync_connections as close_sync_connections,
-    )
     from naq.errors import (
         BrokenExecutor as BrokenExecutor,
         ConfigurationError as ConfigurationError,
@@ -135,28 +151,16 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ serv
         Outcome as Outcome,
         SlotInfo as SlotInfo,
     )
-    from naq.failed import (
-        FailedJob as FailedJob,
-        get_failed as get_failed,
-        get_failed_sync as get_failed_sync,
-        list_failed as list_failed,
-        list_failed_sync as list_failed_sync,
-        purge_failed as purge_failed,
-        purge_failed_sync as purge_failed_sync,
-        requeue_failed as requeue_failed,
-        requeue_failed_sync as requeue_failed_sync,
-    )
     from naq.job import (
         Job as Job,
         JobOptions as JobOptions,
     )
-    from naq.nasqueue import NASQueue as NASQueue
-    from naq.queue import (
-        Queue as Queue,
+    from naq.nasqueue import (
+        NASQueue as NASQueue,
+    )
+    from naq.producer.api import (
         cancel_job as cancel_job,
         cancel_job_sync as cancel_job_sync,
-        cancel_scheduled_job as cancel_scheduled_job,
-        cancel_scheduled_job_sync as cancel_scheduled_job_sync,
         enqueue as enqueue,
         enqueue_at as enqueue_at,
         enqueue_at_sync as enqueue_at_sync,
@@ -174,9 +178,25 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ serv
         purge_queue as purge_queue,
         purge_queue_sync as purge_queue_sync,
     )
-    from naq.schedules import (
+    from naq.producer.failed import (
+        FailedJob as FailedJob,
+        get_failed as get_failed,
+        get_failed_sync as get_failed_sync,
+        list_failed as list_failed,
+        list_failed_sync as list_failed_sync,
+        purge_failed as purge_failed,
+        purge_failed_sync as purge_failed_sync,
+        requeue_failed as requeue_failed,
+        requeue_failed_sync as requeue_failed_sync,
+    )
+    from naq.producer.queue import (
+        Queue as Queue,
+    )
+    from naq.producer.schedules import (
         cancel_recurring as cancel_recurring,
         cancel_recurring_sync as cancel_recurring_sync,
+        cancel_scheduled_job as cancel_scheduled_job,
+        cancel_scheduled_job_sync as cancel_scheduled_job_sync,
         list_schedules as list_schedules,
         list_schedules_sync as list_schedules_sync,
         modify_scheduled_job as modify_scheduled_job,
@@ -192,4 +212,10 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ serv
         DEFAULT_NATS_URL as DEFAULT_NATS_URL,
         Settings as Settings,
     )
-    from naq.status import JobStatus as JobStatus
+    from naq.state.status import (
+        JobStatus as JobStatus,
+    )
+    from naq.transport.pool import (
+        close_connections as close_connections,
+        close_sync_connections as close_sync_connections,
+    )

@@ -1,4 +1,4 @@
-"""The exceptions naq raises.
+"""The exceptions naq raises, and the exit codes of its commands.
 
 Every error naq raises on purpose derives from :class:`NaqError`, so callers can catch
 naq's failures without catching their own. The names the original naq exported
@@ -6,6 +6,16 @@ naq's failures without catching their own. The names the original naq exported
 """
 
 from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+"""A command's own failure: a job or schedule not found, a server that exited."""
+EXIT_CONFIG = 2
+"""Bad usage: a flag, a name, an executor that cannot be loaded."""
+EXIT_CONNECTION = 3
+"""NATS could not be reached, or the server cannot serve naq."""
+EXIT_BROKEN = 4
+"""The executor broke (children dying at start-up): restarting would not help."""
 
 
 class NaqError(Exception):

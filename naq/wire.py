@@ -9,22 +9,22 @@ Why this shape: the metadata (id, function, queue, options, enqueue time) is
 readable by anything, a CLI, a dashboard, ``nats stream view``, without unpickling,
 and the payload stays opaque bytes that only the executor decodes. JSON never
 contains a raw newline, so the first newline always ends the metadata. A result
-record in the results KV has the same shape.
+record in the results KV has the same shape (``naq.state.record``).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from naq.errors import ConfigurationError
 from naq.job import JobOptions, validate_job_id
 from naq.settings import validate_name
 
 VERSION = 1
-_SEP = b"\n"
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
+SEP = b"\n"
+dumps = json.JSONEncoder(separators=(",", ":")).encode
 """``json.dumps`` with arguments builds an encoder per call; this one is built once."""
 
 
@@ -57,11 +57,11 @@ def encode_job(meta: JobMeta, payload: bytes) -> bytes:
         head["opts"] = opts
     if meta.is_async:
         head["async"] = True
-    return _dumps(head).encode() + _SEP + payload
+    return dumps(head).encode() + SEP + payload
 
 
-def _split(body: bytes) -> tuple[dict[str, Any], bytes]:
-    line, sep, payload = body.partition(_SEP)
+def split_message(body: bytes) -> tuple[dict[str, Any], bytes]:
+    line, sep, payload = body.partition(SEP)
     if not sep:
         raise BadMessage("not a naq message: no metadata line")
     try:
@@ -77,7 +77,7 @@ def _split(body: bytes) -> tuple[dict[str, Any], bytes]:
 
 def decode_job(body: bytes) -> tuple[JobMeta, bytes]:
     """Metadata and the still-encoded payload; raises :class:`BadMessage`."""
-    head, payload = _split(body)
+    head, payload = split_message(body)
     try:
         meta = JobMeta(
             job_id=str(head["id"]),
@@ -100,85 +100,3 @@ def decode_job(body: bytes) -> tuple[JobMeta, bytes]:
     except ConfigurationError as exc:
         raise BadMessage(str(exc)) from None
     return meta, payload
-
-
-ResultStatus = Literal["finished", "failed", "cancelled", "retrying", "interrupted", "running"]
-FINAL = frozenset({"finished", "failed", "cancelled"})
-"""Statuses a job never leaves; ``retrying`` and ``interrupted`` wait for another run."""
-
-_EXTRA = ("attempt", "queue", "enqueued_at", "started_at", "worker", "crashes", "interruptions")
-
-
-@dataclass(frozen=True, slots=True)
-class ResultRecord:
-    """A job's record in the results KV: its outcome, or why it waits to run again.
-
-    ``crashes`` counts deliveries whose worker died without a word, and
-    ``interruptions`` the runs cut short by a shutdown: neither is the job's own
-    failure, so the supervisor tells them apart from the delivery count.
-    """
-
-    job_id: str
-    status: ResultStatus
-    serializer: str
-    finished_at: float
-    error: str | None = None
-    traceback: str | None = None
-    payload: bytes = b""
-    attempt: int = 0
-    queue: str = ""
-    enqueued_at: float = 0.0
-    started_at: float = 0.0
-    worker: str = ""
-    crashes: int = 0
-    interruptions: int = 0
-
-    @property
-    def final(self) -> bool:
-        return self.status in FINAL
-
-    def ended_delivery(self) -> int | None:
-        """The delivery this record closed: a retry or an interruption; None for a
-        ``running`` note, written when a delivery started (it closed nothing)."""
-        if self.status == "retrying":
-            return self.attempt + self.interruptions
-        if self.status == "interrupted":
-            return self.attempt + self.interruptions - 1
-        return None
-
-
-def encode_result(rec: ResultRecord) -> bytes:
-    head: dict[str, Any] = {
-        "naq": VERSION,
-        "id": rec.job_id,
-        "status": rec.status,
-        "ser": rec.serializer,
-        "t": rec.finished_at,
-    }
-    if rec.error is not None:
-        head["error"] = rec.error
-    if rec.traceback is not None:
-        head["tb"] = rec.traceback
-    for name in _EXTRA:
-        if value := getattr(rec, name):
-            head[name] = value
-    return _dumps(head).encode() + _SEP + rec.payload
-
-
-def decode_result(body: bytes) -> ResultRecord:
-    head, payload = _split(body)
-    try:
-        return ResultRecord(
-            job_id=str(head["id"]),
-            status=head["status"],
-            serializer=str(head["ser"]),
-            finished_at=float(head["t"]),
-            error=head.get("error"),
-            traceback=head.get("tb"),
-            payload=payload,
-            **{name: head[name] for name in _EXTRA if name in head},
-        )
-    except KeyError as exc:
-        raise BadMessage(f"naq result record lacks {exc.args[0]!r}") from None
-    except (TypeError, ValueError) as exc:
-        raise BadMessage(f"invalid naq result record: {exc}") from None

@@ -23,9 +23,9 @@ import pytest
 from naq.executors.registry import load_executor
 from naq.nasqueue import NASQueue
 from naq.queue import Queue
-from naq.server import EmbeddedServer, free_port
 from naq.settings import Settings
 from naq.supervisor import Supervisor
+from naq.transport.server import EmbeddedServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

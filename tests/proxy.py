@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from naq.server import free_port
+from naq.transport.server import free_port
 
 
 class Proxy:

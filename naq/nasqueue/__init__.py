@@ -17,13 +17,13 @@ import time
 from types import TracebackType
 from typing import Any, Self
 
-from naq.connection import connect as nats_connect
 from naq.errors import ConfigurationError, NaqConnectionError
 from naq.nasqueue.durable import DurableQueue
 from naq.nasqueue.local import LocalQueue
 from naq.nasqueue.messages import QueueMessage, check_headers, encode
 from naq.nasqueue.names import validate_namespace, validate_subject
 from naq.settings import Settings
+from naq.transport.connect import connect as nats_connect
 
 __all__ = ["NASQueue", "QueueMessage"]
 

@@ -51,12 +51,14 @@ from nats.js.api import (
     StreamConfig,
 )
 
-from naq.connection import acquire, close_connection, flush, run_sync
 from naq.errors import ConfigurationError, NaqConnectionError, PublishError
-from naq.layout import ensure_stream, purge_subject
 from naq.nasqueue.messages import QueueMessage, received, too_large
 from naq.nasqueue.names import DURABLE_TOKEN, STORED_TOKEN
 from naq.settings import Settings
+from naq.transport.connect import flush
+from naq.transport.declare import ensure_stream
+from naq.transport.pool import acquire, close_connection, run_sync
+from naq.transport.streams import purge_subject
 
 log = logging.getLogger(__name__)
 

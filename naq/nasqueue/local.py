@@ -24,10 +24,10 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from naq.connection import flush
 from naq.errors import NaqConnectionError
 from naq.nasqueue.messages import QueueMessage, received, too_large
 from naq.nasqueue.names import matches
+from naq.transport.connect import flush
 
 log = logging.getLogger(__name__)
 

@@ -2,6 +2,6 @@
 
 from naq.scheduler.leader import Lease, current_leader
 from naq.scheduler.scheduler import Scheduler, run_job_id
-from naq.scheduler.store import Schedule, ScheduleNotFound
+from naq.state.schedules import Schedule, ScheduleNotFound
 
 __all__ = ["Lease", "Schedule", "ScheduleNotFound", "Scheduler", "current_leader", "run_job_id"]

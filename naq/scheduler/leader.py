@@ -31,9 +31,9 @@ from typing import Any
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from naq.connection import Client
-from naq.kvwatch import stop_watch
-from naq.layout import Layout
+from naq.transport.connect import Client
+from naq.transport.kv import stop_watch
+from naq.transport.names import Layout
 
 log = logging.getLogger(__name__)
 

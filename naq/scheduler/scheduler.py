@@ -29,15 +29,15 @@ from typing import Any
 
 from nats.js.kv import KeyValue
 
-from naq.connection import Client, connect
-from naq.kvwatch import stop_watch
-from naq.layout import Layout
-from naq.scheduler import store
-from naq.scheduler.cron import due, following
+from naq import heartbeat
+from naq.cron import due, following
 from naq.scheduler.leader import Lease
-from naq.scheduler.store import ACTIVE, Schedule, ScheduleNotFound
 from naq.settings import Settings
-from naq.supervisor import heartbeat
+from naq.state import schedules as store
+from naq.state.schedules import ACTIVE, Schedule, ScheduleNotFound
+from naq.transport.connect import Client, connect
+from naq.transport.kv import stop_watch
+from naq.transport.names import Layout
 from naq.wire import decode_job, encode_job
 
 log = logging.getLogger(__name__)

@@ -21,11 +21,13 @@ import time
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from naq.connection import Client
-from naq.layout import Layout, ensure_stream
-from naq.results import store_result
+from naq.state.record import ResultRecord
+from naq.state.store import store_result
 from naq.supervisor.settle import failed_headers
-from naq.wire import BadMessage, ResultRecord, decode_job
+from naq.transport.connect import Client
+from naq.transport.declare import ensure_stream
+from naq.transport.names import Layout
+from naq.wire import BadMessage, decode_job
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from naq.connection import drain
+from naq.transport.connect import drain
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 from nats.aio.msg import Msg
 
-from naq.connection import Client
 from naq.executors.base import Outcome
-from naq.layout import Layout
-from naq.results import store_result
-from naq.wire import JobMeta, ResultRecord, ResultStatus
+from naq.state.record import ResultRecord, ResultStatus
+from naq.state.store import store_result
+from naq.transport.connect import Client
+from naq.transport.names import Layout
+from naq.wire import JobMeta
 
 log = logging.getLogger(__name__)
 

@@ -37,18 +37,21 @@ from typing import Any
 import psutil
 from nats.aio.msg import Msg
 
-from naq.connection import Client, connect
-from naq.dependencies import DependencyWatch
+from naq import heartbeat
 from naq.errors import BrokenExecutor
 from naq.executors.base import Call, Executor, Outcome
-from naq.layout import Layout, ensure_consumer
-from naq.results import read_record
+from naq.heartbeat import Counters, Heartbeat
 from naq.settings import Settings, validate_name
-from naq.supervisor import deadletter, heartbeat
-from naq.supervisor.heartbeat import Counters, Heartbeat
+from naq.state.dependencies import DependencyWatch
+from naq.state.record import ResultRecord
+from naq.state.store import read_record
+from naq.supervisor import deadletter
 from naq.supervisor.puller import Puller
 from naq.supervisor.settle import Delivery, Settler
-from naq.wire import BadMessage, JobMeta, ResultRecord, decode_job
+from naq.transport.connect import Client, connect
+from naq.transport.declare import ensure_consumer
+from naq.transport.names import Layout
+from naq.wire import BadMessage, JobMeta, decode_job
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from naq import close_connections
-from naq.layout import Layout
-from naq.schedules import list_schedules
+from naq.producer.schedules import list_schedules
+from naq.transport.names import Layout
 from tests.conftest import first_json, subprocess_env
 
 BIN = Path(sys.executable).parent

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from naq import Queue, Settings
-from naq.failed import list_failed
 from naq.job import Job
-from naq.layout import Layout
+from naq.producer.failed import list_failed
 from naq.supervisor import Supervisor
+from naq.transport.names import Layout
 from tests import jobs
 from tests.conftest import StartSupervisor
 from tests.e2e.conftest import NAQ, Proc, Spawn

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from naq.server import EmbeddedServer
+from naq.transport.server import EmbeddedServer
 from tests.conftest import subprocess_env
 from tests.e2e.conftest import NAQ, NAQ_SUPERVISE, Proc
 

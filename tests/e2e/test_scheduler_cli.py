@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from naq.schedules import schedule
+from naq.producer.schedules import schedule
 from tests.e2e.conftest import NAQ, Spawn
 from tests.jobs import add
 

@@ -10,8 +10,8 @@ import nats
 import pytest
 
 from naq import Queue
-from naq.server import free_port, port_in_use
 from naq.settings import DEFAULT_NATS_URL
+from naq.transport.server import free_port, port_in_use
 from tests import jobs
 from tests.e2e.conftest import NAQ, NAQ_SUPERVISE, READY, Spawn
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from naq import Queue, Settings, fetch_job_status
-from naq.layout import Layout
+from naq.transport.names import Layout
 from tests import jobs
 from tests.conftest import StartSupervisor
 

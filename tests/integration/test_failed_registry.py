@@ -20,7 +20,8 @@ from naq import (
     close_sync_connections,
 )
 from naq.executors.registry import load_executor
-from naq.failed import (
+from naq.job import Job
+from naq.producer.failed import (
     get_failed,
     get_failed_sync,
     list_failed,
@@ -30,10 +31,9 @@ from naq.failed import (
     requeue_failed,
     requeue_failed_sync,
 )
-from naq.job import Job
-from naq.layout import Layout
 from naq.queue import fetch_job_result
 from naq.supervisor import Supervisor
+from naq.transport.names import Layout
 from naq.wire import decode_job
 from tests import jobs
 from tests.conftest import StartSupervisor, run_until_ready
@@ -293,8 +293,8 @@ async def test_a_requeue_interrupted_before_its_cleanup_runs_the_job_once(
 ) -> None:
     """The republish's message id names the failed entry: finishing an interrupted
     requeue (job published, entry not yet removed) does not queue the job twice."""
-    from naq.connection import acquire
-    from naq.failed import _requeue
+    from naq.state.failed import _requeue
+    from naq.transport.pool import acquire
 
     layout = Layout(namespace)
     async with Queue("later", settings=settings) as later:

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from naq import JobFailed, PayloadTooLarge, Queue, Settings
-from naq.layout import Layout
 from naq.serializers import function_ref
+from naq.transport.names import Layout
 from tests import jobs
 from tests.conftest import StartSupervisor
 

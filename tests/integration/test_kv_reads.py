@@ -11,17 +11,18 @@ import dataclasses
 
 import pytest
 
-from naq import streamscan
-from naq.connection import Client
-from naq.layout import Layout, _kv_config
 from naq.queue import Queue
 from naq.settings import Settings
-from naq.streamscan import current_values
+from naq.transport import kv as streamscan
+from naq.transport.connect import Client
+from naq.transport.declare import _kv_config
+from naq.transport.kv import current_values
+from naq.transport.names import Layout
 
 
 @pytest.fixture
 async def client(queue: Queue) -> Client:
-    return await queue._connected()
+    return await queue.connection()
 
 
 @pytest.fixture

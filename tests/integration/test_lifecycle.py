@@ -26,10 +26,11 @@ from naq import (
     fetch_job_status,
     fetch_job_status_sync,
 )
-from naq.layout import Layout, purge_subject
-from naq.results import store_result
+from naq.state.record import ResultRecord
+from naq.state.store import store_result
 from naq.supervisor import Supervisor
-from naq.wire import ResultRecord
+from naq.transport.names import Layout
+from naq.transport.streams import purge_subject
 from tests import jobs
 from tests.conftest import StartSupervisor, first_json
 
@@ -395,7 +396,7 @@ async def test_waiters_of_a_job_settled_while_no_supervisor_watched_are_released
     first = await queue.enqueue(jobs.add, 1, 1)
     then = await queue.enqueue(jobs.add, 2, 2, depends_on=first)
     assert (await fetch_job_status(then.job_id, **target)).waiting_for == (first.job_id,)
-    client, layout = await queue._connected(), queue.layout
+    client, layout = await queue.connection(), queue.layout
     await store_result(
         client, layout, ResultRecord(first.job_id, "finished", "json", time.time()), 60
     )

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from naq import JobFailed, Queue
-from naq.layout import Layout
+from naq.transport.names import Layout
 from tests import jobs
 from tests.conftest import StartSupervisor
 

@@ -21,17 +21,18 @@ from typing import Any
 import pytest
 from nats.js.errors import KeyNotFoundError
 
-from naq.connection import Client, close_connections
 from naq.errors import JobFailed, JobNotFound, JobPending, ResultTimeout
 from naq.executors.registry import load_executor
-from naq.failed import get_failed, list_failed, purge_failed, requeue_failed
-from naq.layout import Layout
+from naq.producer.failed import get_failed, list_failed, purge_failed, requeue_failed
+from naq.producer.schedules import list_schedules, pause_scheduled_job, schedule
 from naq.queue import Queue, cancel_scheduled_job, fetch_job_result, purge_queue
 from naq.scheduler import ScheduleNotFound, Scheduler
-from naq.schedules import list_schedules, pause_scheduled_job, schedule
 from naq.settings import Settings
+from naq.state.workers import list_workers
 from naq.supervisor import Supervisor
-from naq.workers import list_workers
+from naq.transport.connect import Client
+from naq.transport.names import Layout
+from naq.transport.pool import close_connections
 from tests import jobs
 from tests.conftest import first_json, run_until_ready, stop_all
 

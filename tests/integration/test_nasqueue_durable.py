@@ -14,13 +14,13 @@ from pathlib import Path
 import nats
 import pytest
 
-from naq.connection import flush
 from naq.errors import ConfigurationError, NaqConnectionError, PayloadTooLarge
 from naq.nasqueue import NASQueue
 from naq.nasqueue.durable import PRIORITIES
 from naq.queue import Queue
-from naq.server import EmbeddedServer, free_port
 from naq.settings import Settings
+from naq.transport.connect import flush
+from naq.transport.server import EmbeddedServer, free_port
 from tests import jobs
 from tests.conftest import MakeNASQueue, StartSupervisor, connected, subprocess_env
 

@@ -11,10 +11,10 @@ import pytest
 
 import naq.nasqueue as nasqueue_module
 from naq import NASQueue as FromNaq
-from naq.connection import flush
 from naq.errors import ConfigurationError, NaqConnectionError, PayloadTooLarge, SerializationError
 from naq.nasqueue import NASQueue
-from naq.server import EmbeddedServer, free_port
+from naq.transport.connect import flush
+from naq.transport.server import EmbeddedServer, free_port
 from nas_queue import NASQueue as FromSeed
 from tests.conftest import MakeNASQueue, connected
 

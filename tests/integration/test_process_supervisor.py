@@ -12,7 +12,7 @@ import pytest
 
 from naq import JobFailed, JobNotFound, Queue
 from naq.errors import BrokenExecutor
-from naq.layout import Layout
+from naq.transport.names import Layout
 from tests import jobs
 from tests.conftest import StartSupervisor
 

@@ -9,7 +9,7 @@ import pytest
 
 import naq
 from naq import ConfigurationError, Queue, Settings
-from naq.layout import Layout
+from naq.transport.names import Layout
 from tests import jobs
 from tests.conftest import StartSupervisor
 

@@ -16,15 +16,15 @@ from typing import Any
 import nats
 import pytest
 
-from naq import results
-from naq.connection import Client
 from naq.errors import ResultTimeout
 from naq.executors.asyncio import AsyncioExecutor
 from naq.queue import Queue
-from naq.server import EmbeddedServer, free_port
 from naq.settings import Settings
+from naq.state import store as results
+from naq.state.record import ResultRecord
 from naq.supervisor import Supervisor
-from naq.wire import ResultRecord
+from naq.transport.connect import Client
+from naq.transport.server import EmbeddedServer, free_port
 from tests import jobs
 from tests.conftest import StartSupervisor, run_until_ready, stop_all
 from tests.proxy import Proxy
@@ -49,7 +49,7 @@ def first_read(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
 
 
 async def _consumers(queue: Queue) -> int:
-    client = await queue._connected()
+    client = await queue.connection()
     info = await client.js.stream_info(f"KV_{queue.layout.results_bucket}")
     return info.state.consumer_count
 

@@ -12,19 +12,20 @@ from typing import Any
 
 import pytest
 
-from naq.connection import Client, close_connections
-from naq.layout import Layout
-from naq.results import read_record
-from naq.scheduler import Scheduler, current_leader
-from naq.scheduler.store import DONE
-from naq.schedules import (
+from naq.producer.schedules import (
     cancel_recurring,
     list_schedules,
     pause_scheduled_job,
     resume_scheduled_job,
     schedule,
 )
+from naq.scheduler import Scheduler, current_leader
 from naq.settings import Settings
+from naq.state.schedules import DONE
+from naq.state.store import read_record
+from naq.transport.connect import Client
+from naq.transport.names import Layout
+from naq.transport.pool import close_connections
 from tests.conftest import StartSupervisor
 from tests.jobs import add
 
@@ -192,10 +193,10 @@ async def test_one_leader_and_takeover_without_double_fires(
 
 
 async def _leader_record(settings: Settings) -> dict[str, Any] | None:
-    from naq.queue import _shared
+    from naq.producer.api import shared_queue
 
-    queue = _shared(None, settings.nats_url, settings.namespace)
-    client = await queue._connected()
+    queue = shared_queue(None, settings.nats_url, settings.namespace)
+    client = await queue.connection()
     return await current_leader(client, queue.layout)
 
 

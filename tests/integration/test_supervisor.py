@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from naq import Queue, Settings
-from naq.layout import Layout
-from naq.server import EmbeddedServer, free_port
+from naq.transport.names import Layout
+from naq.transport.server import EmbeddedServer, free_port
 from tests import jobs
 from tests.conftest import StartSupervisor
 

@@ -6,8 +6,8 @@ import datetime
 
 import pytest
 
+from naq.cron import Spec, due, following, interval_seconds, next_after, parse_when
 from naq.errors import ConfigurationError
-from naq.scheduler.cron import Spec, due, following, interval_seconds, next_after, parse_when
 
 T0 = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC).timestamp()
 

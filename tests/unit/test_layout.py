@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from naq.errors import ConfigurationError
-from naq.layout import Layout
+from naq.transport.names import Layout
 
 
 def test_names_for_the_default_namespace() -> None:

@@ -16,12 +16,12 @@ import pytest
 
 from naq.errors import ConfigurationError
 from naq.executors.registry import load_executor
-from naq.failed import list_failed, purge_failed
-from naq.layout import Layout
+from naq.producer.failed import list_failed, purge_failed
+from naq.producer.schedules import list_schedules, schedule
 from naq.queue import Queue, fetch_job_result, purge_queue
-from naq.schedules import list_schedules, schedule
 from naq.settings import Settings
 from naq.supervisor import Supervisor
+from naq.transport.names import Layout
 from tests.jobs import add
 
 NOWHERE = "nats://127.0.0.1:1"

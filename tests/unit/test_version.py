@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from naq.connection import check_server_version, connect
 from naq.errors import NaqConnectionError, ServerVersionError
-from naq.server import free_port
 from naq.settings import Settings
+from naq.transport.connect import check_server_version, connect
+from naq.transport.server import free_port
 
 URL = "nats://nats.example:4222"
 

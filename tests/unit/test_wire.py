@@ -10,15 +10,8 @@ import pytest
 
 from naq.job import KEEP_FOREVER, JobOptions
 from naq.serializers import function_ref, get_serializer
-from naq.wire import (
-    BadMessage,
-    JobMeta,
-    ResultRecord,
-    decode_job,
-    decode_result,
-    encode_job,
-    encode_result,
-)
+from naq.state.record import ResultRecord, decode_result, encode_result
+from naq.wire import BadMessage, JobMeta, decode_job, encode_job
 from tests import jobs
 
 

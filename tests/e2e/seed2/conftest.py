@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from naq.server import EmbeddedServer, port_in_use
+from naq.transport.server import EmbeddedServer, port_in_use
 
 SEED_PORT = 4222
 

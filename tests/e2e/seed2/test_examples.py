@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from naq.connection import flush
-from naq.server import EmbeddedServer
+from naq.transport.connect import flush
+from naq.transport.server import EmbeddedServer
 from nas_queue import NASQueue
 from tests.conftest import ROOT
 from tests.e2e.conftest import Spawn

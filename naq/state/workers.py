@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from naq.connection import Client
-from naq.layout import Layout
-from naq.streamscan import current_values
+from naq.transport.connect import Client
+from naq.transport.kv import current_values
+from naq.transport.names import Layout
 
 
 async def list_workers(client: Client, layout: Layout) -> list[dict[str, Any]]:

@@ -17,11 +17,11 @@ from typing import Any
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from naq.connection import Client
+from naq.cron import MissedPolicy, Spec, following
 from naq.errors import JobNotFound, NaqError
-from naq.layout import Layout
-from naq.scheduler.cron import MissedPolicy, Spec, following
-from naq.streamscan import current_values
+from naq.transport.connect import Client
+from naq.transport.kv import current_values
+from naq.transport.names import Layout
 
 ACTIVE = "active"
 PAUSED = "paused"

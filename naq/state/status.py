@@ -19,12 +19,12 @@ from typing import Literal
 
 from nats.js.errors import NotFoundError
 
-from naq.connection import Client
 from naq.errors import JobNotFound
-from naq.layout import Layout
-from naq.results import read_record
+from naq.state.store import read_record
+from naq.state.workers import list_workers
+from naq.transport.connect import Client
+from naq.transport.names import Layout
 from naq.wire import BadMessage, decode_job
-from naq.workers import list_workers
 
 Status = Literal["queued", "scheduled", "running", "finished", "failed", "cancelled"]
 
@@ -85,7 +85,7 @@ async def job_status(client: Client, layout: Layout, job_id: str) -> JobStatus:
     # Read in the order writers move a job: held -> stream -> record. A release
     # publishes before it drops the held entry, and a supervisor stores the record
     # before it acks, so a job moving on while we look is still found somewhere.
-    from naq.dependencies import held_status  # dependencies import this module too
+    from naq.state.dependencies import held_status  # dependencies import this module too
 
     held = await held_status(client, layout, job_id)
     if held is not None:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import time
 
-from naq.connection import Client, flush
-from naq.dependencies import CANCELLED_TTL, cancel_held, dependency_ended
 from naq.errors import JobNotFound
-from naq.layout import Layout, purge_subject
-from naq.results import read_record, store_result
-from naq.status import job_status
-from naq.wire import ResultRecord
+from naq.state.dependencies import CANCELLED_TTL, cancel_held, dependency_ended
+from naq.state.record import ResultRecord
+from naq.state.status import job_status
+from naq.state.store import read_record, store_result
+from naq.transport.connect import Client, flush
+from naq.transport.names import Layout
+from naq.transport.streams import purge_subject
 
 
 async def cancel(client: Client, layout: Layout, job_id: str, reason: str = "cancelled") -> bool:

@@ -1,4 +1,5 @@
-"""Reading what a stream holds once: the failed registry, and KV buckets read whole.
+"""Reading what a stream holds once (the failed registry, KV buckets read whole), and
+purging part of a stream.
 
 A scan makes its own ephemeral consumer (in memory, acking nothing, named
 ``naq-scan-*`` so it is recognisable in ``nats consumer ls``), learns from the
@@ -15,7 +16,7 @@ nats-server 2.15.1):
   server has already sent may still be on its way. Under CPU load, 3 of 1,000
   scans of a bucket holding one key came back empty, so a running job looked queued.
 - stopping it only unsubscribes, so every scan left a consumer on the server for
-  five minutes (1,000 scans, 1,000 consumers). See also ``naq.kvwatch``.
+  five minutes (1,000 scans, 1,000 consumers). See also ``naq.transport.kv.stop_watch``.
 """
 
 from __future__ import annotations
@@ -28,16 +29,14 @@ from collections.abc import AsyncGenerator
 from nats.aio.msg import Msg
 from nats.js import api
 
-from naq.connection import Client
-from naq.layout import kv_stream
+from naq.errors import NaqError
+from naq.transport.connect import Client
+from naq.transport.names import SCAN_CONSUMER_PREFIX, pull_subject, purge_api_subject
 
 log = logging.getLogger(__name__)
 
 SCAN_IDLE = 30.0
 """Seconds after which the server drops a scan's consumer if its reader vanished."""
-
-KV_BATCH = 1_000
-"""Values asked for per pull when reading a bucket: small records, so many at once."""
 
 
 async def scan(
@@ -57,7 +56,7 @@ async def scan(
     the generator (``contextlib.aclosing``) when stopping early, so the consumer
     goes at once.
     """
-    name = f"naq-scan-{os.urandom(8).hex()}"
+    name = f"{SCAN_CONSUMER_PREFIX}{os.urandom(8).hex()}"
     info = await client.js.add_consumer(
         stream,
         api.ConsumerConfig(
@@ -81,9 +80,7 @@ async def scan(
         while remaining:
             asked = min(remaining, batch)
             request = json.dumps({"batch": asked, "no_wait": True}).encode()
-            await client.nc.publish(
-                f"{api.DEFAULT_PREFIX}.CONSUMER.MSG.NEXT.{stream}.{name}", request, inbox
-            )
+            await client.nc.publish(pull_subject(stream, name), request, inbox)
             for _ in range(asked):
                 msg = await sub.next_msg(timeout)
                 if (msg.headers or {}).get(api.Header.STATUS):  # fewer left than counted
@@ -101,13 +98,15 @@ async def scan(
             log.debug("scan consumer %s on %s not deleted: %s", name, stream, exc)
 
 
-async def current_values(client: Client, bucket: str) -> list[bytes]:
-    """The current value of every key of a KV bucket; deleted keys left out (delete,
-    purge and the server's expiry markers have no body)."""
-    return [
-        msg.data
-        async for msg in scan(
-            client, kv_stream(bucket), f"$KV.{bucket}.>", last_per_subject=True, batch=KV_BATCH
-        )
-        if msg.data
-    ]
+async def purge_subject(client: Client, stream: str, subject: str) -> int:
+    """Remove every message of ``subject`` (wildcards allowed); returns how many.
+
+    nats-py's ``purge_stream`` drops the server's count of purged messages.
+    """
+    reply = await client.nc.request(
+        purge_api_subject(stream), json.dumps({"filter": subject}).encode(), timeout=5
+    )
+    data = json.loads(reply.data)
+    if "error" in data:
+        raise NaqError(f"purging {subject} failed: {data['error'].get('description')}")
+    return int(data.get("purged", 0))

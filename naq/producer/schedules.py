@@ -13,20 +13,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from naq.connection import run_sync
+from naq.cron import MISSED_POLICIES, MissedPolicy, Spec, first_fire, interval_seconds, parse_when
 from naq.errors import ConfigurationError
 from naq.job import new_job_id, take_options, validate_job_id
-from naq.queue import _shared
-from naq.scheduler import store
-from naq.scheduler.cron import (
-    MISSED_POLICIES,
-    MissedPolicy,
-    Spec,
-    first_fire,
-    interval_seconds,
-    parse_when,
-)
-from naq.scheduler.store import ACTIVE, DONE, PAUSED, STATUSES, Schedule
+from naq.producer.api import shared_queue
+from naq.state import schedules as store
+from naq.state.schedules import ACTIVE, DONE, PAUSED, STATUSES, Schedule
+from naq.transport.pool import run_sync
 from naq.wire import decode_job
 
 MAX_SCHEDULE_ID = 100
@@ -68,7 +61,7 @@ async def schedule(
     options = take_options(kwargs)
     if "depends_on" in options or "job_id" in options:
         raise ConfigurationError("a recurring job takes neither depends_on nor job_id")
-    queue = _shared(queue_name, nats_url, namespace)
+    queue = shared_queue(queue_name, nats_url, namespace)
     job, message = queue.prepare(func, args, kwargs, **options)
     now = time.time()
     record = Schedule(
@@ -84,14 +77,14 @@ async def schedule(
         missed=missed,
         created_at=now,
     )
-    client = await queue._connected()
+    client = await queue.connection()
     await store.create(await store.bucket(client, queue.layout), record)
     return schedule_id
 
 
 async def _kv(nats_url: str | None, namespace: str | None) -> Any:
-    queue = _shared(None, nats_url, namespace)
-    return await store.bucket(await queue._connected(), queue.layout)
+    queue = shared_queue(None, nats_url, namespace)
+    return await store.bucket(await queue.connection(), queue.layout)
 
 
 async def cancel_recurring(
@@ -185,8 +178,8 @@ async def list_schedules(
     """Schedules, filtered by status, queue and id, soonest next run first."""
     if status is not None and status not in STATUSES:
         raise ConfigurationError(f"status must be one of {', '.join(STATUSES)}")
-    queue = _shared(None, nats_url, namespace)
-    found = await store.read_all(await queue._connected(), queue.layout)
+    queue = shared_queue(None, nats_url, namespace)
+    found = await store.read_all(await queue.connection(), queue.layout)
     return sorted(
         (
             s
@@ -233,3 +226,19 @@ def modify_scheduled_job_sync(schedule_id: str, **changes: Any) -> Schedule:
 
 def list_schedules_sync(**filters: Any) -> list[Schedule]:
     return run_sync(list_schedules(**filters))
+
+
+async def cancel_scheduled_job(
+    job_id: str, nats_url: str | None = None, namespace: str | None = None
+) -> bool:
+    """Cancel a delayed job (enqueue_at / enqueue_in) before it fires, or a recurring
+    schedule (``schedule``): the seed's one name for both. False if neither exists."""
+    if await shared_queue(None, nats_url, namespace).cancel_scheduled(job_id):
+        return True
+    return await cancel_recurring(job_id, nats_url, namespace)
+
+
+def cancel_scheduled_job_sync(
+    job_id: str, nats_url: str | None = None, namespace: str | None = None
+) -> bool:
+    return run_sync(cancel_scheduled_job(job_id, nats_url, namespace))

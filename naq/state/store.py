@@ -20,12 +20,13 @@ from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from naq.connection import Client
 from naq.errors import JobCancelled, JobFailed, JobNotFound, ResultTimeout, SerializationError
 from naq.job import KEEP_FOREVER
-from naq.layout import Layout
 from naq.serializers import get_serializer
-from naq.wire import BadMessage, ResultRecord, decode_result, encode_result
+from naq.state.record import ResultRecord, decode_result, encode_result
+from naq.transport.connect import Client
+from naq.transport.names import Layout
+from naq.wire import BadMessage
 
 
 async def store_result(client: Client, layout: Layout, record: ResultRecord, ttl: int) -> None:

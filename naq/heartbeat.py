@@ -16,9 +16,9 @@ from typing import Any
 
 import psutil
 
-from naq.connection import Client
 from naq.executors.base import Executor
-from naq.layout import Layout
+from naq.transport.connect import Client
+from naq.transport.names import Layout
 
 
 @dataclass(slots=True)

@@ -39,14 +39,14 @@ from nats.js.errors import (
 )
 from nats.js.kv import KeyValue
 
-from naq.connection import Client
 from naq.errors import ConfigurationError, JobNotFound
-from naq.kvwatch import stop_watch
-from naq.layout import Layout, kv_stream
-from naq.publish import Outgoing
-from naq.results import read_record, store_result
-from naq.status import JobStatus, job_status
-from naq.wire import ResultRecord, ResultStatus
+from naq.state.record import ResultRecord, ResultStatus
+from naq.state.status import JobStatus, job_status
+from naq.state.store import read_record, store_result
+from naq.transport.connect import Client
+from naq.transport.kv import stop_watch
+from naq.transport.names import Layout, kv_stream
+from naq.transport.publish import Outgoing
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,4 @@
-"""``naq failed list|show|requeue|purge``: the failed-job registry from the command line.
-
-``naq.cli`` registers the group at its end, and this module takes its option and
-runner helpers from ``naq.cli``; the group is defined before that import, so either
-module can be imported first and both end up with the same, complete group.
-"""
+"""``naq failed list|show|requeue|purge``: the failed-job registry from the command line."""
 
 from __future__ import annotations
 
@@ -13,27 +8,19 @@ from typing import Any
 
 import click
 
+from naq.cli.common import CONTEXT, run_command, settings_from, settings_options
+from naq.errors import JobNotFound
+from naq.producer.failed import FailedJob, get_failed, list_failed, purge_failed, requeue_failed
+from naq.settings import Settings
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.group(context_settings=CONTEXT)
 def failed() -> None:
     """Jobs that failed for good: list, show, requeue or purge them.
 
     Unreadable entries (messages that were never a job) have no id; they are
     shown as #SEQ, their number in the failed stream.
     """
-
-
-# After `failed`: naq.cli imports it back at its end.
-from naq.cli import _run, _settings, settings_options  # noqa: E402
-from naq.errors import JobNotFound  # noqa: E402
-from naq.failed import (  # noqa: E402
-    FailedJob,
-    get_failed,
-    list_failed,
-    purge_failed,
-    requeue_failed,
-)
-from naq.settings import Settings  # noqa: E402
 
 
 def _age(seconds: float) -> str:
@@ -84,7 +71,7 @@ def list_cmd(queue: str | None, limit: int | None, **params: Any) -> None:
 
     One line each: id (#SEQ if it has none), queue, function, attempts, age, reason.
     """
-    settings = _settings(params)
+    settings = settings_from(params)
 
     async def work() -> None:
         jobs = await list_failed(queue, limit, **_target(settings))
@@ -94,7 +81,7 @@ def list_cmd(queue: str | None, limit: int | None, **params: Any) -> None:
         if not jobs:
             click.echo("no failed jobs")
 
-    _run(work())
+    run_command(work())
 
 
 @failed.command()
@@ -105,7 +92,7 @@ def show(ref: str, **params: Any) -> None:
 
     A job that failed more than once shows its latest failure.
     """
-    settings = _settings(params)
+    settings = settings_from(params)
 
     async def work() -> None:
         job = await _find(ref, settings)
@@ -125,7 +112,7 @@ def show(ref: str, **params: Any) -> None:
         click.echo("traceback:")
         click.echo(job.traceback.rstrip("\n") if job.traceback else "  (none recorded)")
 
-    _run(work())
+    run_command(work())
 
 
 @failed.command()
@@ -140,7 +127,7 @@ def requeue(job_ids: tuple[str, ...], everything: bool, **params: Any) -> None:
     """
     if everything == bool(job_ids):
         raise click.UsageError("give the ids of the jobs to requeue, or --all")
-    settings = _settings(params)
+    settings = settings_from(params)
 
     async def work() -> None:
         ids: list[str] = list(job_ids)
@@ -159,7 +146,7 @@ def requeue(job_ids: tuple[str, ...], everything: bool, **params: Any) -> None:
             click.echo(f"{job_id}: requeued")
         click.echo(f"{len(done)} job{'' if len(done) == 1 else 's'} requeued")
 
-    _run(work())
+    run_command(work())
 
 
 @failed.command()
@@ -170,10 +157,10 @@ def purge(queue: str | None, **params: Any) -> None:
 
     Their failed results stay until they expire: the jobs did fail.
     """
-    settings = _settings(params)
+    settings = settings_from(params)
 
     async def work() -> None:
         removed = await purge_failed(queue, **_target(settings))
         click.echo(f"{removed} failed job{'' if removed == 1 else 's'} removed")
 
-    _run(work())
+    run_command(work())

@@ -1,7 +1,6 @@
 """``naq scheduler``, ``naq list-scheduled`` and ``naq job-control``.
 
-Apart from ``naq.cli`` so the scheduler role's commands live beside each other; it
-imports helpers from ``naq.cli``, which registers these commands at its end.
+The scheduler role's commands, beside each other.
 """
 
 from __future__ import annotations
@@ -12,11 +11,15 @@ from typing import Any
 
 import click
 
-from naq.cli import _configure_logging, _run, _settings, run_role, settings_options
-from naq.errors import NaqError
-from naq.scheduler import Scheduler
-from naq.scheduler.store import STATUSES, Schedule
-from naq.schedules import (
+from naq.cli.common import (
+    configure_logging,
+    run_command,
+    run_role,
+    settings_from,
+    settings_options,
+)
+from naq.errors import EXIT_CONNECTION, NaqError
+from naq.producer.schedules import (
     cancel_recurring,
     job_of,
     list_schedules,
@@ -24,8 +27,8 @@ from naq.schedules import (
     pause_scheduled_job,
     resume_scheduled_job,
 )
-
-EXIT_CONNECTION = 3
+from naq.scheduler import Scheduler
+from naq.state.schedules import STATUSES, Schedule
 
 
 @click.command(name="scheduler")
@@ -40,8 +43,8 @@ EXIT_CONNECTION = 3
 )
 def scheduler_cmd(**params: Any) -> None:
     """Run the scheduler role: fire recurring jobs while this process is the leader."""
-    settings = _settings(params)
-    _configure_logging(settings)
+    settings = settings_from(params)
+    configure_logging(settings)
 
     try:
         code = run_role(lambda: Scheduler(settings))
@@ -74,7 +77,7 @@ def list_scheduled(
     status: str | None, queue: str | None, schedule_id: str | None, detailed: bool, **params: Any
 ) -> None:
     """List recurring jobs, soonest next run first."""
-    settings = _settings(params)
+    settings = settings_from(params)
 
     async def work() -> None:
         found = await list_schedules(
@@ -90,7 +93,7 @@ def list_scheduled(
                 click.echo(f"    last run: {_when(s.last_run)}  created: {_when(s.created_at)}")
                 click.echo(f"    serializer: {job['serializer']}  options: {job['options']}")
 
-    _run(work())
+    run_command(work())
 
 
 @click.command(name="job-control")
@@ -111,7 +114,7 @@ def job_control(
     **params: Any,
 ) -> None:
     """Cancel, pause, resume or reschedule the recurring job ID."""
-    settings = _settings(params)
+    settings = settings_from(params)
     target = {"nats_url": settings.nats_url, "namespace": settings.namespace}
 
     async def work() -> None:
@@ -136,4 +139,4 @@ def job_control(
             raise click.ClickException(f"schedule {schedule_id} was not changed ({action})")
         click.echo(f"{action}: {schedule_id}")
 
-    _run(work())
+    run_command(work())

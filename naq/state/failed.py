@@ -1,5 +1,8 @@
 """The failed-job registry: what failed for good, why, and putting it back to run.
 
+These take a connected client; the public functions (``naq.list_failed`` and the
+rest, with their ``*_sync`` twins) are ``naq.producer.failed``.
+
 The failed stream (``NAQ_FAILED_{ns}``, subjects ``{ns}.failed.{queue}``) keeps each
 failed job's whole message, with the reason, attempts, worker, time and traceback in
 headers (``naq.supervisor.settle``). So nothing here decodes a payload or unpickles:
@@ -23,12 +26,12 @@ from dataclasses import dataclass
 from nats.aio.msg import Msg
 from nats.js.errors import APIError, NotFoundError
 
-from naq.connection import Client, acquire, run_sync
 from naq.errors import ConfigurationError, JobNotFound
-from naq.layout import Layout, purge_subject
-from naq.publish import NoStream, Outgoing
-from naq.settings import Settings, validate_name
-from naq.streamscan import scan
+from naq.settings import validate_name
+from naq.transport.connect import Client
+from naq.transport.names import Layout
+from naq.transport.publish import NoStream, Outgoing
+from naq.transport.streams import purge_subject, scan
 from naq.wire import BadMessage, decode_job
 
 REQUEUE_CHUNK = 1024
@@ -63,15 +66,6 @@ class FailedJob:
     def ref(self) -> str:
         """How the CLI names the entry: its job id, or ``#seq`` when it has none."""
         return self.job_id if self.job_id is not None else f"#{self.seq}"
-
-
-def _settings(nats_url: str | None, namespace: str | None) -> Settings:
-    return Settings.from_env(nats_url=nats_url, namespace=namespace)
-
-
-async def _connect(settings: Settings) -> tuple[Client, Layout]:
-    client = await acquire(settings, sticky=True)
-    return client, await client.layout(settings.namespace)
 
 
 def _entry(msg: Msg) -> FailedJob:
@@ -122,60 +116,54 @@ async def _scan(
             yield _entry(msg)
 
 
-def _check_queue(queue: str | None) -> str | None:
+def check_queue(queue: str | None) -> str | None:
+    """A queue name, checked (``None``: every queue)."""
     return None if queue is None else validate_name("queue", queue)
 
 
-async def list_failed(
-    queue: str | None = None,
-    limit: int | None = None,
-    nats_url: str | None = None,
-    namespace: str | None = None,
-) -> list[FailedJob]:
-    """Failed jobs, oldest first: all of them, or one queue's; at most ``limit``."""
-    queue = _check_queue(queue)
+def check_limit(limit: int | None) -> int | None:
     if limit is not None and (isinstance(limit, bool) or limit < 0):
         raise ConfigurationError(f"limit must not be negative, got {limit!r}")
-    if limit == 0:
+    return limit
+
+
+def requeue_ids(job_ids: Iterable[str] | None, all: bool) -> list[str] | None:
+    """The ids a requeue asks for, checked and without repeats; None with ``all``."""
+    if all and job_ids is not None:
+        raise ConfigurationError("requeue_failed takes job ids or all=True, not both")
+    if not all and job_ids is None:
+        raise ConfigurationError("requeue_failed needs the job ids to requeue, or all=True")
+    if job_ids is None:
+        return None
+    # One id given as a string would otherwise be read as its characters.
+    return list(dict.fromkeys([job_ids] if isinstance(job_ids, str) else job_ids))
+
+
+async def list_failed(
+    client: Client, layout: Layout, queue: str | None = None, limit: int | None = None
+) -> list[FailedJob]:
+    """Failed jobs, oldest first: all of them, or one queue's; at most ``limit``."""
+    queue = check_queue(queue)
+    if check_limit(limit) == 0:
         return []
-    client, layout = await _connect(_settings(nats_url, namespace))
     async with contextlib.aclosing(_scan(client, layout, queue, limit)) as entries:
         return [entry async for entry in entries]
 
 
-def list_failed_sync(
-    queue: str | None = None,
-    limit: int | None = None,
-    nats_url: str | None = None,
-    namespace: str | None = None,
-) -> list[FailedJob]:
-    return run_sync(list_failed(queue, limit, nats_url, namespace))
-
-
-async def get_failed(
-    job_id: str, nats_url: str | None = None, namespace: str | None = None
-) -> FailedJob:
+async def get_failed(client: Client, layout: Layout, job_id: str) -> FailedJob:
     """The failed stream's entry for ``job_id``; the newest if it failed more than once.
 
     Raises :class:`JobNotFound` when the job is not there: it never failed for good,
     was requeued or purged, or its entry aged out of the stream.
     """
-    settings = _settings(nats_url, namespace)
-    client, layout = await _connect(settings)
     found: FailedJob | None = None
     async with contextlib.aclosing(_scan(client, layout, None)) as entries:
         async for entry in entries:
             if entry.job_id == job_id:
                 found = entry
     if found is None:
-        raise JobNotFound(f"no failed job {job_id} in namespace {settings.namespace}")
+        raise JobNotFound(f"no failed job {job_id} in namespace {layout.namespace}")
     return found
-
-
-def get_failed_sync(
-    job_id: str, nats_url: str | None = None, namespace: str | None = None
-) -> FailedJob:
-    return run_sync(get_failed(job_id, nats_url, namespace))
 
 
 def _named(entries: list[FailedJob]) -> str:
@@ -185,11 +173,7 @@ def _named(entries: list[FailedJob]) -> str:
 
 
 async def requeue_failed(
-    job_ids: Iterable[str] | None = None,
-    *,
-    all: bool = False,
-    nats_url: str | None = None,
-    namespace: str | None = None,
+    client: Client, layout: Layout, job_ids: Iterable[str] | None = None, *, all: bool = False
 ) -> list[str]:
     """Put failed jobs back on their queues to run again; returns the job ids, in order.
 
@@ -201,19 +185,9 @@ async def requeue_failed(
     :class:`JobNotFound` naming the ids that are not in the failed stream, also
     before changing anything.
     """
-    if all and job_ids is not None:
-        raise ConfigurationError("requeue_failed takes job ids or all=True, not both")
-    if not all and job_ids is None:
-        raise ConfigurationError("requeue_failed needs the job ids to requeue, or all=True")
-    wanted: list[str] | None = None
-    if job_ids is not None:
-        # One id given as a string would otherwise be read as its characters.
-        wanted = list(dict.fromkeys([job_ids] if isinstance(job_ids, str) else job_ids))
-        if not wanted:
-            return []
-    settings = _settings(nats_url, namespace)
-    client, layout = await _connect(settings)
-
+    wanted = requeue_ids(job_ids, all)
+    if wanted is not None and not wanted:
+        return []
     newest: dict[str, FailedJob] = {}
     seqs: dict[str, list[int]] = {}
     unreadable: list[FailedJob] = []
@@ -236,7 +210,7 @@ async def requeue_failed(
         missing = [job_id for job_id in wanted if job_id not in newest]
         if missing:
             raise JobNotFound(
-                f"not in the failed jobs of namespace {settings.namespace}: {', '.join(missing)}"
+                f"not in the failed jobs of namespace {layout.namespace}: {', '.join(missing)}"
             )
     order = wanted if wanted is not None else list(newest)
     for start in range(0, len(order), REQUEUE_CHUNK):
@@ -304,30 +278,11 @@ async def _drop(client: Client, stream: str, seq: int) -> None:
         raise
 
 
-def requeue_failed_sync(
-    job_ids: Iterable[str] | None = None,
-    *,
-    all: bool = False,
-    nats_url: str | None = None,
-    namespace: str | None = None,
-) -> list[str]:
-    return run_sync(requeue_failed(job_ids, all=all, nats_url=nats_url, namespace=namespace))
-
-
-async def purge_failed(
-    queue: str | None = None, nats_url: str | None = None, namespace: str | None = None
-) -> int:
+async def purge_failed(client: Client, layout: Layout, queue: str | None = None) -> int:
     """Remove every failed entry, or one queue's; returns how many were removed.
 
     The jobs' failed results stay in the results KV until they expire: the jobs did
     fail, and their producers may still ask.
     """
-    queue = _check_queue(queue)
-    client, layout = await _connect(_settings(nats_url, namespace))
+    queue = check_queue(queue)
     return await purge_subject(client, layout.failed_stream, layout.failed_subject(queue))
-
-
-def purge_failed_sync(
-    queue: str | None = None, nats_url: str | None = None, namespace: str | None = None
-) -> int:
-    return run_sync(purge_failed(queue, nats_url, namespace))

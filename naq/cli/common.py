@@ -1,0 +1,131 @@
+"""What every ``naq`` command shares: options made from ``Settings``, and the runners.
+
+Every option here is generated from a ``Settings`` field and has the environment
+twin ``NAQ_<FIELD>``, so a container is configured by environment alone. Errors map
+to the exit codes of ``naq.errors``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, TypeVar
+
+import click
+
+from naq.errors import EXIT_CONNECTION, ConfigurationError, JobNotFound, NaqError
+from naq.executors.registry import available_executors
+from naq.settings import Settings, env_name, validate_name
+from naq.transport.pool import close_connections, new_event_loop
+
+F = TypeVar("F", bound=Callable[..., Any])
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+SHORT = {"concurrency": "-c", "executor": "-e", "nats_url": "-u", "namespace": "-n"}
+_TYPES: dict[str, Any] = {"int": int, "float": float}
+
+
+def settings_options(*names: str) -> Callable[[F], F]:
+    """Click options for ``names``, each with help, default and its ``NAQ_*`` twin."""
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+
+    def decorate(func: F) -> F:
+        for name in reversed(names):
+            f = fields[name]
+            flags = [f"--{name.replace('_', '-')}"] + ([SHORT[name]] if name in SHORT else [])
+            help_text = f.metadata.get("help", "")
+            if name == "executor":
+                help_text += f" ({', '.join(available_executors())})"
+            if f.default is not None:
+                help_text += f"  [default: {f.default}]"
+            func = click.option(
+                *flags,
+                name,
+                type=str if f.metadata.get("size") else _TYPES.get(str(f.type), str),
+                default=None,
+                envvar=env_name(name),
+                show_envvar=True,
+                help=help_text,
+            )(func)
+        return func
+
+    return decorate
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def settings_from(params: dict[str, Any]) -> Settings:
+    try:
+        return Settings.from_env(**params)
+    except NaqError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def queue_names(queues: tuple[str, ...], settings: Settings) -> list[str]:
+    """The queues to serve, checked before anything connects (or starts a server):
+    a bad name is a usage error, not a connection failure after the fact."""
+    try:
+        return [validate_name("queue", q) for q in queues] or [settings.default_queue]
+    except NaqError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+SUPERVISOR_FIELDS = tuple(f.name for f in dataclasses.fields(Settings))
+"""Every setting is a supervisor flag, so none lacks its environment twin."""
+
+
+class Role(Protocol):
+    """A long-running process role: the supervisor, the scheduler."""
+
+    def request_stop(self) -> None: ...
+
+    async def run(self) -> int: ...
+
+
+def run_role(make: Callable[[], Role]) -> int:
+    """Run ``make().run()`` on a fresh loop; SIGTERM and SIGINT ask it to stop."""
+
+    async def main() -> int:
+        role = make()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, role.request_stop)
+        return await role.run()
+
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(main())
+
+
+def run_command(coro: Coroutine[Any, Any, None]) -> None:
+    """Run a command's coroutine and close the connections it opened.
+
+    A missing job or schedule (exit 1) and a bad name or value (exit 2) are the
+    user's errors; any other naq error is the server's (exit 3).
+    """
+
+    async def guarded() -> None:
+        try:
+            await coro
+        except JobNotFound as exc:
+            raise click.ClickException(str(exc)) from None
+        except ConfigurationError as exc:
+            raise click.UsageError(str(exc)) from None
+        finally:
+            await close_connections()
+
+    try:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(guarded())
+    except NaqError as exc:
+        click.echo(f"naq: {exc}", err=True)
+        sys.exit(EXIT_CONNECTION)

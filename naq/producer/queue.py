@@ -1,0 +1,361 @@
+"""``Queue``: a named queue in a namespace, and everything a producer does with it.
+
+Enqueueing (now, later, after dependencies, many at once), purging, cancelling, and
+reading results and status. A ``Queue`` holds a counted reference to the pooled
+connection of its event loop (``naq.transport.pool``); the module-level functions of
+``naq.producer.api`` share one ``Queue`` per arguments instead.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Any
+
+from naq.errors import ConfigurationError, JobNotFound, JobPending, PayloadTooLarge
+from naq.job import (
+    DEFAULT_OPTIONS,
+    OPTION_NAMES,
+    Job,
+    JobOptions,
+    new_job_id,
+    take_options,
+    validate_job_id,
+)
+from naq.serializers import describe, get_serializer
+from naq.settings import Settings, validate_name
+from naq.state.cancel import cancel
+from naq.state.dependencies import dependency_ids, hold
+from naq.state.status import JobStatus, job_status
+from naq.state.store import iter_records, unpack, wait_record
+from naq.transport.connect import Client
+from naq.transport.names import Layout
+from naq.transport.pool import acquire, release
+from naq.transport.publish import NoStream, Outgoing
+from naq.transport.streams import purge_subject
+from naq.wire import JobMeta, encode_job
+
+HEADER_ROOM = 512
+"""Bytes kept free under ``max_payload`` for the subject and headers."""
+
+CallSpec = (
+    tuple[Callable[..., Any], Sequence[Any]]
+    | tuple[Callable[..., Any], Sequence[Any], dict[str, Any]]
+)
+
+
+class Queue:
+    """A named queue in a namespace; holds a pooled connection until :meth:`close`."""
+
+    def __init__(
+        self,
+        name: str | None = None,
+        nats_url: str | None = None,
+        *,
+        namespace: str | None = None,
+        serializer: str | None = None,
+        settings: Settings | None = None,
+        default_timeout: float | None = None,
+    ) -> None:
+        """``default_timeout``: the timeout of jobs enqueued here that set none (a per
+        queue default; workers enforce it like any job timeout)."""
+        # Arguments override the environment before it is validated, as on the CLI.
+        given: dict[str, Any] = {
+            "nats_url": nats_url,
+            "namespace": namespace,
+            "job_serializer": serializer,
+        }
+        self.settings = (
+            settings.replace(**given) if settings is not None else Settings.from_env(None, **given)
+        )
+        # Only None means the default: "" (an unset variable, say) is a bad name, not
+        # the default queue, or `naq purge "$QUEUE"` would purge the default queue.
+        self.name = validate_name("queue", self.settings.default_queue if name is None else name)
+        self.layout = Layout(self.settings.namespace)
+        self.default_timeout = default_timeout
+        self._subject_prefix = self.layout.job_subject(self.name, "")  # + job id, per job
+        self._client: Client | None = None
+        self._sticky = False
+
+    @classmethod
+    def pooled(
+        cls, name: str | None = None, nats_url: str | None = None, *, namespace: str | None = None
+    ) -> Queue:
+        """A Queue that never closes its pooled connection: the module-level API's,
+        shared by every loop that calls it (each finds its own loop's client)."""
+        queue = cls(name, nats_url, namespace=namespace)
+        queue._sticky = True
+        return queue
+
+    def __repr__(self) -> str:
+        return f"<Queue {self.settings.namespace}.{self.name} at {self.settings.url}>"
+
+    async def connection(self) -> Client:
+        """The client this queue publishes on, its namespace declared: for naq's own
+        modules that act on the queue's namespace (schedules, the read API)."""
+        if self._sticky:  # shared between loops: the pool finds this loop's client
+            client = await acquire(self.settings, sticky=True)
+        elif self._client is None:
+            client = self._client = await acquire(self.settings)
+        else:
+            client = self._client
+        await client.layout(self.settings.namespace)
+        return client
+
+    def prepare(
+        self,
+        func: Callable[..., Any],
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        job_id: str | None = None,
+        **options: Any,
+    ) -> tuple[Job, Outgoing]:
+        """Validate and encode one call: the job and the message that carries it.
+
+        ``options`` are the job options (see ``naq.job.OPTION_NAMES``); an unknown one is
+        an error here rather than a surprise in the worker.
+        """
+        return self._prepare(func, args, kwargs, job_id, self._options(options))
+
+    def _options(self, options: dict[str, Any]) -> JobOptions:
+        if options:
+            unknown = options.keys() - OPTION_NAMES
+            if unknown:
+                raise ConfigurationError(f"unknown job option(s): {', '.join(sorted(unknown))}")
+        if self.default_timeout is not None:
+            options = {"timeout": self.default_timeout, **options}
+        return JobOptions.build(**options) if options else DEFAULT_OPTIONS
+
+    def _prepare(
+        self,
+        func: Callable[..., Any],
+        args: Sequence[Any],
+        kwargs: dict[str, Any] | None,
+        job_id: str | None,
+        job_options: JobOptions,
+    ) -> tuple[Job, Outgoing]:
+        if not callable(func):
+            raise ConfigurationError(f"cannot enqueue {func!r}: it is not callable")
+        job_id = validate_job_id(job_id) if job_id is not None else new_job_id()
+        serializer = get_serializer(self.settings.job_serializer)
+        ref, is_async = describe(func)
+        meta = JobMeta(
+            job_id=job_id,
+            function=ref,
+            queue=self.name,
+            serializer=serializer.name,
+            enqueue_time=time.time(),
+            options=job_options,
+            is_async=is_async,
+        )
+        body = encode_job(meta, serializer.dumps_call(func, tuple(args), dict(kwargs or {})))
+        job = Job(
+            job_id, meta.function, self.name, job_options, meta.enqueue_time, self.layout.namespace
+        )
+        message = Outgoing(self._subject_prefix + job_id, body, {"Nats-Msg-Id": job_id})
+        return job, message
+
+    @staticmethod
+    def _check_size(client: Client, jobs: list[Job], messages: list[Outgoing]) -> None:
+        limit = client.nc.max_payload - HEADER_ROOM
+        for job, message in zip(jobs, messages, strict=True):
+            if len(message.payload) > limit:
+                raise PayloadTooLarge(
+                    f"job {job.job_id} ({job.function}) encodes to {len(message.payload)} bytes, "
+                    f"over the server's max_payload of {client.nc.max_payload}: pass large "
+                    "data by reference (a path, a URL, an object-store key)"
+                )
+
+    async def _publish(self, jobs: list[Job], messages: list[Outgoing]) -> list[Job]:
+        client = await self.connection()
+        self._check_size(client, jobs, messages)
+        try:
+            await self._send(client, messages)
+        except NoStream:
+            client.forget_declared()  # the stream was deleted: declare it again, once
+            await client.layout(self.settings.namespace)
+            await self._send(client, messages)
+        return jobs
+
+    @staticmethod
+    async def _send(client: Client, messages: list[Outgoing]) -> None:
+        if len(messages) == 1:
+            m = messages[0]
+            await client.publisher.publish(m.subject, m.payload, m.headers)
+        else:
+            await client.publisher.publish_many(messages)
+
+    async def enqueue(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Job:
+        """Enqueue ``func(*args, **kwargs)``; job options are taken out of ``kwargs``.
+
+        Options: ``max_retries``, ``retry_delay``, ``timeout``, ``result_ttl``,
+        ``job_id``. A function whose own keywords clash uses :meth:`enqueue_call`.
+        """
+        options = take_options(kwargs)
+        return await self.enqueue_call(func, args, kwargs, **options)
+
+    async def enqueue_call(
+        self,
+        func: Callable[..., Any],
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Job:
+        """Like :meth:`enqueue`, with the call's ``args``/``kwargs`` given explicitly.
+
+        ``depends_on`` (a Job, a job id, or a list of them) holds the job until every
+        dependency has finished; if one fails or is cancelled, so is this job.
+        """
+        depends_on = dependency_ids(options.pop("depends_on", None))
+        job, message = self.prepare(func, args, kwargs, **options)
+        if depends_on:
+            client = await self.connection()
+            self._check_size(client, [job], [message])
+            await hold(
+                client, self.layout, job.job_id, self.name, job.enqueue_time, message, depends_on
+            )
+            return job
+        return (await self._publish([job], [message]))[0]
+
+    async def enqueue_at(
+        self, when: datetime.datetime, func: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Job:
+        """Run ``func(*args, **kwargs)`` at ``when`` (a naive datetime is UTC).
+
+        The job waits on the server as a message schedule (``Nats-Schedule: @at``) on
+        ``{ns}.sched.{job_id}``: it fires even when no naq process runs, survives every
+        restart, and a time in the past fires at once.
+        """
+        options = take_options(kwargs)
+        if "depends_on" in options:
+            raise ConfigurationError("a scheduled job takes no depends_on")
+        job, message = self.prepare(func, args, kwargs, **options)
+        headers = {
+            "Nats-Msg-Id": job.job_id,
+            "Nats-Schedule": f"@at {rfc3339(when)}",
+            "Nats-Schedule-Target": message.subject,
+        }
+        scheduled = Outgoing(self.layout.sched_subject(job.job_id), message.payload, headers)
+        return (await self._publish([job], [scheduled]))[0]
+
+    async def enqueue_in(
+        self, delay: datetime.timedelta | float, func: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Job:
+        """Run ``func`` after ``delay`` (a timedelta, or seconds)."""
+        seconds = delay.total_seconds() if isinstance(delay, datetime.timedelta) else float(delay)
+        when = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)
+        return await self.enqueue_at(when, func, *args, **kwargs)
+
+    async def cancel_scheduled(self, job_id: str) -> bool:
+        """Cancel a delayed job before it fires; False if it is not waiting (any more)."""
+        client = await self.connection()
+        return (
+            await purge_subject(client, self.layout.stream, self.layout.sched_subject(job_id)) > 0
+        )
+
+    async def enqueue_many(self, calls: Iterable[CallSpec], **options: Any) -> list[Job]:
+        """Enqueue many calls, pipelined, each publish checked; Jobs in order.
+
+        ``calls`` holds ``(func, args)`` or ``(func, args, kwargs)`` tuples; ``options``
+        (except ``job_id``) apply to every job.
+        """
+        if "depends_on" in options:
+            raise ConfigurationError(
+                "enqueue_many takes no depends_on: enqueue such jobs one by one"
+            )
+        if "job_id" in options:
+            raise ConfigurationError(
+                "enqueue_many gives each job its own id; job_id is not allowed"
+            )
+        jobs: list[Job] = []
+        messages: list[Outgoing] = []
+        job_options = self._options(options)  # once: every job of the batch shares it
+        for spec in calls:
+            if not isinstance(spec, tuple) or len(spec) not in (2, 3):
+                raise ConfigurationError(
+                    f"enqueue_many takes (func, args) or (func, args, kwargs) tuples, got {spec!r}"
+                )
+            job, message = self._prepare(
+                spec[0], spec[1], spec[2] if len(spec) == 3 else None, None, job_options
+            )
+            jobs.append(job)
+            messages.append(message)
+        if not jobs:
+            return []
+        return await self._publish(jobs, messages)
+
+    async def purge(self) -> int:
+        """Remove every job waiting on this queue; returns how many were removed."""
+        client = await self.connection()
+        return await purge_subject(
+            client, self.layout.stream, self.layout.queue_subjects(self.name)
+        )
+
+    async def fetch_result(self, job_id: str, timeout: float | None = None) -> Any:
+        """The job's return value, waiting up to ``timeout`` for it.
+
+        Raises ``JobFailed`` (failed or cancelled), ``ResultTimeout`` (still pending
+        after ``timeout``), ``JobPending`` (pending and no ``timeout``), or
+        ``JobNotFound`` (unknown, or its result expired).
+        """
+        client = await self.connection()
+        try:
+            record = await wait_record(client, self.layout, job_id, timeout)
+        except JobNotFound:
+            status = await job_status(client, self.layout, job_id)  # raises JobNotFound
+            raise JobPending(
+                f"job {job_id} is {status.status}: pass timeout= to wait for its result"
+            ) from None
+        return unpack(record, allow_pickle=self.settings.job_serializer == "pickle")
+
+    async def status(self, job_id: str) -> JobStatus:
+        """Where the job is: queued, scheduled, running, finished, failed or cancelled."""
+        return await job_status(await self.connection(), self.layout, job_id)
+
+    async def cancel(self, job_id: str) -> bool:
+        """Cancel the job: True if it will not run (or was stopped), False if it was
+        unknown or already over."""
+        return await cancel(await self.connection(), self.layout, job_id)
+
+    async def fetch_results(self, job_ids: Iterable[str], timeout: float) -> dict[str, Any]:
+        """Wait for many results at once; value, or the ``JobFailed`` error, by job id."""
+        return {job_id: value async for job_id, value in self.as_completed(job_ids, timeout)}
+
+    async def as_completed(
+        self, job_ids: Iterable[str], timeout: float
+    ) -> AsyncIterator[tuple[str, Any]]:
+        """Yield ``(job_id, value)`` as results land; a failed job's value is its
+        ``JobFailed`` error. Raises ``ResultTimeout`` if not all came in ``timeout``."""
+        client = await self.connection()
+        allow_pickle = self.settings.job_serializer == "pickle"
+        async for record in iter_records(client, self.layout, job_ids, timeout):
+            try:
+                yield record.job_id, unpack(record, allow_pickle=allow_pickle)
+            except Exception as exc:
+                yield record.job_id, exc
+
+    async def close(self) -> None:
+        if self._client is not None and not self._sticky:
+            await release(self._client)
+        self._client = None
+
+    async def __aenter__(self) -> Queue:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+def rfc3339(when: datetime.datetime) -> str:
+    """UTC, to the millisecond, as the server's schedules take it; naive means UTC."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return when.astimezone(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

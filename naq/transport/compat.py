@@ -1,0 +1,48 @@
+"""Every access naq makes to nats-py's private members, in one place.
+
+nats-py offers no public way to do these things, and naq needs them (see each
+function for why). Keeping them here means an upgrade of nats-py is checked in one
+file, and the pin (``nats-py>=2.16,<3``) is kept honest: each was checked against
+the version named in ``CHECKED_WITH``, and ``tests/unit/test_compat.py`` fails on a
+nats-py release where one of the members is gone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.aio.subscription import Subscription
+from nats.js.kv import KeyValue
+
+CHECKED_WITH = "2.16.0"
+"""The nats-py release every accessor below was read against."""
+
+
+def server_info(nc: NATS) -> dict[str, Any]:
+    """The server's INFO (version, JetStream, max_payload, ...): no public accessor."""
+    info: dict[str, Any] = nc._server_info
+    return info
+
+
+async def flush_pending(nc: NATS) -> None:
+    """Write the client's pending buffer to the socket now (``naq.transport.connect.flush``
+    needs it ahead of its PING)."""
+    await nc._flush_pending(force_flush=True)
+
+
+async def send_unsubscribe(nc: NATS, sub: Subscription) -> None:
+    """Put the subscription's UNSUB in the pending buffer without draining it."""
+    await nc._send_unsubscribe(sub._id)
+
+
+def watch_consumer(watcher: KeyValue.KeyWatcher) -> tuple[Any, str, str] | None:
+    """The JetStream context, stream and current consumer name behind a KV watch.
+
+    nats-py updates them when the watch's ordered consumer is recreated after a gap;
+    ``None`` when the watch never subscribed.
+    """
+    sub = watcher._sub
+    if sub is None:
+        return None
+    return sub._js, sub._stream, sub._consumer

@@ -1,0 +1,131 @@
+"""KV helpers: one compare-and-set loop, reads that treat a delete marker as absent,
+a bucket read whole, and ending a watch without leaving its consumer behind.
+
+Why these are here and not in each writer: the dependency records, the schedules
+and the leader lease all change keys that others change at the same moment. One
+loop (read, change, write expecting the revision read; on a lost race, read again)
+and one reading of nats-py's errors for a stale revision keep them alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
+
+from naq.errors import NaqError
+from naq.transport import compat
+from naq.transport.connect import Client
+from naq.transport.names import kv_stream, kv_subject
+from naq.transport.streams import scan
+
+log = logging.getLogger(__name__)
+
+CAS_ATTEMPTS = 50
+WRONG_LAST_SEQUENCE = (10071, 10164)
+"""JetStream's error codes for a write whose expected last sequence is stale."""
+KV_BATCH = 1_000
+"""Values asked for per pull when reading a bucket: small records, so many at once."""
+
+
+class TooMuchContention(NaqError):
+    """A compare-and-set lost its race ``CAS_ATTEMPTS`` times in a row."""
+
+
+def is_stale_revision(exc: APIError) -> bool:
+    """True when the server refused a write because the key changed meanwhile."""
+    return exc.err_code in WRONG_LAST_SEQUENCE
+
+
+async def get_entry(kv: KeyValue, key: str) -> tuple[bytes | None, int | None]:
+    """The key's value and revision; ``(None, None)`` when absent or deleted."""
+    try:
+        entry = await kv.get(key, validate_keys=False)
+    except (KeyNotFoundError, NotFoundError):
+        return None, None
+    return entry.value or None, entry.revision
+
+
+async def get_value(kv: KeyValue, key: str) -> bytes:
+    """The key's value; empty if none (never stored, expired, or removed)."""
+    value, _ = await get_entry(kv, key)
+    return value or b""
+
+
+async def delete(kv: KeyValue, key: str, revision: int | None) -> None:
+    """``kv.delete(last=)`` that fails like ``update`` does when it loses a race.
+
+    nats-py raises a plain ``BadRequestError`` for a delete whose expected revision is
+    stale, where ``update`` raises ``KeyWrongLastSequenceError``.
+    """
+    try:
+        await kv.delete(key, last=revision, validate_keys=False)
+    except APIError as exc:
+        if is_stale_revision(exc):
+            raise KeyWrongLastSequenceError(description=str(exc)) from exc
+        raise
+
+
+async def cas[T](
+    kv: KeyValue, key: str, change: Callable[[bytes | None], tuple[bytes | None, T]]
+) -> tuple[T, int | None]:
+    """Apply ``change(value or None) -> (new value or None to delete, result)`` atomically.
+
+    A ``new`` equal to the value read writes nothing. Returns ``result`` and the
+    revision written (None when nothing was written or the key was deleted).
+    """
+    for _ in range(CAS_ATTEMPTS):
+        current, revision = await get_entry(kv, key)
+        new, result = change(current)
+        try:
+            if new == current:
+                return result, None
+            if new is None:
+                await delete(kv, key, revision)
+                return result, None
+            if revision is None:
+                return result, await kv.create(key, new, validate_keys=False)
+            return result, await kv.update(key, new, last=revision, validate_keys=False)
+        except KeyWrongLastSequenceError:
+            continue  # somebody else changed it first: read again
+    raise TooMuchContention(f"could not update {key}: it kept changing ({CAS_ATTEMPTS} tries)")
+
+
+async def current_values(client: Client, bucket: str) -> list[bytes]:
+    """The current value of every key of a KV bucket; deleted keys left out (delete,
+    purge and the server's expiry markers have no body)."""
+    return [
+        msg.data
+        async for msg in scan(
+            client,
+            kv_stream(bucket),
+            kv_subject(bucket, ">"),
+            last_per_subject=True,
+            batch=KV_BATCH,
+        )
+        if msg.data
+    ]
+
+
+async def stop_watch(watcher: KeyValue.KeyWatcher) -> None:
+    """End a KV watch without leaving its consumer on the server.
+
+    nats-py's ``KeyWatcher.stop()`` only unsubscribes. The watch's ordered consumer then
+    stays on the server until its inactivity threshold (five minutes) runs out, and
+    since nats-server 2.15 a stream takes 1,000 consumers at most: a supervisor or
+    scheduler restarting in a loop, or a scheduler changing leaders, would pile them
+    up. This deletes it as well; if the delete cannot be made (a lost connection), the
+    threshold still removes it. (Waiting for results uses no watch at all:
+    ``naq.state.store``.)
+    """
+    await watcher.stop()  # type: ignore[no-untyped-call]
+    behind = compat.watch_consumer(watcher)
+    if behind is None:
+        return
+    js, stream, consumer = behind
+    try:
+        await js.delete_consumer(stream, consumer)
+    except Exception as exc:  # gone already, or the connection is: it idles out
+        log.debug("watch consumer %s not deleted: %s", consumer, exc)
