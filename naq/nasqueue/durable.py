@@ -53,10 +53,10 @@ from nats.js.api import (
 
 from naq.errors import ConfigurationError, NaqConnectionError, PublishError
 from naq.nasqueue.messages import QueueMessage, received, too_large
-from naq.nasqueue.names import DURABLE_TOKEN, STORED_TOKEN
 from naq.settings import Settings
 from naq.transport.connect import flush
 from naq.transport.declare import ensure_stream
+from naq.transport.names import NASQ_CAPTURE_GROUP, NasqLayout, namespaced
 from naq.transport.pool import acquire, close_connection, run_sync
 from naq.transport.streams import purge_subject
 
@@ -81,18 +81,15 @@ _TRANSIENT = (
 )
 
 
-def stream_name(namespace: str) -> str:
-    return f"NASQ_{namespace}"
-
-
 class DurableQueue:
     def __init__(self, nc: NATS, namespace: str, settings: Settings) -> None:
         self._nc = nc
         self._js = nc.jetstream()
         self._settings = settings
         self._ns = namespace
-        self._stream = stream_name(namespace)
-        self._base = f"{namespace}.{DURABLE_TOKEN}."
+        self._names = NasqLayout(namespace)
+        self._stream = self._names.stream
+        self._base = self._names.base
         self._maybe = [True] * len(PRIORITIES)
         """Levels that may hold a message; all of them until asked."""
         self._announced = [0] * len(PRIORITIES)
@@ -119,7 +116,7 @@ class DurableQueue:
     def _stream_config(self) -> StreamConfig:
         return StreamConfig(
             name=self._stream,
-            subjects=[f"{self._base}*.>"],
+            subjects=self._names.stream_subjects,
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
             num_replicas=self._settings.replicas,
@@ -128,8 +125,8 @@ class DurableQueue:
 
     def _consumer_config(self, level: int) -> ConsumerConfig:
         return ConsumerConfig(
-            durable_name=f"p{level}",
-            filter_subject=f"{self._base}{level}.>",
+            durable_name=self._names.consumer(level),
+            filter_subject=self._names.level_subjects(level),
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             # a message pulled by a pop that never completed (its process died) is
@@ -153,7 +150,7 @@ class DurableQueue:
     async def _listen(self) -> None:
         """Start hearing announcements (at the first pop); until now nothing was known."""
         self._note_sub = await self._nc.subscribe(
-            f"{self._ns}.{STORED_TOKEN}.*", cb=self._on_stored
+            self._names.stored_subject(None), cb=self._on_stored
         )
         self.recheck_all()
 
@@ -188,7 +185,7 @@ class DurableQueue:
             )
         all_headers = dict(headers or {})
         all_headers["Nats-Msg-Id"] = msg_id or f"{AUTO_ID}{uuid.uuid4().hex}"
-        target = f"{self._base}{priority}.{subject}"
+        target = self._names.message_subject(priority, subject)
         deadline = time.monotonic() + PUSH_PATIENCE
         attempt = 0
         while True:
@@ -211,7 +208,7 @@ class DurableQueue:
                 continue
             self._heard(priority)  # this client's own pops need no announcement
             try:
-                await self._nc.publish(f"{self._ns}.{STORED_TOKEN}.{priority}", b"")
+                await self._nc.publish(self._names.stored_subject(priority), b"")
             except Exception as exc:  # stored all the same; pops re-check every RECHECK s
                 log.debug("announcing a stored message: %s", exc)
             # A retry of a push that did land is reported as a duplicate of itself.
@@ -259,7 +256,7 @@ class DurableQueue:
     async def _pull(self, level: int) -> Msg | None:
         assert self._pull_sub is not None
         request = json.dumps({"batch": 1, "no_wait": True}).encode()
-        subject = f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.p{level}"
+        subject = self._names.pull_subject(level)
         try:
             await self._nc.publish(subject, request, reply=self._inbox)
             msg = await self._pull_sub.next_msg(timeout=REQUEST_TIMEOUT)
@@ -294,7 +291,7 @@ class DurableQueue:
         The subscription always joins a queue group ("nasq-durable" unless named), so
         several durable clients store each message once.
         """
-        ns_subject = f"{self._ns}.{subject}"
+        ns_subject = namespaced(self._ns, subject)
 
         async def store(msg: Msg) -> None:
             headers = dict(msg.headers or {})
@@ -306,7 +303,9 @@ class DurableQueue:
             except Exception as exc:
                 log.error("could not store a message from %s: %s", msg.subject, exc)
 
-        sub = await self._nc.subscribe(ns_subject, queue=queue_group or "nasq-durable", cb=store)
+        sub = await self._nc.subscribe(
+            ns_subject, queue=queue_group or NASQ_CAPTURE_GROUP, cb=store
+        )
         await flush(self._nc)
         sid = max(self._captures, default=0) + 1
         self._captures[sid] = sub
@@ -335,7 +334,7 @@ class DurableQueue:
 
     def clear(self) -> int:
         self._asked_sync = True
-        return run_sync(_purge(self._settings, self._stream, f"{self._base}>"))
+        return run_sync(_purge(self._settings, self._stream, self._names.all_messages))
 
     async def close(self) -> None:
         if self._asked_sync:  # do not leave that connection reconnecting for ever

@@ -28,6 +28,7 @@ from naq.errors import NaqConnectionError
 from naq.nasqueue.messages import QueueMessage, received, too_large
 from naq.nasqueue.names import matches
 from naq.transport.connect import flush
+from naq.transport.names import namespaced
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class LocalQueue:
     ) -> None:
         """``kept``: messages from before a reconnect, still to be popped."""
         self._nc = nc
-        self._prefix = namespace + "."
+        self._prefix = namespaced(namespace, "")
         self._items: collections.deque[QueueMessage] = kept or collections.deque()
         self._arrived = asyncio.Event()
         self._subs: dict[int, tuple[str, Subscription]] = {}

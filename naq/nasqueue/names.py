@@ -22,24 +22,10 @@ import functools
 import re
 
 from naq.errors import ConfigurationError
+from naq.transport.names import RESERVED_TOKENS
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 _SUBJECT_TOKEN = re.compile(r"[^\s.*>]+")
-
-DURABLE_TOKEN = "nasq"
-"""The token after the namespace under which the durable store keeps messages."""
-STORED_TOKEN = "nasq-stored"
-"""Where the store announces (headers only) every message it has stored."""
-RESERVED = {
-    "jobs": 3,  # {ns}.jobs.{queue}.{job_id}
-    "sched": 2,  # {ns}.sched.{job_id}
-    "failed": 2,  # {ns}.failed.{queue}
-    "control": 0,  # {ns}.control.*: any length
-    DURABLE_TOKEN: 0,
-    STORED_TOKEN: 0,
-}
-"""First tokens naq uses after a namespace, with the token count naq's subjects have
-there (0: every subject under that token is naq's)."""
 
 
 def validate_namespace(namespace: str, *, durable: bool = False) -> str:
@@ -80,7 +66,7 @@ def _checked(subject: str, wildcards: bool) -> str:
                 f"invalid subject {subject!r}: tokens are separated by single dots and hold "
                 f"no spaces, '*' or '>'{allowed}"
             )
-    size = RESERVED.get(tokens[0])
+    size = RESERVED_TOKENS.get(tokens[0])
     if size is not None and (size == 0 or len(tokens) == size or tokens[-1] == ">"):
         raise ConfigurationError(
             f"subject {subject!r} is reserved: naq uses '{tokens[0]}.' subjects in a namespace"

@@ -32,13 +32,12 @@ from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from naq.transport.connect import Client
-from naq.transport.kv import stop_watch
+from naq.transport.kv import is_stale_revision, stop_watch
 from naq.transport.names import Layout
 
 log = logging.getLogger(__name__)
 
 LEASE_KEY = "scheduler"
-WRONG_SEQUENCE = (10071, 10164)
 RETRY_AFTER_EXPIRY = 0.2
 """The server removes an expired key a little late (0.3 s seen): try again this often."""
 
@@ -114,7 +113,7 @@ class Lease:
                 timeout=max(0.5, min(self.renew_interval, self._expires_at - sent)),
             )
         except APIError as exc:
-            if exc.err_code in WRONG_SEQUENCE:
+            if is_stale_revision(exc):
                 log.warning("scheduler %s lost its lease", self.holder_id)
                 self.revision = None
                 return False

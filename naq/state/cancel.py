@@ -10,11 +10,10 @@ on it are cancelled too.
 
 from __future__ import annotations
 
-import time
-
 from naq.errors import JobNotFound
+from naq.state import record as records
 from naq.state.dependencies import CANCELLED_TTL, cancel_held, dependency_ended
-from naq.state.record import ResultRecord
+from naq.state.record import RunFacts
 from naq.state.status import job_status
 from naq.state.store import read_record, store_result
 from naq.transport.connect import Client, flush
@@ -35,21 +34,16 @@ async def cancel(client: Client, layout: Layout, job_id: str, reason: str = "can
         return False
     if status.status not in ("queued", "scheduled", "running"):
         return False
-    cancelled = ResultRecord(
-        job_id,
-        "cancelled",
-        "json",
-        time.time(),
-        error=reason,
-        attempt=status.attempt,
+    facts = RunFacts(
         queue=status.queue or "",
         enqueued_at=status.enqueued_at or 0.0,
+        attempt=status.attempt,
         started_at=status.started_at or 0.0,
     )
-    await store_result(client, layout, cancelled, CANCELLED_TTL)
+    await store_result(client, layout, records.cancelled(job_id, facts, reason), CANCELLED_TTL)
     await purge_subject(client, layout.stream, layout.any_queue_subject(job_id))
     await purge_subject(client, layout.stream, layout.sched_subject(job_id))
     await client.nc.publish(layout.cancel_subject, job_id.encode())
     await flush(client.nc)
-    await dependency_ended(client, layout, job_id, cancelled)
+    await dependency_ended(client, layout, job_id, "cancelled", reason)
     return True

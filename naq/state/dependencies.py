@@ -28,29 +28,23 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from typing import Any
 
-from nats.js.errors import (
-    APIError,
-    KeyNotFoundError,
-    KeyWrongLastSequenceError,
-    NotFoundError,
-)
+from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from naq.errors import ConfigurationError, JobNotFound
-from naq.state.record import ResultRecord, ResultStatus
+from naq.state import record as records
+from naq.state.record import ResultStatus, RunFacts
 from naq.state.status import JobStatus, job_status
 from naq.state.store import read_record, store_result
 from naq.transport.connect import Client
-from naq.transport.kv import stop_watch
+from naq.transport.kv import cas, delete, get_entry, get_value, stop_watch
 from naq.transport.names import Layout, kv_stream
 from naq.transport.publish import Outgoing
 
 log = logging.getLogger(__name__)
 
-CAS_ATTEMPTS = 50
 CANCELLED_TTL = 7 * 24 * 3600
 
 
@@ -83,46 +77,6 @@ def _unpack_held(value: bytes) -> tuple[dict[str, Any], bytes]:
     return head, body
 
 
-WRONG_LAST_SEQUENCE = (10071, 10164)
-
-
-async def _delete(kv: KeyValue, key: str, revision: int | None) -> None:
-    """``kv.delete(last=)`` that fails like ``update`` does when it loses a race.
-
-    nats-py raises a plain ``BadRequestError`` for a delete whose expected revision is
-    stale, where ``update`` raises ``KeyWrongLastSequenceError``.
-    """
-    try:
-        await kv.delete(key, last=revision, validate_keys=False)
-    except APIError as exc:
-        if exc.err_code in WRONG_LAST_SEQUENCE:
-            raise KeyWrongLastSequenceError(description=str(exc)) from exc
-        raise
-
-
-async def _cas(kv: KeyValue, key: str, change: Any) -> Any:
-    """Apply ``change(value or None) -> (new value or None to delete, result)`` atomically."""
-    for _ in range(CAS_ATTEMPTS):
-        try:
-            entry = await kv.get(key, validate_keys=False)
-            current, revision = entry.value or None, entry.revision
-        except (KeyNotFoundError, NotFoundError):
-            current, revision = None, None
-        new, result = change(current)
-        try:
-            if new is None:
-                if current is not None:
-                    await _delete(kv, key, revision)
-            elif revision is None:
-                await kv.create(key, new, validate_keys=False)
-            else:
-                await kv.update(key, new, last=revision, validate_keys=False)
-            return result
-        except KeyWrongLastSequenceError:
-            continue  # somebody else changed it first: read again
-    raise ConfigurationError(f"could not update {key}: too much contention")
-
-
 async def hold(
     client: Client,
     layout: Layout,
@@ -146,15 +100,15 @@ async def hold(
                 ) from None
     held = _pack_held(list(depends_on), message, queue, enqueued_at)
     try:
-        await kv.create(f"held.{job_id}", held, validate_keys=False)
+        await kv.create(layout.held_key(job_id), held, validate_keys=False)
     except KeyWrongLastSequenceError:
         return  # the same job enqueued twice: it is held already
     for dep in depends_on:
-        await _cas(kv, f"waiters.{dep}", lambda v, d=dep: (_add(v, job_id), None))
+        await cas(kv, layout.waiters_key(dep), lambda v: (_add(v, job_id), None))
     for dep in depends_on:  # a dependency may have ended before its waiter was registered
         record = await read_record(client, layout, dep)
         if record is not None and record.final:
-            await dependency_ended(client, layout, dep, record)
+            await dependency_ended(client, layout, dep, record.status, record.error)
 
 
 def _add(value: bytes | None, job_id: str) -> bytes:
@@ -164,25 +118,22 @@ def _add(value: bytes | None, job_id: str) -> bytes:
     return json.dumps(ids).encode()
 
 
-async def dependency_ended(client: Client, layout: Layout, dep: str, record: ResultRecord) -> None:
-    """``dep`` is final: release or cancel every job waiting on it (supervisor side)."""
+async def dependency_ended(
+    client: Client, layout: Layout, dep: str, status: ResultStatus, error: str | None
+) -> None:
+    """``dep`` ended with a final ``status``: release or cancel every job waiting on it."""
     kv = await bucket(client, layout)
-    try:
-        entry = await kv.get(f"waiters.{dep}", validate_keys=False)
-    except (KeyNotFoundError, NotFoundError):
+    waiters, revision = await get_entry(kv, layout.waiters_key(dep))
+    if not waiters:
         return
-    if not entry.value:
-        return
-    for job_id in json.loads(entry.value):
-        if record.status == "finished":
+    for job_id in json.loads(waiters):
+        if status == "finished":
             await _satisfied(client, layout, kv, job_id, dep)
         else:
-            await cancel_held(
-                client, layout, job_id, f"dependency {dep} {record.status}: {record.error}"
-            )
+            await cancel_held(client, layout, job_id, f"dependency {dep} {status}: {error}")
     # A waiter added meanwhile keeps the key: its producer checks the record itself.
     with contextlib.suppress(KeyWrongLastSequenceError):
-        await _delete(kv, f"waiters.{dep}", entry.revision)
+        await delete(kv, layout.waiters_key(dep), revision)
 
 
 async def _satisfied(client: Client, layout: Layout, kv: KeyValue, job_id: str, dep: str) -> None:
@@ -193,7 +144,7 @@ async def _satisfied(client: Client, layout: Layout, kv: KeyValue, job_id: str, 
         head["waiting"] = [d for d in head["waiting"] if d != dep]
         return json.dumps(head).encode() + b"\n" + body, (head, body)
 
-    state = await _cas(kv, f"held.{job_id}", change)
+    state, _ = await cas(kv, layout.held_key(job_id), change)
     if state is None:
         return
     head, body = state
@@ -201,40 +152,28 @@ async def _satisfied(client: Client, layout: Layout, kv: KeyValue, job_id: str, 
         return
     await client.publisher.publish(head["subject"], body, {"Nats-Msg-Id": job_id})
     log.info("job %s released: its dependencies finished", job_id)
-    await _cas(kv, f"held.{job_id}", lambda v: (None, None))
+    await cas(kv, layout.held_key(job_id), lambda v: (None, None))
 
 
 async def cancel_held(client: Client, layout: Layout, job_id: str, reason: str) -> bool:
     """Cancel a held job and, down the chain, the jobs waiting on it."""
     kv = await bucket(client, layout)
-    state = await _cas(kv, f"held.{job_id}", lambda v: (None, v))
+    state, _ = await cas(kv, layout.held_key(job_id), lambda v: (None, v))
     if state is None:
         return False
     head, _ = _unpack_held(state)
-    record = ResultRecord(
-        job_id,
-        "cancelled",
-        "json",
-        time.time(),
-        error=reason,
-        queue=head["queue"],
-        enqueued_at=head["t"],
-    )
-    await store_result(client, layout, record, CANCELLED_TTL)
+    facts = RunFacts(queue=head["queue"], enqueued_at=head["t"])
+    await store_result(client, layout, records.cancelled(job_id, facts, reason), CANCELLED_TTL)
     log.info("job %s cancelled: %s", job_id, reason)
-    await dependency_ended(client, layout, job_id, record)
+    await dependency_ended(client, layout, job_id, "cancelled", reason)
     return True
 
 
 async def held_status(client: Client, layout: Layout, job_id: str) -> JobStatus | None:
-    kv = await bucket(client, layout)
-    try:
-        entry = await kv.get(f"held.{job_id}", validate_keys=False)
-    except (KeyNotFoundError, NotFoundError):
+    held = await get_value(await bucket(client, layout), layout.held_key(job_id))
+    if not held:
         return None
-    if not entry.value:
-        return None
-    head, _ = _unpack_held(entry.value)
+    head, _ = _unpack_held(held)
     return JobStatus(
         job_id,
         "queued",
@@ -266,10 +205,10 @@ class DependencyWatch:
     async def start(self) -> None:
         kv = await bucket(self._client, self._layout)
         # The watch first replays the waiters that exist already. Its "replay over"
-        # marker can arrive before replayed entries (see naq.streamscan), so the replay
+        # marker can arrive before replayed entries (see naq.transport.streams), so the replay
         # is told apart by revision: at most the bucket's last sequence before the watch.
         info = await self._client.js.stream_info(kv_stream(self._layout.deps_bucket))
-        self._watcher = await kv.watch("waiters.>")
+        self._watcher = await kv.watch(self._layout.waiters_key(">"))
         self._task = asyncio.get_running_loop().create_task(
             self._follow(self._watcher, info.state.last_seq)
         )
@@ -279,7 +218,7 @@ class DependencyWatch:
             if entry is None:
                 continue
             initial = entry.revision is not None and entry.revision <= replayed_up_to
-            dep = entry.key.removeprefix("waiters.")
+            dep = self._layout.dep_of_waiters_key(entry.key)
             if not entry.value:
                 self._waited.discard(dep)
                 continue
@@ -301,8 +240,7 @@ class DependencyWatch:
             self._release(job_id, status, error)
 
     def _release(self, dep: str, status: ResultStatus, error: str | None) -> None:
-        record = ResultRecord(dep, status, "json", time.time(), error)
-        self._spawn(dependency_ended(self._client, self._layout, dep, record))
+        self._spawn(dependency_ended(self._client, self._layout, dep, status, error))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

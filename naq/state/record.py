@@ -168,7 +168,7 @@ def interrupted(job_id: str, facts: RunFacts, reason: str | None) -> ResultRecor
     return _record(job_id, "interrupted", facts, reason)
 
 
-def running(job_id: str, facts: RunFacts, note: str) -> ResultRecord:
+def running(job_id: str, facts: RunFacts, note: str | None) -> ResultRecord:
     """A redelivery's start note, left when the delivery before it ended without a
     word, so the next one can count that crash."""
     return _record(job_id, "running", facts, note)

@@ -20,14 +20,13 @@ from nats.js.kv import KeyValue
 from naq.cron import MissedPolicy, Spec, following
 from naq.errors import JobNotFound, NaqError
 from naq.transport.connect import Client
-from naq.transport.kv import current_values
+from naq.transport.kv import cas, current_values
 from naq.transport.names import Layout
 
 ACTIVE = "active"
 PAUSED = "paused"
 DONE = "done"
 STATUSES = (ACTIVE, PAUSED, DONE)
-CAS_ATTEMPTS = 50
 
 
 class ScheduleNotFound(JobNotFound):
@@ -127,19 +126,20 @@ async def change(
     ``mutate`` returning ``None`` (or the same record) writes nothing. Returns the
     record as written and its revision, or ``None`` when nothing was written.
     """
-    for _ in range(CAS_ATTEMPTS):
-        current, revision = await read(kv, schedule_id)
+
+    def change(raw: bytes | None) -> tuple[bytes | None, Schedule | None]:
+        if raw is None:
+            raise ScheduleNotFound(f"no schedule {schedule_id!r}")
+        current = Schedule.from_json(raw)
         new = mutate(current)
         if new is None or new == current:
-            return None
-        try:
-            written = await kv.update(
-                schedule_id, new.to_json(), last=revision, validate_keys=False
-            )
-        except KeyWrongLastSequenceError:
-            continue
-        return new, written
-    raise NaqError(f"schedule {schedule_id!r} kept changing; gave up after {CAS_ATTEMPTS} tries")
+            return raw, None  # unchanged: nothing written
+        return new.to_json(), new
+
+    new, revision = await cas(kv, schedule_id, change)
+    if new is None or revision is None:
+        return None
+    return new, revision
 
 
 async def remove(kv: KeyValue, schedule_id: str) -> bool:

@@ -17,7 +17,6 @@ from typing import Any
 
 import nats.errors
 from nats.aio.msg import Msg
-from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from naq.errors import JobCancelled, JobFailed, JobNotFound, ResultTimeout, SerializationError
@@ -25,6 +24,7 @@ from naq.job import KEEP_FOREVER
 from naq.serializers import get_serializer
 from naq.state.record import ResultRecord, decode_result, encode_result
 from naq.transport.connect import Client
+from naq.transport.kv import get_value
 from naq.transport.names import Layout
 from naq.wire import BadMessage
 
@@ -64,17 +64,8 @@ async def _bucket(client: Client, layout: Layout) -> KeyValue:
     return await client.kv(layout.results_bucket)
 
 
-async def _body(kv: KeyValue, job_id: str) -> bytes:
-    """The stored record's bytes; empty if none (never stored, expired, or removed)."""
-    try:
-        entry = await kv.get(job_id, validate_keys=False)
-    except (KeyNotFoundError, NotFoundError):
-        return b""
-    return entry.value or b""
-
-
 async def read_record(client: Client, layout: Layout, job_id: str) -> ResultRecord | None:
-    body = await _body(await _bucket(client, layout), job_id)
+    body = await get_value(await _bucket(client, layout), job_id)
     return decode_result(body) if body else None
 
 
@@ -189,5 +180,5 @@ async def _read_bodies(
     bodies: list[bytes] = []
     for start in range(0, len(ids), READ_CONCURRENCY):
         chunk = ids[start : start + READ_CONCURRENCY]
-        bodies += await asyncio.gather(*(_body(kv, job_id) for job_id in chunk))
+        bodies += await asyncio.gather(*(get_value(kv, job_id) for job_id in chunk))
     return list(zip(ids, bodies, strict=True))

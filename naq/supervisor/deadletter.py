@@ -16,47 +16,28 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 
-from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import NotFoundError
 
-from naq.state.record import ResultRecord
+from naq.state import record as records
+from naq.state.record import RunFacts
 from naq.state.store import store_result
 from naq.supervisor.settle import failed_headers
 from naq.transport.connect import Client
-from naq.transport.declare import ensure_stream
-from naq.transport.names import Layout
+from naq.transport.declare import declare_advisories
+from naq.transport.names import DEAD_LETTER_CONSUMER, Layout
 from naq.wire import BadMessage, decode_job
 
 log = logging.getLogger(__name__)
 
-ADVISORY_MAX_AGE = 7 * 24 * 3600.0
-
-
-def advisory_subject(layout: Layout) -> str:
-    return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{layout.stream}.*"
-
-
-async def declare(client: Client, layout: Layout) -> None:
-    await ensure_stream(
-        client.js,
-        StreamConfig(
-            name=layout.advisory_stream,
-            subjects=[advisory_subject(layout)],
-            retention=RetentionPolicy.WORK_QUEUE,
-            storage=StorageType.FILE,
-            max_age=ADVISORY_MAX_AGE,
-        ),
-    )
-
 
 async def drain(client: Client, layout: Layout, worker_id: str, default_ttl: int) -> None:
     """Run for the supervisor's life: move every exhausted job to the failed stream."""
-    await declare(client, layout)
+    await declare_advisories(client.js, layout)
     sub = await client.js.pull_subscribe(
-        advisory_subject(layout),
-        durable="dead-letter",
+        layout.advisory_subject,
+        durable=DEAD_LETTER_CONSUMER,
         stream=layout.advisory_stream,
         config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30),
     )
@@ -93,17 +74,14 @@ async def _move(
         meta = None  # not a readable job: dead-lettered as it is, with no record
     if meta is not None:
         headers["Naq-Job-Id"] = meta.job_id
-        record = ResultRecord(
-            meta.job_id,
-            "failed",
-            meta.serializer,
-            time.time(),
-            reason,
-            attempt=deliveries,
+        facts = RunFacts(
             queue=queue,
             enqueued_at=meta.enqueue_time,
+            attempt=deliveries,
             worker=worker_id,
+            serializer=meta.serializer,
         )
+        record = records.failed(meta.job_id, facts, reason)
         await store_result(client, layout, record, meta.options.record_ttl_or(ttl))
     await client.publisher.publish(layout.failed_subject(queue), data, headers)
     await client.js.delete_msg(layout.stream, seq)

@@ -16,13 +16,17 @@ from dataclasses import dataclass
 from nats.aio.msg import Msg
 
 from naq.executors.base import Outcome
-from naq.state.record import ResultRecord, ResultStatus
+from naq.state import record as records
+from naq.state.record import ResultRecord, ResultStatus, RunFacts
 from naq.state.store import store_result
 from naq.transport.connect import Client
 from naq.transport.names import Layout
 from naq.wire import JobMeta
 
 log = logging.getLogger(__name__)
+
+Note = Callable[[str, RunFacts, str | None], ResultRecord]
+"""A constructor of a non-final record: ``records.retrying``, ``interrupted`` or ``running``."""
 
 
 TRACEBACK_KEEP = 8000
@@ -76,36 +80,24 @@ class Settler:
         self._on_final = on_final
         """Told of every job settled for good: dependencies release their waiters."""
 
-    def record(
-        self,
-        job: Delivery,
-        status: ResultStatus,
-        error: str | None = None,
-        traceback: str | None = None,
-        payload: bytes = b"",
-    ) -> ResultRecord:
-        return ResultRecord(
-            job.meta.job_id,
-            status,
-            job.meta.serializer,
-            time.time(),
-            error,
-            traceback,
-            payload,
-            attempt=job.attempt,
+    def facts(self, job: Delivery) -> RunFacts:
+        return RunFacts(
             queue=job.queue,
             enqueued_at=job.meta.enqueue_time,
+            attempt=job.attempt,
             started_at=job.started_at,
             worker=self._worker_id,
             crashes=job.crashes,
             interruptions=job.interruptions,
+            serializer=job.meta.serializer,
         )
 
-    async def note(self, job: Delivery, status: ResultStatus, error: str | None = None) -> None:
-        """A non-final record (retrying, interrupted): the job's state for the next run
-        and for ``fetch_job_status``, kept as long as a result would be."""
+    async def note(self, job: Delivery, note: Note, error: str | None) -> None:
+        """A non-final record (retrying, interrupted, running): the job's state for the
+        next run and for ``fetch_job_status``, kept as long as a result would be."""
         ttl = job.meta.options.record_ttl_or(self._default_ttl)
-        await store_result(self._client, self._layout, self.record(job, status, error), ttl)
+        record = note(job.meta.job_id, self.facts(job), error)
+        await store_result(self._client, self._layout, record, ttl)
 
     async def settle(self, job: Delivery, outcome: Outcome) -> str:
         """Act on ``outcome``; returns what was done: finished, failed, retry, requeued
@@ -117,14 +109,14 @@ class Settler:
         if outcome.status == "ok":
             ttl = meta.options.result_ttl_or(self._default_ttl)
             if ttl != 0:
-                record = self.record(job, "finished", payload=outcome.result or b"")
+                record = records.finished(meta.job_id, self.facts(job), outcome.result or b"")
                 await store_result(self._client, self._layout, record, ttl)
             await msg.ack()
             self._on_final(meta.job_id, "finished", None)
             return "finished"
         if outcome.status == "cancelled":  # cut short by a shutdown: not the job's fault
             job.interruptions += 1
-            await self.note(job, "interrupted", outcome.error)
+            await self.note(job, records.interrupted, outcome.error)
             await msg.nak()  # handed back at once, for this or another supervisor
             return "requeued"
         retries_left = attempt <= meta.options.max_retries
@@ -147,7 +139,7 @@ class Settler:
             log.info(
                 "job %s attempt %d: %s; retry in %.1fs", meta.job_id, attempt, outcome.error, delay
             )
-            await self.note(job, "retrying", outcome.error)
+            await self.note(job, records.retrying, outcome.error)
             await msg.nak(delay=delay or None)
             return "retry"
         await self.fail(job.msg, job.queue, job, outcome.error or outcome.status, outcome.traceback)
@@ -170,7 +162,7 @@ class Settler:
         headers = failed_headers(error, traceback, attempt, self._worker_id)
         if job is not None:
             headers["Naq-Job-Id"] = job.meta.job_id
-            record = self.record(job, "failed", error, traceback)
+            record = records.failed(job.meta.job_id, self.facts(job), error, traceback)
             ttl = job.meta.options.record_ttl_or(self._default_ttl)
             await store_result(self._client, self._layout, record, ttl)
             self._on_final(job.meta.job_id, "failed", error)

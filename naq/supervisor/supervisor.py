@@ -42,6 +42,7 @@ from naq.errors import BrokenExecutor
 from naq.executors.base import Call, Executor, Outcome
 from naq.heartbeat import Counters, Heartbeat
 from naq.settings import Settings, validate_name
+from naq.state import record as records
 from naq.state.dependencies import DependencyWatch
 from naq.state.record import ResultRecord
 from naq.state.store import read_record
@@ -243,7 +244,7 @@ class Supervisor:
             if self._stopping:  # reached us during the drain: hand it back, uncounted
                 await self._history(job)
                 job.interruptions += 1
-                await settler.note(job, "interrupted", "handed back by a stopping supervisor")
+                await settler.note(job, records.interrupted, "handed back by a stopping supervisor")
                 await msg.nak()
                 return
             if job.attempt > 1 and not await self._resume(settler, job):
@@ -307,7 +308,7 @@ class Supervisor:
             self._count_failure()
             return False
         if not previous_ended:  # leave a trace, so the next delivery can count this one
-            await settler.note(job, "running", "the worker running it before died")
+            await settler.note(job, records.running, "the worker running it before died")
         return True
 
     async def _on_cancel(self, msg: Msg) -> None:

@@ -31,6 +31,8 @@ FAILED_MAX_MSGS = 100_000
 JetStream reserves a stream's max_bytes from the server's storage up front, so a
 byte cap per namespace would exhaust a server with many namespaces."""
 KV_HISTORY = 1
+ADVISORY_MAX_AGE = 7 * 24 * 3600.0
+"""Advisories of exhausted jobs not yet moved to the failed stream are kept this long."""
 
 
 async def declare(js: JetStreamContext, layout: Layout, settings: Settings) -> None:
@@ -121,5 +123,20 @@ async def ensure_consumer(
             ack_wait=settings.ack_wait,
             max_ack_pending=settings.max_ack_pending,
             max_deliver=settings.max_deliver,
+        ),
+    )
+
+
+async def declare_advisories(js: JetStreamContext, layout: Layout) -> None:
+    """The stream capturing the server's advisories of jobs that ran out of deliveries
+    (declared by supervisors only: nobody else reads it)."""
+    await ensure_stream(
+        js,
+        StreamConfig(
+            name=layout.advisory_stream,
+            subjects=[layout.advisory_subject],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            max_age=ADVISORY_MAX_AGE,
         ),
     )
