@@ -123,6 +123,10 @@ class Settings:
     preload: str = field(
         default="", metadata={"help": "modules every child imports at start, comma-separated"}
     )
+    middleware: str = field(
+        default="",
+        metadata={"help": "middleware (module:Class or entry-point names), comma-separated"},
+    )
     scheduler_lock_ttl: float = field(
         default=30.0, metadata={"help": "seconds the scheduler leader's lease lasts unrenewed"}
     )
@@ -184,6 +188,10 @@ class Settings:
     @property
     def preload_modules(self) -> tuple[str, ...]:
         return tuple(m.strip() for m in self.preload.split(",") if m.strip())
+
+    @property
+    def middleware_names(self) -> tuple[str, ...]:
+        return tuple(m.strip() for m in self.middleware.split(",") if m.strip())
 
     @property
     def servers(self) -> list[str]:

@@ -79,8 +79,11 @@ async def start_supervisor(settings: Settings) -> AsyncIterator[StartSupervisor]
         concurrency: int = 4,
         **overrides: Any,
     ) -> Supervisor:
+        middleware = overrides.pop("middleware", None)
         conf = settings.replace(executor=executor, concurrency=concurrency, **overrides)
-        sup = Supervisor(conf, load_executor(executor)(concurrency, conf), queues)
+        sup = Supervisor(
+            conf, load_executor(executor)(concurrency, conf), queues, middleware=middleware
+        )
         running.append((sup, await run_until_ready(sup)))
         return sup
 

@@ -18,7 +18,8 @@ from naq.cli.common import (
     settings_from,
     settings_options,
 )
-from naq.errors import EXIT_CONNECTION, NaqError
+from naq.errors import EXIT_CONFIG, EXIT_CONNECTION, NaqError
+from naq.middleware import load_middleware
 from naq.producer.schedules import (
     cancel_recurring,
     job_of,
@@ -40,14 +41,19 @@ from naq.state.schedules import STATUSES, Schedule
     "scheduler_lock_renew_interval",
     "replicas",
     "duplicate_window",
+    "middleware",
 )
 def scheduler_cmd(**params: Any) -> None:
     """Run the scheduler role: fire recurring jobs while this process is the leader."""
     settings = settings_from(params)
     configure_logging(settings)
-
     try:
-        code = run_role(lambda: Scheduler(settings))
+        middleware = load_middleware(settings.middleware_names)
+    except NaqError as exc:
+        click.echo(f"naq scheduler: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    try:
+        code = run_role(lambda: Scheduler(settings, middleware=middleware))
     except NaqError as exc:
         click.echo(f"naq scheduler: {exc}", err=True)
         code = EXIT_CONNECTION

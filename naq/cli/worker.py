@@ -21,6 +21,7 @@ from naq.cli.common import (
 )
 from naq.errors import EXIT_BROKEN, EXIT_CONFIG, EXIT_CONNECTION, BrokenExecutor, NaqError
 from naq.executors.registry import load_executor
+from naq.middleware import load_middleware
 from naq.settings import DEFAULT_NATS_URL, Settings
 from naq.supervisor import Supervisor
 from naq.transport.server import EmbeddedServer, default_store_dir, port_in_use
@@ -38,6 +39,7 @@ def run_supervisor(settings: Settings, queues: list[str]) -> int:
         sys.path.insert(0, os.getcwd())
     try:
         executor = load_executor(settings.executor)(settings.concurrency, settings)
+        middleware = load_middleware(settings.middleware_names)
     except NaqError as exc:
         click.echo(f"naq-supervise: {exc}", err=True)
         return EXIT_CONFIG
@@ -52,7 +54,7 @@ def run_supervisor(settings: Settings, queues: list[str]) -> int:
         settings = settings.replace(nats_url=server.url)
 
     try:
-        code = run_role(lambda: Supervisor(settings, executor, queues))
+        code = run_role(lambda: Supervisor(settings, executor, queues, middleware=middleware))
     except BrokenExecutor as exc:
         log.error("%s", exc)
         code = EXIT_BROKEN

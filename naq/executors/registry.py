@@ -7,11 +7,10 @@ the ``naq.executors`` entry-point group.
 
 from __future__ import annotations
 
-import importlib
-from importlib.metadata import entry_points
+from typing import cast
 
-from naq.errors import ConfigurationError
 from naq.executors.base import Executor
+from naq.plugins import available, load_class
 
 BUILTIN_EXECUTORS = {
     "asyncio": "naq.executors.asyncio:AsyncioExecutor",
@@ -23,39 +22,12 @@ ENTRY_POINT_GROUP = "naq.executors"
 
 
 def available_executors() -> list[str]:
-    names = set(BUILTIN_EXECUTORS)
-    names.update(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
-    return sorted(names)
-
-
-def _import(spec: str) -> object:
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ConfigurationError(f"invalid executor {spec!r}: expected module:Class")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(f"cannot import executor module {module_name!r}: {exc}") from exc
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise ConfigurationError(f"module {module_name!r} has no {attr!r}") from None
+    return available(ENTRY_POINT_GROUP, BUILTIN_EXECUTORS)
 
 
 def load_executor(spec: str) -> type[Executor]:
     """The executor class for ``spec``, or a ConfigurationError naming the choices."""
-    if spec in BUILTIN_EXECUTORS:
-        target = _import(BUILTIN_EXECUTORS[spec])
-    elif ":" in spec:
-        target = _import(spec)
-    else:
-        found = list(entry_points(group=ENTRY_POINT_GROUP, name=spec))
-        if not found:
-            raise ConfigurationError(
-                f"unknown executor {spec!r}; available: {', '.join(available_executors())} "
-                "(or module:Class)"
-            )
-        target = found[0].load()
-    if not (isinstance(target, type) and issubclass(target, Executor)):
-        raise ConfigurationError(f"{spec!r} is not a naq Executor (naq.executors.Executor)")
-    return target
+    found = load_class(
+        spec, kind="executor", group=ENTRY_POINT_GROUP, base=Executor, builtins=BUILTIN_EXECUTORS
+    )
+    return cast(type[Executor], found)

@@ -24,6 +24,7 @@ from naq.job import (
     take_options,
     validate_job_id,
 )
+from naq.middleware import Middleware, Middlewares, load_middleware
 from naq.serializers import describe, get_serializer
 from naq.settings import Settings, validate_name
 from naq.state.cancel import cancel
@@ -58,9 +59,12 @@ class Queue:
         serializer: str | None = None,
         settings: Settings | None = None,
         default_timeout: float | None = None,
+        middleware: Sequence[Middleware] | None = None,
     ) -> None:
         """``default_timeout``: the timeout of jobs enqueued here that set none (a per
-        queue default; workers enforce it like any job timeout)."""
+        queue default; workers enforce it like any job timeout). ``middleware``:
+        instances whose producer hooks see every job enqueued here; by default those
+        ``NAQ_MIDDLEWARE`` names (``naq.middleware``)."""
         # Arguments override the environment before it is validated, as on the CLI.
         given: dict[str, Any] = {
             "nats_url": nats_url,
@@ -75,6 +79,9 @@ class Queue:
         self.name = validate_name("queue", self.settings.default_queue if name is None else name)
         self.layout = Layout(self.settings.namespace)
         self.default_timeout = default_timeout
+        self.middleware = Middlewares(
+            load_middleware(self.settings.middleware_names) if middleware is None else middleware
+        )
         self._subject_prefix = self.layout.job_subject(self.name, "")  # + job id, per job
         self._client: Client | None = None
         self._sticky = False
@@ -155,8 +162,10 @@ class Queue:
         job = Job(
             job_id, meta.function, self.name, job_options, meta.enqueue_time, self.layout.namespace
         )
-        message = Outgoing(self._subject_prefix + job_id, body, {"Nats-Msg-Id": job_id})
-        return job, message
+        headers = {"Nats-Msg-Id": job_id}
+        if self.middleware:
+            self.middleware.before_enqueue(job, headers)
+        return job, Outgoing(self._subject_prefix + job_id, body, headers)
 
     @staticmethod
     def _check_size(client: Client, jobs: list[Job], messages: list[Outgoing]) -> None:
@@ -178,7 +187,13 @@ class Queue:
             client.forget_declared()  # the stream was deleted: declare it again, once
             await client.layout(self.settings.namespace)
             await self._send(client, messages)
+        self._enqueued(jobs)
         return jobs
+
+    def _enqueued(self, jobs: list[Job]) -> None:
+        if self.middleware:
+            for job in jobs:
+                self.middleware.emit_after("after_enqueue", job)
 
     @staticmethod
     async def _send(client: Client, messages: list[Outgoing]) -> None:
@@ -217,6 +232,7 @@ class Queue:
             await hold(
                 client, self.layout, job.job_id, self.name, job.enqueue_time, message, depends_on
             )
+            self._enqueued([job])
             return job
         return (await self._publish([job], [message]))[0]
 
@@ -234,7 +250,7 @@ class Queue:
             raise ConfigurationError("a scheduled job takes no depends_on")
         job, message = self.prepare(func, args, kwargs, **options)
         headers = {
-            "Nats-Msg-Id": job.job_id,
+            **(message.headers or {}),  # a middleware's headers travel with the scheduled job
             "Nats-Schedule": f"@at {rfc3339(when)}",
             "Nats-Schedule-Target": message.subject,
         }

@@ -24,13 +24,15 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from nats.js.kv import KeyValue
 
 from naq import heartbeat
 from naq.cron import due, following
+from naq.job import Job
+from naq.middleware import Middleware, Middlewares, load_middleware
 from naq.scheduler.leader import Lease
 from naq.settings import Settings
 from naq.state import schedules as store
@@ -51,8 +53,19 @@ def run_job_id(schedule_id: str, fire: float) -> str:
 
 
 class Scheduler:
-    def __init__(self, settings: Settings, scheduler_id: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        scheduler_id: str | None = None,
+        *,
+        middleware: Sequence[Middleware] | None = None,
+    ) -> None:
+        """``middleware``: instances whose producer hooks see every run this scheduler
+        fires; by default those ``settings.middleware`` names."""
         self.settings = settings
+        self.middleware = Middlewares(
+            load_middleware(settings.middleware_names) if middleware is None else middleware
+        )
         self.scheduler_id = scheduler_id or f"{os.uname().nodename}-{os.getpid()}-{id(self):x}"
         self.ready = asyncio.Event()
         """Connected and contending for the lease."""
@@ -235,9 +248,18 @@ class Scheduler:
             meta, payload = decode_job(schedule.job)
             job_id = run_job_id(schedule.schedule_id, fire)
             body = encode_job(dataclasses.replace(meta, job_id=job_id, enqueue_time=now), payload)
+            headers = {"Nats-Msg-Id": job_id}
+            job = None
+            if self.middleware:
+                job = Job(
+                    job_id, meta.function, schedule.queue, meta.options, now, layout.namespace
+                )
+                self.middleware.before_enqueue(job, headers)
             ack = await client.publisher.publish(
-                layout.job_subject(schedule.queue, job_id), body, {"Nats-Msg-Id": job_id}
+                layout.job_subject(schedule.queue, job_id), body, headers
             )
+            if job is not None:
+                self.middleware.emit_after("after_enqueue", job)
             if not ack.duplicate:
                 self.fired += 1
             log.debug("fired %s (schedule %s)", job_id, schedule.schedule_id)

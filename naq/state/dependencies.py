@@ -67,7 +67,13 @@ async def bucket(client: Client, layout: Layout) -> KeyValue:
 
 
 def _pack_held(waiting: list[str], message: Outgoing, queue: str, enqueued_at: float) -> bytes:
-    head = {"waiting": waiting, "subject": message.subject, "queue": queue, "t": enqueued_at}
+    head = {
+        "waiting": waiting,
+        "subject": message.subject,
+        "queue": queue,
+        "t": enqueued_at,
+        "headers": message.headers or {},  # middleware's headers go out with the release
+    }
     return json.dumps(head).encode() + b"\n" + message.payload
 
 
@@ -150,7 +156,8 @@ async def _satisfied(client: Client, layout: Layout, kv: KeyValue, job_id: str, 
     head, body = state
     if head["waiting"]:
         return
-    await client.publisher.publish(head["subject"], body, {"Nats-Msg-Id": job_id})
+    headers = {**head.get("headers", {}), "Nats-Msg-Id": job_id}
+    await client.publisher.publish(head["subject"], body, headers)
     log.info("job %s released: its dependencies finished", job_id)
     await cas(kv, layout.held_key(job_id), lambda v: (None, None))
 

@@ -123,7 +123,7 @@ def _processed(*sups: Supervisor) -> int:
 
 async def _wait_stopped(sup: Supervisor, job_id: str) -> None:
     """Until ``sup`` has settled ``job_id``: woken by each settled job, no polling."""
-    await asyncio.wait_for(sup.wait_until(lambda _: job_id not in sup._running), 10)
+    await asyncio.wait_for(sup.wait_until(lambda _: job_id not in sup.running_jobs()), 10)
 
 
 # -- status -----------------------------------------------------------------------------

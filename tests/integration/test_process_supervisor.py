@@ -92,7 +92,7 @@ async def test_over_max_memory_the_supervisor_pulls_nothing(
     assert not done, f"a job ran while the supervisor was over max_memory: {sup.counters}"
 
     assert sup.free() == 0
-    assert not sup._running
+    assert not sup.running_jobs()
     consumer = await nc.jetstream().consumer_info(Layout(namespace).stream, "default")
     assert consumer.num_pending == 1, "the job left the stream"
     assert consumer.num_ack_pending == 0, "the job was handed to the supervisor"

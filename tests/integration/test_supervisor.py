@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from naq import Queue, Settings
+from naq import Outcome, Queue, Settings
+from naq.middleware import JobContext, Middleware
 from naq.transport.names import Layout
 from naq.transport.server import EmbeddedServer, free_port
 from tests import jobs
@@ -36,18 +37,28 @@ async def test_retries_with_delay_then_success(
     assert time.monotonic() - started >= 1.0  # two retries, 0.5 s apart
 
 
+class Concurrency(Middleware):
+    """Counts the jobs running at once, told by the supervisor as each starts and ends."""
+
+    def __init__(self) -> None:
+        self.now = self.peak = 0
+
+    def before_job(self, job: JobContext) -> None:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+
+    def after_outcome(self, job: JobContext, outcome: Outcome) -> None:
+        self.now -= 1
+
+
 async def test_concurrency_limit_is_honoured(
     queue: Queue, start_supervisor: StartSupervisor
 ) -> None:
-    sup = await start_supervisor(executor="asyncio", concurrency=3)
-    peak = 0
+    concurrent = Concurrency()
+    await start_supervisor(executor="asyncio", concurrency=3, middleware=[concurrent])
     created = await queue.enqueue_many([(jobs.async_sleep, (0.2,)) for _ in range(9)])
-    waiting = asyncio.create_task(queue.fetch_results([j.job_id for j in created], timeout=20))
-    while not waiting.done():
-        peak = max(peak, len(sup._running))
-        await asyncio.sleep(0.01)
-    assert len(waiting.result()) == 9
-    assert peak == 3
+    assert len(await queue.fetch_results([j.job_id for j in created], timeout=20)) == 9
+    assert concurrent.peak == 3
 
 
 async def test_heartbeat_record_and_removal(
@@ -105,7 +116,7 @@ async def test_an_idle_queue_does_not_starve_a_busy_one(
     slot, so "busy" runs three jobs at once instead of waiting for quiet's request."""
     sup = await start_supervisor(["busy", "quiet"], concurrency=4, pull_expires=0.5)
     for name in ("busy", "quiet"):
-        await asyncio.wait_for(sup._pullers[name].idle.wait(), 10)
+        await asyncio.wait_for(sup.wait_queue_idle(name), 10)
     async with Queue("busy", settings=settings) as busy:
         created = await busy.enqueue_many([(jobs.async_sleep, (0.3,)) for _ in range(6)])
         started = time.monotonic()
