@@ -1,0 +1,76 @@
+"""Every private nats-py member naq reaches (``naq.transport.compat``) still does what
+naq relies on, against a real server: a nats-py release that renames or changes one
+fails here, not in a supervisor."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from nats.aio.client import Client as NATS
+
+from naq import Settings
+from naq.transport import compat
+from naq.transport.connect import Client, connect, flush
+from naq.transport.names import Layout, kv_stream
+
+
+async def test_server_info_is_the_servers_info(nc: NATS) -> None:
+    info = compat.server_info(nc)
+    assert str(info["version"]).startswith("2.")
+    assert info["jetstream"] is True
+    assert int(info["max_payload"]) == nc.max_payload
+
+
+async def test_flush_pending_writes_the_buffer_so_a_sub_is_in_place_before_the_pong(
+    nc: NATS, settings: Settings
+) -> None:
+    """The barrier ``flush`` builds on: after it, another client's publish is heard."""
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def heard(msg: Any) -> None:
+        await got.put(msg.data)
+
+    subject = f"{settings.namespace}.compat.flush"
+    await nc.subscribe(subject, cb=heard)
+    await flush(nc)
+    other = await connect(settings, jetstream=False)
+    try:
+        await other.publish(subject, b"after the barrier")
+        await other.flush()
+        assert await asyncio.wait_for(got.get(), 5) == b"after the barrier"
+    finally:
+        await other.close()
+
+
+async def test_send_unsubscribe_stops_delivery_once_flushed(nc: NATS, settings: Settings) -> None:
+    subject = f"{settings.namespace}.compat.unsub"
+    sub = await nc.subscribe(subject)
+    await compat.send_unsubscribe(nc, sub)
+    await flush(nc)
+    other = await connect(settings, jetstream=False)
+    try:
+        await other.publish(subject, b"too late")
+        await other.flush()
+        await flush(nc)  # anything the server still routed to us would be here by now
+    finally:
+        await other.close()
+    assert sub.pending_msgs == 0
+
+
+async def test_watch_consumer_names_the_consumer_behind_a_kv_watch(
+    nc: NATS, settings: Settings
+) -> None:
+    client = Client(nc, settings)
+    layout = await client.layout(settings.namespace)
+    kv = await client.kv(layout.workers_bucket)
+    watcher = await kv.watch(">")
+    try:
+        behind = compat.watch_consumer(watcher)
+        assert behind is not None
+        js, stream, consumer = behind
+        info = await js.consumer_info(stream, consumer)
+        assert info.name == consumer
+        assert stream == kv_stream(Layout(settings.namespace).workers_bucket)
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
