@@ -100,3 +100,9 @@ class JobPending(JobNotFound):
 
 class ResultTimeout(NaqError, TimeoutError):
     """``fetch_job_result(..., timeout=)`` waited the whole timeout and no result came."""
+
+
+class QueueNotFound(NaqError, LookupError):
+    """No such queue in the namespace: no supervisor ever served it, and nothing waits,
+    is delayed or failed on it. Not a ``JobNotFound``: a caller catching that for a
+    job id must not mistake a misspelt queue name for a missing job."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from naq.cli.admin import purge, server, workers_cmd
+from naq.cli.admin import info_cmd, purge, server, workers_cmd
 from naq.cli.common import CONTEXT
 from naq.cli.failed import failed
 from naq.cli.scheduler import job_control, list_scheduled, scheduler_cmd
@@ -29,6 +29,7 @@ for command in (
     worker,
     server,
     purge,
+    info_cmd,
     workers_cmd,
     failed,
     scheduler_cmd,

@@ -1,20 +1,31 @@
-"""Admin commands: ``naq server``, ``naq purge``, ``naq workers`` (``list-workers``)."""
+"""Admin commands: ``naq server``, ``naq purge``, ``naq workers`` (``list-workers``),
+``naq info``.
+
+``workers`` and ``info`` print through the public read API (``naq.producer.info``),
+the same calls a program would make, and one worker line serves both.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
 import click
 
-from naq.cli.common import run_command, settings_from, settings_options
+from naq.cli.common import queue_names, run_command, settings_from, settings_options
+from naq.errors import QueueNotFound
+from naq.producer.info import QueueInfo, current_leader, list_workers, queues_info
 from naq.producer.queue import Queue
-from naq.state.workers import list_workers
-from naq.transport.connect import Client, connect
+from naq.settings import Settings
 from naq.transport.server import EmbeddedServer, binary_version
+
+QUEUE_COLUMNS = tuple(f.name for f in dataclasses.fields(QueueInfo) if f.name != "name")
+"""The table's count columns, in the dataclass's order, so a new count shows up by itself."""
 
 
 @click.command()
@@ -60,6 +71,48 @@ def purge(queues: tuple[str, ...], **params: Any) -> None:
     run_command(run())
 
 
+def _target(settings: Settings) -> dict[str, Any]:
+    """The read API builds its settings from these and the same environment."""
+    return {"nats_url": settings.nats_url, "namespace": settings.namespace}
+
+
+def worker_line(record: dict[str, Any]) -> str:
+    """One heartbeat record as one line: a supervisor's load, or a scheduler's role."""
+    if record.get("role") == "scheduler":
+        return (
+            f"{record['id']}  scheduler {'LEADER' if record['leader'] else 'standby'}  "
+            f"schedules={record['schedules']}  fired={record['fired']}"
+        )
+    return (
+        f"{record['id']}  {record['executor']} {record['busy']}/{record['slots']} busy  "
+        f"queues={','.join(record['queues'])}  processed={record['processed']} "
+        f"failed={record['failed']}  rss={record['rss'] // 1024**2}MiB"
+    )
+
+
+def _queue_table(infos: list[QueueInfo]) -> list[str]:
+    """The queues as aligned columns, a header first."""
+    rows = [("queue", *QUEUE_COLUMNS)] + [
+        (info.name, *(str(getattr(info, column)) for column in QUEUE_COLUMNS)) for info in infos
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
+
+
+def _leader_line(leader: dict[str, Any] | None) -> str:
+    if leader is None:
+        return "scheduler leader: none"
+    since = leader.get("since")
+    held = f", leading for {int(time.time() - since)}s" if since else ""
+    return f"scheduler leader: {leader['id']} (host {leader['host']}, pid {leader['pid']}{held})"
+
+
 @click.command(name="workers")
 @settings_options("nats_url", "namespace")
 @click.option("--json", "as_json", is_flag=True, help="one JSON record per line")
@@ -68,26 +121,59 @@ def workers_cmd(as_json: bool, **params: Any) -> None:
     settings = settings_from(params)
 
     async def run() -> None:
-        client = Client(await connect(settings), settings)
-        try:
-            records = await list_workers(client, await client.layout(settings.namespace))
-        finally:
-            await client.close()
-        for rec in records:
-            if as_json:
-                click.echo(json.dumps(rec))
-            elif rec.get("role") == "scheduler":
-                click.echo(
-                    f"{rec['id']}  scheduler {'LEADER' if rec['leader'] else 'standby'}  "
-                    f"schedules={rec['schedules']}  fired={rec['fired']}"
-                )
-            else:
-                click.echo(
-                    f"{rec['id']}  {rec['executor']} {rec['busy']}/{rec['slots']} busy  "
-                    f"queues={','.join(rec['queues'])}  processed={rec['processed']} "
-                    f"failed={rec['failed']}  rss={rec['rss'] // 1024**2}MiB"
-                )
+        records = await list_workers(**_target(settings))
+        for record in records:
+            click.echo(json.dumps(record) if as_json else worker_line(record))
         if not records:
             click.echo("no live workers")
+
+    run_command(run())
+
+
+@click.command(name="info")
+@click.argument("queues", nargs=-1)
+@settings_options("nats_url", "namespace")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object: queues, workers, leader")
+def info_cmd(queues: tuple[str, ...], as_json: bool, **params: Any) -> None:
+    """Queues, live workers and the scheduler leader at a glance.
+
+    Per queue: jobs waiting, running (or waiting out a retry delay), redelivered,
+    failed for good, scheduled (delayed jobs due to move there), and consumers (the
+    supervisors asking for its jobs now). QUEUES limits the table to those queues.
+    """
+    settings = settings_from(params)
+    wanted = queue_names(queues, settings) if queues else None  # checked before connecting
+
+    async def run() -> None:
+        target = _target(settings)
+        try:
+            infos = await queues_info(wanted, **target)
+        except QueueNotFound as exc:
+            raise click.ClickException(str(exc)) from None
+        records = await list_workers(**target)
+        leader = await current_leader(**target)
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "namespace": settings.namespace,
+                        "queues": [dataclasses.asdict(info) for info in infos],
+                        "workers": records,
+                        "leader": leader,
+                    }
+                )
+            )
+            return
+        click.echo(f"namespace {settings.namespace}")
+        click.echo("")
+        for line in _queue_table(infos) if infos else ["no queues"]:
+            click.echo(line)
+        click.echo("")
+        count = len(records)
+        click.echo(f"{count} live worker{'s' * (count != 1)}" if records else "no live workers")
+        for record in records:
+            click.echo(f"  {worker_line(record)}")
+        click.echo("")
+        click.echo(_leader_line(leader))
 
     run_command(run())

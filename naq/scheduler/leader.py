@@ -14,6 +14,9 @@ wakes, that it may no longer fire, before it learns so from the server.
 Standbys watch the key and try at once when it is deleted. Expiry by TTL produces
 no watch event (the bucket has no limit markers), so a standby also tries when the
 last write it saw is one TTL old.
+
+Who leads is read by ``naq.state.workers.current_leader``, beside the workers'
+heartbeats: readers need not import the role that writes the lease.
 """
 
 from __future__ import annotations
@@ -26,18 +29,19 @@ import math
 import os
 import socket
 import time
-from typing import Any
 
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from naq.transport.connect import Client
 from naq.transport.kv import is_stale_revision, stop_watch
-from naq.transport.names import Layout
+from naq.transport.names import (
+    LEASE_KEY as LEASE_KEY,  # re-exported: importable from here before it moved
+    Layout,
+)
 
 log = logging.getLogger(__name__)
 
-LEASE_KEY = "scheduler"
 RETRY_AFTER_EXPIRY = 0.2
 """The server removes an expired key a little late (0.3 s seen): try again this often."""
 
@@ -175,16 +179,3 @@ class Lease:
         """Wait until this process holds the lease."""
         while not await self.try_acquire():
             await self.wait_for_chance()
-
-
-async def current_leader(client: Client, layout: Layout) -> dict[str, Any] | None:
-    """The leader's record (id, host, pid, since), or None when no scheduler leads."""
-    kv = await client.kv(layout.leader_bucket)
-    try:
-        entry = await kv.get(LEASE_KEY)
-    except KeyNotFoundError:
-        return None
-    if not entry.value:
-        return None
-    record: dict[str, Any] = json.loads(entry.value)
-    return record

@@ -56,6 +56,9 @@ SCAN_CONSUMER_PREFIX = "naq-scan-"
 """Ephemeral consumers of one scan, recognisable in ``nats consumer ls``."""
 NASQ_CAPTURE_GROUP = "nasq-durable"
 """The queue group of a durable NASQueue's ``subscribe_and_queue``."""
+LEASE_KEY = "scheduler"
+"""The one key of the leader bucket: the scheduler lease, written by the scheduler
+role and read by anyone asking who leads (``naq.state.workers.current_leader``)."""
 
 
 def kv_stream(bucket: str) -> str:
@@ -77,6 +80,12 @@ def pull_subject(stream: str, consumer: str) -> str:
 def purge_api_subject(stream: str) -> str:
     """The stream purge API (nats-py's ``purge_stream`` drops the purged count)."""
     return f"{API_PREFIX}.STREAM.PURGE.{stream}"
+
+
+def stream_info_api_subject(stream: str) -> str:
+    """The stream info API (nats-py's ``stream_info`` cannot page the subjects it
+    lists: past 100,000 the server sends them in pages, by ``offset``)."""
+    return f"{API_PREFIX}.STREAM.INFO.{stream}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +150,11 @@ class Layout:
         which = "*" if queue is None else validate_name("queue", queue)
         return f"{self.namespace}.{FAILED_TOKEN}.{which}"
 
+    def failed_queue_of(self, failed_subject: str) -> str | None:
+        """The queue in a failed-stream subject (``{ns}.failed.{queue}``), if it is one."""
+        head, _, queue = failed_subject.partition(f"{self.namespace}.{FAILED_TOKEN}.")
+        return queue if not head and queue and "." not in queue else None
+
     def consumer(self, queue: str) -> str:
         """Durable pull consumer shared by every supervisor of ``queue``."""
         return validate_name("queue", queue)
@@ -152,6 +166,11 @@ class Layout:
 
     def sched_subject(self, job_id: str) -> str:
         return f"{self.namespace}.{SCHED_TOKEN}.{job_id}"
+
+    @property
+    def sched_subjects(self) -> str:
+        """Every delayed job of every queue (a delayed job's subject names no queue)."""
+        return f"{self.namespace}.{SCHED_TOKEN}.*"
 
     def kv_subject(self, bucket: str, key: str) -> str:
         return kv_subject(bucket, key)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from naq import current_leader
 from naq.producer.schedules import (
     cancel_recurring,
     list_schedules,
@@ -19,7 +20,7 @@ from naq.producer.schedules import (
     resume_scheduled_job,
     schedule,
 )
-from naq.scheduler import Scheduler, current_leader
+from naq.scheduler import Scheduler
 from naq.settings import Settings
 from naq.state.schedules import DONE
 from naq.state.store import read_record
@@ -193,11 +194,7 @@ async def test_one_leader_and_takeover_without_double_fires(
 
 
 async def _leader_record(settings: Settings) -> dict[str, Any] | None:
-    from naq.producer.api import shared_queue
-
-    queue = shared_queue(None, settings.nats_url, settings.namespace)
-    client = await queue.connection()
-    return await current_leader(client, queue.layout)
+    return await current_leader(settings.nats_url, settings.namespace)
 
 
 async def test_cancel_scheduled_job_cancels_a_recurring_schedule(settings: Settings) -> None:

@@ -1,0 +1,122 @@
+"""The public read API: live workers, the scheduler leader, the queues and their counts.
+
+Each call takes ``nats_url=`` and ``namespace=`` like the rest of the producer API
+and runs on its shared connection (``naq.producer.api.shared_queue``), so a
+monitoring loop calling them opens one connection, not one per call; ``*_sync``
+twins run on naq's sync loop thread. They only read: what they return is read from
+the server when asked (``naq.state.workers``, ``naq.state.queues``), and ``naq info``
+prints the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from naq.errors import ConfigurationError
+from naq.producer.api import shared_queue
+from naq.settings import validate_name
+from naq.state import queues as state_queues, workers as state_workers
+from naq.state.queues import QueueInfo
+from naq.transport.connect import Client
+from naq.transport.names import Layout
+from naq.transport.pool import run_sync
+
+__all__ = [
+    "QueueInfo",
+    "current_leader",
+    "current_leader_sync",
+    "list_queues",
+    "list_queues_sync",
+    "list_workers",
+    "list_workers_sync",
+    "queue_info",
+    "queue_info_sync",
+    "queues_info",
+    "queues_info_sync",
+]
+
+
+async def _connect(nats_url: str | None, namespace: str | None) -> tuple[Client, Layout]:
+    queue = shared_queue(None, nats_url, namespace)
+    return await queue.connection(), queue.layout
+
+
+async def list_workers(
+    nats_url: str | None = None, namespace: str | None = None
+) -> list[dict[str, Any]]:
+    """The heartbeat records of the live supervisors and schedulers (the original naq's
+    ``list_workers``): id, host, pid, queues, executor, slots, busy, processed,
+    failed, rss, ... for a supervisor; ``role: "scheduler"`` and ``leader`` for a
+    scheduler. A process that stopped heartbeating drops out within three intervals."""
+    return await state_workers.list_workers(*await _connect(nats_url, namespace))
+
+
+def list_workers_sync(
+    nats_url: str | None = None, namespace: str | None = None
+) -> list[dict[str, Any]]:
+    return run_sync(list_workers(nats_url, namespace))
+
+
+async def current_leader(
+    nats_url: str | None = None, namespace: str | None = None
+) -> dict[str, Any] | None:
+    """The scheduler leader's lease record (id, host, pid, since, renewed_at), or None
+    when no ``naq scheduler`` leads (none runs, or the lease lapsed)."""
+    return await state_workers.current_leader(*await _connect(nats_url, namespace))
+
+
+def current_leader_sync(
+    nats_url: str | None = None, namespace: str | None = None
+) -> dict[str, Any] | None:
+    return run_sync(current_leader(nats_url, namespace))
+
+
+async def list_queues(nats_url: str | None = None, namespace: str | None = None) -> list[str]:
+    """The namespace's queues (those a supervisor has served), sorted."""
+    return await state_queues.list_queues(*await _connect(nats_url, namespace))
+
+
+def list_queues_sync(nats_url: str | None = None, namespace: str | None = None) -> list[str]:
+    return run_sync(list_queues(nats_url, namespace))
+
+
+async def queue_info(
+    name: str, nats_url: str | None = None, namespace: str | None = None
+) -> QueueInfo:
+    """Waiting, running, redelivered, failed and delayed jobs of one queue, and how many
+    supervisors ask for its jobs. Raises ``QueueNotFound`` for a queue the namespace
+    knows nothing of, ``ConfigurationError`` for a bad name (before connecting).
+
+    Reads every delayed job of the namespace to count this queue's: see
+    ``naq.state.queues.scheduled_counts``.
+    """
+    validate_name("queue", name)  # bad input fails before anything connects
+    return await state_queues.queue_info(*await _connect(nats_url, namespace), name)
+
+
+def queue_info_sync(
+    name: str, nats_url: str | None = None, namespace: str | None = None
+) -> QueueInfo:
+    return run_sync(queue_info(name, nats_url, namespace))
+
+
+async def queues_info(
+    names: Iterable[str] | None = None,
+    nats_url: str | None = None,
+    namespace: str | None = None,
+) -> list[QueueInfo]:
+    """:func:`queue_info` of several queues (every queue with None), reading what they
+    share once: the delayed jobs are read once in all, not once per queue."""
+    if isinstance(names, str):  # a lone name would be read as its letters
+        raise ConfigurationError(f"queues_info takes a list of queue names, got {names!r}")
+    wanted = None if names is None else [validate_name("queue", name) for name in names]
+    return await state_queues.queues_info(*await _connect(nats_url, namespace), wanted)
+
+
+def queues_info_sync(
+    names: Iterable[str] | None = None,
+    nats_url: str | None = None,
+    namespace: str | None = None,
+) -> list[QueueInfo]:
+    return run_sync(queues_info(names, nats_url, namespace))

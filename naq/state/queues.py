@@ -1,0 +1,208 @@
+"""What the server knows about a namespace's queues: which exist, and how many jobs
+wait, run, failed or are delayed on each.
+
+Read-side only: nothing here writes, creates a consumer, or polls. Every number comes
+from the server when asked, from what naq keeps anyway:
+
+- a queue is a durable pull consumer on the job stream, named after the queue and
+  filtered on its subjects (``naq.transport.declare.ensure_consumer``): the consumer's
+  counts are the queue's waiting, running and redelivered jobs;
+- the failed stream has one subject per queue, so its per-subject counts are the
+  failed jobs of each queue;
+- a delayed job's subject names no queue (``{ns}.sched.{job_id}``): only its
+  ``Nats-Schedule-Target`` header does, so counting them per queue reads each one
+  (see :func:`scheduled_counts` for the cost).
+
+The public calls, with connection handling and ``*_sync`` twins, are
+``naq.producer.info``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from nats.js.api import ConsumerInfo
+from nats.js.errors import NotFoundError
+
+from naq.errors import ConfigurationError, NaqError, QueueNotFound
+from naq.settings import validate_name
+from naq.transport.connect import Client
+from naq.transport.names import Layout, stream_info_api_subject
+
+SCHEDULE_TARGET = "Nats-Schedule-Target"
+"""The header of a delayed job naming the subject it moves to when due."""
+READ_CONCURRENCY = 64
+"""Delayed jobs read at once: enough to hide round trips, few enough not to flood."""
+API_TIMEOUT = 5.0
+NOT_FOUND = 404
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """One queue's counts, read from the server at one moment (each a separate read,
+    so under load they need not add up exactly)."""
+
+    name: str
+    waiting: int
+    """Jobs ready to run that no supervisor holds yet."""
+    running: int
+    """Jobs delivered and not yet settled: running now, or waiting out a retry delay
+    (a ``nak`` with a delay keeps the job pending on the server until it comes back)."""
+    redelivered: int
+    """Of the pending jobs, those delivered more than once (retried, handed back by a
+    stopping supervisor, or whose worker died)."""
+    failed: int
+    """Jobs that failed for good and are kept in the failed stream (see ``naq failed``)."""
+    scheduled: int
+    """Delayed jobs (``enqueue_at``/``enqueue_in``) that will move to this queue when due."""
+    consumers: int
+    """Pull requests open on the queue: each supervisor with free slots keeps one, so
+    this is how many supervisors are asking for this queue's jobs right now."""
+
+
+async def list_queues(client: Client, layout: Layout) -> list[str]:
+    """The namespace's queues, sorted: those a supervisor has served (each has its
+    durable consumer from then on). Jobs enqueued to a queue nobody has served yet
+    wait in the stream without one; :func:`queue_info` still finds them by name."""
+    return sorted(await _queue_consumers(client, layout))
+
+
+async def queue_info(client: Client, layout: Layout, name: str) -> QueueInfo:
+    """One queue's counts; ``QueueNotFound`` when the namespace knows nothing of it.
+
+    Costs a consumer listing, one stream info on each stream, and the reads of
+    :func:`scheduled_counts`.
+    """
+    [info] = await queues_info(client, layout, [name])
+    return info
+
+
+async def queues_info(
+    client: Client, layout: Layout, names: Sequence[str] | None = None
+) -> list[QueueInfo]:
+    """The counts of ``names`` (every queue of :func:`list_queues` with None), in order.
+
+    For many queues at once: the consumers, the failed counts and the delayed jobs are
+    read once for all of them, where a :func:`queue_info` per queue would read every
+    delayed job again for each. An unknown name raises ``QueueNotFound``; a bad one
+    ``ConfigurationError``, before anything is read.
+    """
+    wanted = None if names is None else [validate_name("queue", name) for name in names]
+    consumers = await _queue_consumers(client, layout)
+    failed = Counter[str]()
+    for subject, count in (
+        await _subject_counts(client, layout.failed_stream, layout.failed_subject(None))
+    ).items():
+        if (queue := layout.failed_queue_of(subject)) is not None:
+            failed[queue] += count
+    scheduled = await scheduled_counts(client, layout)
+    infos = []
+    for name in sorted(consumers) if wanted is None else wanted:
+        consumer = consumers.get(name)
+        if consumer is not None:
+            infos.append(
+                QueueInfo(
+                    name,
+                    waiting=consumer.num_pending or 0,
+                    running=consumer.num_ack_pending or 0,
+                    redelivered=consumer.num_redelivered or 0,
+                    failed=failed[name],
+                    scheduled=scheduled[name],
+                    consumers=consumer.num_waiting or 0,
+                )
+            )
+            continue
+        # Never served: no consumer counts for it, but its jobs wait in the stream.
+        waiting = sum(
+            (await _subject_counts(client, layout.stream, layout.queue_subjects(name))).values()
+        )
+        if not (waiting or failed[name] or scheduled[name]):
+            raise QueueNotFound(f"no queue {name!r} in namespace {layout.namespace}")
+        infos.append(QueueInfo(name, waiting, 0, 0, failed[name], scheduled[name], 0))
+    return infos
+
+
+async def scheduled_counts(client: Client, layout: Layout) -> Counter[str]:
+    """Delayed jobs per target queue.
+
+    The cost: one stream info listing the delayed jobs' subjects (about 50 bytes
+    each), then one message read per delayed job, ``READ_CONCURRENCY`` at a time,
+    payload included, since only the ``Nats-Schedule-Target`` header names the queue
+    and the server cannot filter on a header. So 10,000 delayed jobs are 10,000
+    round trips. The job stream is a work queue, which refuses the ack-less consumer
+    ``naq.transport.streams.scan`` reads with, and an acking one would conflict with
+    any other reader doing the same at once; single reads need no consumer at all.
+    A delayed job that fires or is cancelled between the listing and its read is
+    not counted.
+    """
+    subjects = await _subject_counts(client, layout.stream, layout.sched_subjects)
+    gate = asyncio.Semaphore(READ_CONCURRENCY)
+
+    async def target_queue(subject: str) -> str | None:
+        async with gate:
+            try:
+                msg = await client.js.get_last_msg(layout.stream, subject)
+            except NotFoundError:  # fired or cancelled since it was listed
+                return None
+        return layout.queue_of((msg.headers or {}).get(SCHEDULE_TARGET, ""))
+
+    targets = await asyncio.gather(*(target_queue(subject) for subject in subjects))
+    return Counter(queue for queue in targets if queue is not None)
+
+
+def _queue_of_consumer(layout: Layout, info: ConsumerInfo) -> str | None:
+    """The queue a consumer serves, if it is a queue's: durable, pulled, named after the
+    queue and filtered on its subjects (anything else someone added to the stream is
+    not a queue)."""
+    config = info.config
+    if config.durable_name != info.name or config.deliver_subject:
+        return None
+    try:
+        subjects = layout.queue_subjects(info.name)
+    except ConfigurationError:  # a name no queue can have
+        return None
+    return info.name if config.filter_subject == subjects else None
+
+
+async def _queue_consumers(client: Client, layout: Layout) -> dict[str, ConsumerInfo]:
+    """Every queue's consumer info, by queue name (the server lists them in pages)."""
+    found: dict[str, ConsumerInfo] = {}
+    seen = 0
+    while True:
+        try:
+            page = await client.js.consumers_info(layout.stream, offset=seen)
+        except NotFoundError:  # the stream is gone (deleted behind naq's back)
+            return found
+        if not page:
+            return found
+        seen += len(page)
+        for info in page:
+            if (queue := _queue_of_consumer(layout, info)) is not None:
+                found[queue] = info
+
+
+async def _subject_counts(client: Client, stream: str, subjects: str) -> dict[str, int]:
+    """Messages per subject matching ``subjects`` in ``stream``; empty if the stream is gone.
+
+    Asks the stream info API itself: past 100,000 subjects the server answers in pages
+    (sorted, by ``offset``), and nats-py's ``stream_info`` returns only the first.
+    """
+    counts: dict[str, int] = {}
+    while True:
+        request = {"subjects_filter": subjects, "offset": len(counts)}
+        reply = await client.nc.request(
+            stream_info_api_subject(stream), json.dumps(request).encode(), timeout=API_TIMEOUT
+        )
+        data = json.loads(reply.data)
+        if error := data.get("error"):
+            if error.get("code") == NOT_FOUND:
+                return {}
+            raise NaqError(f"reading {stream} failed: {error.get('description')}")
+        page: dict[str, int] = (data.get("state") or {}).get("subjects") or {}
+        counts.update(page)
+        if not page or len(counts) >= int(data.get("total") or 0):
+            return counts
