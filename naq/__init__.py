@@ -44,6 +44,11 @@ _EXPORTS = {
         "Job",
         "JobOptions",
     ],
+    "naq.middleware": [
+        "JobContext",
+        "Middleware",
+        "WorkerInfo",
+    ],
     "naq.nasqueue": [
         "NASQueue",
     ],
@@ -169,6 +174,11 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ serv
     from naq.job import (
         Job as Job,
         JobOptions as JobOptions,
+    )
+    from naq.middleware import (
+        JobContext as JobContext,
+        Middleware as Middleware,
+        WorkerInfo as WorkerInfo,
     )
     from naq.nasqueue import (
         NASQueue as NASQueue,

@@ -18,7 +18,6 @@ from typing import Any
 import click
 
 from naq.cli.common import queue_names, run_command, settings_from, settings_options
-from naq.errors import QueueNotFound
 from naq.producer.info import QueueInfo, current_leader, list_workers, queues_info
 from naq.producer.queue import Queue
 from naq.settings import Settings
@@ -146,10 +145,7 @@ def info_cmd(queues: tuple[str, ...], as_json: bool, **params: Any) -> None:
 
     async def run() -> None:
         target = _target(settings)
-        try:
-            infos = await queues_info(wanted, **target)
-        except QueueNotFound as exc:
-            raise click.ClickException(str(exc)) from None
+        infos = await queues_info(wanted, **target)  # QueueNotFound: exit 1
         records = await list_workers(**target)
         leader = await current_leader(**target)
         if as_json:

@@ -17,7 +17,13 @@ from typing import Any, Protocol, TypeVar
 
 import click
 
-from naq.errors import EXIT_CONNECTION, ConfigurationError, JobNotFound, NaqError
+from naq.errors import (
+    EXIT_CONNECTION,
+    ConfigurationError,
+    JobNotFound,
+    NaqError,
+    QueueNotFound,
+)
 from naq.executors.registry import available_executors
 from naq.settings import Settings, env_name, validate_name
 from naq.transport.pool import close_connections, new_event_loop
@@ -109,14 +115,14 @@ def run_role(make: Callable[[], Role]) -> int:
 def run_command(coro: Coroutine[Any, Any, None]) -> None:
     """Run a command's coroutine and close the connections it opened.
 
-    A missing job or schedule (exit 1) and a bad name or value (exit 2) are the
+    A missing job, schedule or queue (exit 1) and a bad name or value (exit 2) are the
     user's errors; any other naq error is the server's (exit 3).
     """
 
     async def guarded() -> None:
         try:
             await coro
-        except JobNotFound as exc:
+        except (JobNotFound, QueueNotFound) as exc:
             raise click.ClickException(str(exc)) from None
         except ConfigurationError as exc:
             raise click.UsageError(str(exc)) from None

@@ -17,6 +17,8 @@ from naq.job import Job
 from naq.producer.queue import CallSpec, Queue
 from naq.settings import env_snapshot
 from naq.state.status import JobStatus
+from naq.transport.connect import Client
+from naq.transport.names import Layout
 from naq.transport.pool import close_connections, close_sync_connections, run_sync
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "cancel_job_sync",
     "close_connections",
     "close_sync_connections",
+    "connected",
     "enqueue",
     "enqueue_at",
     "enqueue_at_sync",
@@ -62,6 +65,16 @@ def shared_queue(
             _shared.clear()
         _shared[key] = queue
     return queue
+
+
+async def connected(
+    nats_url: str | None = None, namespace: str | None = None
+) -> tuple[Client, Layout]:
+    """The shared connection and the namespace's names, for the producer API's modules
+    that act on a namespace rather than a queue (schedules, the failed registry, the
+    read API)."""
+    queue = shared_queue(None, nats_url, namespace)
+    return await queue.connection(), queue.layout
 
 
 async def enqueue(

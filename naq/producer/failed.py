@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from naq.producer.api import shared_queue
+from naq.producer.api import connected
 from naq.state import failed as registry
 from naq.state.failed import FailedJob
-from naq.transport.connect import Client
-from naq.transport.names import Layout
 from naq.transport.pool import run_sync
 
 __all__ = [
@@ -29,11 +27,6 @@ __all__ = [
 ]
 
 
-async def _connect(nats_url: str | None, namespace: str | None) -> tuple[Client, Layout]:
-    queue = shared_queue(None, nats_url, namespace)
-    return await queue.connection(), queue.layout
-
-
 async def list_failed(
     queue: str | None = None,
     limit: int | None = None,
@@ -43,7 +36,7 @@ async def list_failed(
     """Failed jobs, oldest first: all of them, or one queue's; at most ``limit``."""
     registry.check_queue(queue)  # bad input fails before anything connects
     registry.check_limit(limit)
-    return await registry.list_failed(*await _connect(nats_url, namespace), queue, limit)
+    return await registry.list_failed(*await connected(nats_url, namespace), queue, limit)
 
 
 def list_failed_sync(
@@ -63,7 +56,7 @@ async def get_failed(
     Raises ``JobNotFound`` when the job is not there: it never failed for good, was
     requeued or purged, or its entry aged out of the stream.
     """
-    return await registry.get_failed(*await _connect(nats_url, namespace), job_id)
+    return await registry.get_failed(*await connected(nats_url, namespace), job_id)
 
 
 def get_failed_sync(
@@ -85,7 +78,7 @@ async def requeue_failed(
     See ``naq.state.failed.requeue_failed`` for what ``all=True`` refuses.
     """
     registry.requeue_ids(job_ids, all)  # bad input fails before anything connects
-    client, layout = await _connect(nats_url, namespace)
+    client, layout = await connected(nats_url, namespace)
     return await registry.requeue_failed(client, layout, job_ids, all=all)
 
 
@@ -108,7 +101,7 @@ async def purge_failed(
     fail, and their producers may still ask.
     """
     registry.check_queue(queue)  # bad input fails before anything connects
-    return await registry.purge_failed(*await _connect(nats_url, namespace), queue)
+    return await registry.purge_failed(*await connected(nats_url, namespace), queue)
 
 
 def purge_failed_sync(

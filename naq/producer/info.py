@@ -14,12 +14,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from naq.errors import ConfigurationError
-from naq.producer.api import shared_queue
+from naq.producer.api import connected
 from naq.settings import validate_name
 from naq.state import queues as state_queues, workers as state_workers
 from naq.state.queues import QueueInfo
-from naq.transport.connect import Client
-from naq.transport.names import Layout
 from naq.transport.pool import run_sync
 
 __all__ = [
@@ -37,11 +35,6 @@ __all__ = [
 ]
 
 
-async def _connect(nats_url: str | None, namespace: str | None) -> tuple[Client, Layout]:
-    queue = shared_queue(None, nats_url, namespace)
-    return await queue.connection(), queue.layout
-
-
 async def list_workers(
     nats_url: str | None = None, namespace: str | None = None
 ) -> list[dict[str, Any]]:
@@ -49,7 +42,7 @@ async def list_workers(
     ``list_workers``): id, host, pid, queues, executor, slots, busy, processed,
     failed, rss, ... for a supervisor; ``role: "scheduler"`` and ``leader`` for a
     scheduler. A process that stopped heartbeating drops out within three intervals."""
-    return await state_workers.list_workers(*await _connect(nats_url, namespace))
+    return await state_workers.list_workers(*await connected(nats_url, namespace))
 
 
 def list_workers_sync(
@@ -63,7 +56,7 @@ async def current_leader(
 ) -> dict[str, Any] | None:
     """The scheduler leader's lease record (id, host, pid, since, renewed_at), or None
     when no ``naq scheduler`` leads (none runs, or the lease lapsed)."""
-    return await state_workers.current_leader(*await _connect(nats_url, namespace))
+    return await state_workers.current_leader(*await connected(nats_url, namespace))
 
 
 def current_leader_sync(
@@ -74,7 +67,7 @@ def current_leader_sync(
 
 async def list_queues(nats_url: str | None = None, namespace: str | None = None) -> list[str]:
     """The namespace's queues (those a supervisor has served), sorted."""
-    return await state_queues.list_queues(*await _connect(nats_url, namespace))
+    return await state_queues.list_queues(*await connected(nats_url, namespace))
 
 
 def list_queues_sync(nats_url: str | None = None, namespace: str | None = None) -> list[str]:
@@ -92,7 +85,7 @@ async def queue_info(
     ``naq.state.queues.scheduled_counts``.
     """
     validate_name("queue", name)  # bad input fails before anything connects
-    return await state_queues.queue_info(*await _connect(nats_url, namespace), name)
+    return await state_queues.queue_info(*await connected(nats_url, namespace), name)
 
 
 def queue_info_sync(
@@ -111,7 +104,7 @@ async def queues_info(
     if isinstance(names, str):  # a lone name would be read as its letters
         raise ConfigurationError(f"queues_info takes a list of queue names, got {names!r}")
     wanted = None if names is None else [validate_name("queue", name) for name in names]
-    return await state_queues.queues_info(*await _connect(nats_url, namespace), wanted)
+    return await state_queues.queues_info(*await connected(nats_url, namespace), wanted)
 
 
 def queues_info_sync(

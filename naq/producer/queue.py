@@ -32,7 +32,7 @@ from naq.state.dependencies import dependency_ids, hold
 from naq.state.status import JobStatus, job_status
 from naq.state.store import iter_records, unpack, wait_record
 from naq.transport.connect import Client
-from naq.transport.names import Layout
+from naq.transport.names import SCHEDULE_HEADER, SCHEDULE_TARGET_HEADER, Layout
 from naq.transport.pool import acquire, release
 from naq.transport.publish import NoStream, Outgoing
 from naq.transport.streams import purge_subject
@@ -251,8 +251,8 @@ class Queue:
         job, message = self.prepare(func, args, kwargs, **options)
         headers = {
             **(message.headers or {}),  # a middleware's headers travel with the scheduled job
-            "Nats-Schedule": f"@at {rfc3339(when)}",
-            "Nats-Schedule-Target": message.subject,
+            SCHEDULE_HEADER: f"@at {rfc3339(when)}",
+            SCHEDULE_TARGET_HEADER: message.subject,
         }
         scheduled = Outgoing(self.layout.sched_subject(job.job_id), message.payload, headers)
         return (await self._publish([job], [scheduled]))[0]

@@ -13,10 +13,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from nats.js.kv import KeyValue
+
 from naq.cron import MISSED_POLICIES, MissedPolicy, Spec, first_fire, interval_seconds, parse_when
 from naq.errors import ConfigurationError
 from naq.job import new_job_id, take_options, validate_job_id
-from naq.producer.api import shared_queue
+from naq.producer.api import connected, shared_queue
 from naq.state import schedules as store
 from naq.state.schedules import ACTIVE, DONE, PAUSED, STATUSES, Schedule
 from naq.transport.pool import run_sync
@@ -82,9 +84,8 @@ async def schedule(
     return schedule_id
 
 
-async def _kv(nats_url: str | None, namespace: str | None) -> Any:
-    queue = shared_queue(None, nats_url, namespace)
-    return await store.bucket(await queue.connection(), queue.layout)
+async def _kv(nats_url: str | None, namespace: str | None) -> KeyValue:
+    return await store.bucket(*await connected(nats_url, namespace))
 
 
 async def cancel_recurring(
@@ -178,8 +179,7 @@ async def list_schedules(
     """Schedules, filtered by status, queue and id, soonest next run first."""
     if status is not None and status not in STATUSES:
         raise ConfigurationError(f"status must be one of {', '.join(STATUSES)}")
-    queue = shared_queue(None, nats_url, namespace)
-    found = await store.read_all(await queue.connection(), queue.layout)
+    found = await store.read_all(*await connected(nats_url, namespace))
     return sorted(
         (
             s

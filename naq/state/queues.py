@@ -31,9 +31,8 @@ from nats.js.errors import NotFoundError
 from naq.errors import ConfigurationError, NaqError, QueueNotFound
 from naq.settings import validate_name
 from naq.transport.connect import Client
-from naq.transport.names import Layout, stream_info_api_subject
+from naq.transport.names import SCHEDULE_TARGET_HEADER, Layout, stream_info_api_subject
 
-SCHEDULE_TARGET = "Nats-Schedule-Target"
 """The header of a delayed job naming the subject it moves to when due."""
 READ_CONCURRENCY = 64
 """Delayed jobs read at once: enough to hide round trips, few enough not to flood."""
@@ -148,7 +147,7 @@ async def scheduled_counts(client: Client, layout: Layout) -> Counter[str]:
                 msg = await client.js.get_last_msg(layout.stream, subject)
             except NotFoundError:  # fired or cancelled since it was listed
                 return None
-        return layout.queue_of((msg.headers or {}).get(SCHEDULE_TARGET, ""))
+        return layout.queue_of((msg.headers or {}).get(SCHEDULE_TARGET_HEADER, ""))
 
     targets = await asyncio.gather(*(target_queue(subject) for subject in subjects))
     return Counter(queue for queue in targets if queue is not None)

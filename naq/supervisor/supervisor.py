@@ -174,7 +174,10 @@ class Supervisor:
                 )
                 await puller.start()
                 self._pullers[queue] = puller
-            background = self._start_background(client)
+            info = Heartbeat(
+                self.worker_id, self.queues, self.executor.name, self.executor.concurrency
+            )
+            background = self._start_background(client, info)
             log.info(
                 "supervisor %s: queues %s, executor %s x%d, namespace %s, %s",
                 self.worker_id,
@@ -192,6 +195,7 @@ class Supervisor:
                 self.executor.concurrency,
             )
             self.middleware.emit("on_start", worker)
+            await self._beat(info)  # listed by `naq workers` from the moment it is ready
             self.ready.set()
             await self._stopping.requested.wait()
             await self._drain()
@@ -210,8 +214,7 @@ class Supervisor:
         finally:
             await client.close()
 
-    def _start_background(self, client: Client) -> list[asyncio.Task[None]]:
-        info = Heartbeat(self.worker_id, self.queues, self.executor.name, self.executor.concurrency)
+    def _start_background(self, client: Client, info: Heartbeat) -> list[asyncio.Task[None]]:
         tasks = [
             asyncio.create_task(p.run(), name=f"naq-pull-{q}") for q, p in self._pullers.items()
         ]
@@ -256,25 +259,29 @@ class Supervisor:
 
     # -- background --------------------------------------------------------------------
     async def _heartbeat(self, info: Heartbeat) -> None:
-        assert self.client is not None
-        interval = self.settings.heartbeat_interval
+        """The heartbeat after the first (written before the supervisor is ready)."""
         while True:
-            record = info.record(self.executor, len(self.jobs.running), self.counters)
-            record["running"] = [
-                {
-                    "job_id": job_id,
-                    "queue": job.queue,
-                    "attempt": job.attempt,
-                    "started_at": job.started_at,
-                    "enqueued_at": job.meta.enqueue_time,
-                }
-                for job_id, job in list(self.jobs.running.items())
-            ]
-            try:
-                await heartbeat.beat(self.client, self.layout, record, interval * 3)
-            except Exception as exc:
-                log.warning("heartbeat failed: %s", exc)
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self.settings.heartbeat_interval)
+            await self._beat(info)
+
+    async def _beat(self, info: Heartbeat) -> None:
+        assert self.client is not None
+        record = info.record(self.executor, len(self.jobs.running), self.counters)
+        record["running"] = [
+            {
+                "job_id": job_id,
+                "queue": job.queue,
+                "attempt": job.attempt,
+                "started_at": job.started_at,
+                "enqueued_at": job.meta.enqueue_time,
+            }
+            for job_id, job in list(self.jobs.running.items())
+        ]
+        ttl = self.settings.heartbeat_interval * 3
+        try:
+            await heartbeat.beat(self.client, self.layout, record, ttl)
+        except Exception as exc:  # the next beat tries again; three missed and it expires
+            log.warning("heartbeat failed: %s", exc)
 
     async def _withdraw(self) -> None:
         for puller in self._pullers.values():

@@ -49,6 +49,9 @@ RESERVED_TOKENS = {
 """First tokens naq uses after a namespace, with the token count naq's subjects have
 there (0: every subject under that token is naq's). NASQueue refuses them."""
 
+SCHEDULE_HEADER = "Nats-Schedule"
+SCHEDULE_TARGET_HEADER = "Nats-Schedule-Target"
+"""A delayed job's headers: when the server fires it, and the subject it lands on."""
 API_PREFIX = "$JS.API"
 DEAD_LETTER_CONSUMER = "dead-letter"
 """The advisory stream's one durable consumer, shared by every supervisor."""

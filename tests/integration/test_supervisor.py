@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
-from typing import Any
 
-from naq import Outcome, Queue, Settings
+from naq import Outcome, Queue, Settings, close_connections, list_workers
+from naq.executors.registry import load_executor
 from naq.middleware import JobContext, Middleware
-from naq.transport.names import Layout
+from naq.supervisor import Supervisor
 from naq.transport.server import EmbeddedServer, free_port
 from tests import jobs
-from tests.conftest import StartSupervisor
+from tests.conftest import StartSupervisor, run_until_ready, stop_all
 
 
 async def test_job_longer_than_ack_wait_runs_once(
@@ -61,26 +60,24 @@ async def test_concurrency_limit_is_honoured(
     assert concurrent.peak == 3
 
 
-async def test_heartbeat_record_and_removal(
-    settings: Settings, start_supervisor: StartSupervisor, nc: Any, namespace: str
-) -> None:
-    sup = await start_supervisor(["alpha", "beta"], executor="thread", concurrency=3)
-    kv = await nc.jetstream().key_value(Layout(namespace).workers_bucket)
-    watcher = await kv.watch(sup.worker_id)
-    entry = await watcher.updates(timeout=10)
-    while entry is None or not entry.value:
-        entry = await watcher.updates(timeout=10)
-    record = json.loads(entry.value)
-    assert record["queues"] == ["alpha", "beta"]
-    assert (record["executor"], record["slots"], record["busy"]) == ("thread", 3, 0)
-    assert record["rss"] > 0
-    assert record["pid"] > 0
-    sup.request_stop()
-    gone = await watcher.updates(timeout=10)
-    while gone is None or gone.value:  # later heartbeats, then the record's removal
-        gone = await watcher.updates(timeout=10)
-    assert gone.operation in ("DEL", "PURGE")
-    await watcher.stop()
+async def test_heartbeat_record_and_removal(settings: Settings) -> None:
+    """Listed from the moment it is ready (its first heartbeat is written before), with
+    its queues, executor and slots; gone once it stopped cleanly."""
+    conf = settings.replace(executor="thread", concurrency=3)
+    sup = Supervisor(conf, load_executor("thread")(3, conf), ["alpha", "beta"])
+    task = await run_until_ready(sup)
+    try:
+        (record,) = [w for w in await list_workers(settings.url, settings.namespace)]
+        assert record["id"] == sup.worker_id
+        assert record["queues"] == ["alpha", "beta"]
+        assert (record["executor"], record["slots"], record["busy"]) == ("thread", 3, 0)
+        assert record["rss"] > 0
+        assert record["pid"] > 0
+    finally:
+        await stop_all([(sup, task)])
+    assert await task == 0
+    assert await list_workers(settings.url, settings.namespace) == []
+    await close_connections()
 
 
 async def test_survives_a_server_restart(tmp_path: Path, namespace: str) -> None:

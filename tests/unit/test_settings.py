@@ -34,6 +34,7 @@ ENV_SAMPLES: dict[str, tuple[str, Any]] = {
     "max_memory_per_child": ("512MiB", 512 * 1024**2),
     "max_memory": ("2G", 2 * 1000**3),
     "preload": ("tasks,app.jobs", "tasks,app.jobs"),
+    "middleware": ("tests.middleware:Stamp,tracing", "tests.middleware:Stamp,tracing"),
     "scheduler_lock_ttl": ("45", 45.0),
     "scheduler_lock_renew_interval": ("10", 10.0),
 }
