@@ -33,7 +33,6 @@ from naq.settings import validate_name
 from naq.transport.connect import Client
 from naq.transport.names import SCHEDULE_TARGET_HEADER, Layout, stream_info_api_subject
 
-"""The header of a delayed job naming the subject it moves to when due."""
 READ_CONCURRENCY = 64
 """Delayed jobs read at once: enough to hide round trips, few enough not to flood."""
 API_TIMEOUT = 5.0
