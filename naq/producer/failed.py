@@ -11,20 +11,8 @@ from collections.abc import Iterable
 
 from naq.producer.api import connected
 from naq.state import failed as registry
-from naq.state.failed import FailedJob
+from naq.state.failed import FailedJob as FailedJob  # the type these calls return
 from naq.transport.pool import run_sync
-
-__all__ = [
-    "FailedJob",
-    "get_failed",
-    "get_failed_sync",
-    "list_failed",
-    "list_failed_sync",
-    "purge_failed",
-    "purge_failed_sync",
-    "requeue_failed",
-    "requeue_failed_sync",
-]
 
 
 async def list_failed(

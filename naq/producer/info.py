@@ -17,22 +17,8 @@ from naq.errors import ConfigurationError
 from naq.producer.api import connected
 from naq.settings import validate_name
 from naq.state import queues as state_queues, workers as state_workers
-from naq.state.queues import QueueInfo
+from naq.state.queues import QueueInfo as QueueInfo  # the type these calls return
 from naq.transport.pool import run_sync
-
-__all__ = [
-    "QueueInfo",
-    "current_leader",
-    "current_leader_sync",
-    "list_queues",
-    "list_queues_sync",
-    "list_workers",
-    "list_workers_sync",
-    "queue_info",
-    "queue_info_sync",
-    "queues_info",
-    "queues_info_sync",
-]
 
 
 async def list_workers(
