@@ -16,6 +16,10 @@ EXIT_CONNECTION = 3
 """NATS could not be reached, or the server cannot serve naq."""
 EXIT_BROKEN = 4
 """The executor broke (children dying at start-up): restarting would not help."""
+EXIT_CHILD_PRELOAD = 4
+"""A process-executor child whose ``--preload`` imports failed: a start-up failure."""
+EXIT_CHILD_ORPHANED = 5
+"""A process-executor child whose supervisor went away (it exits, even mid-job)."""
 
 
 class NaqError(Exception):

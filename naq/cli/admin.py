@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from naq.cli.common import queue_names, run_command, settings_from, settings_options
+from naq.errors import EXIT_FAILURE
 from naq.producer.info import QueueInfo, current_leader, list_workers, queues_info
 from naq.producer.queue import Queue
 from naq.settings import Settings
@@ -50,7 +51,7 @@ def server(port: int, store_dir: str | None) -> None:
         while not stop.wait(0.5):
             if srv.process is None or srv.process.poll() is not None:
                 click.echo("nats-server exited", err=True)
-                sys.exit(1)
+                sys.exit(EXIT_FAILURE)
     finally:
         srv.stop()
 

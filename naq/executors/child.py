@@ -17,13 +17,9 @@ import traceback
 
 import psutil
 
+from naq.errors import EXIT_CHILD_ORPHANED, EXIT_CHILD_PRELOAD
 from naq.executors.calls import run_blocking
 from naq.executors.frames import HEADER, pack, pack_outcome, unpack, unpack_call
-
-EXIT_PRELOAD = 4
-"""Exit code of a child whose preload imports failed: a start-up failure."""
-EXIT_ORPHANED = 5
-"""Exit code of a child whose supervisor went away."""
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
@@ -52,7 +48,7 @@ def _exit_with_supervisor(sock: socket.socket) -> None:
         poller = select.poll()
         poller.register(sock.fileno(), select.POLLRDHUP)
         poller.poll()
-        os._exit(EXIT_ORPHANED)
+        os._exit(EXIT_CHILD_ORPHANED)
 
     threading.Thread(target=watch, name="naq-orphan-watch", daemon=True).start()
 
@@ -70,7 +66,7 @@ def main(sock: socket.socket, preload: tuple[str, ...]) -> None:
     except BaseException as exc:
         error = "".join(traceback.format_exception_only(exc)).strip()
         sock.sendall(pack({"error": f"preloading {module!r} failed: {error}"}))
-        os._exit(EXIT_PRELOAD)
+        os._exit(EXIT_CHILD_PRELOAD)
     sock.sendall(pack({"ready": os.getpid(), "rss": me.memory_info().rss}))
     while True:
         size = _recv_exact(sock, HEADER.size)
