@@ -1,8 +1,11 @@
-"""The worker record in ``{ns}_workers``: who runs, where, how busy, how big.
+"""The records in ``{ns}_workers``: who runs, where, how busy, how big.
 
-Written from the supervisor's own loop every ``heartbeat_interval`` with a TTL of
-three intervals, so a supervisor that dies without a word vanishes by itself and
-one whose loop is stuck stops looking alive.
+Supervisors (the full record below) and schedulers (role, leadership, fires) write
+theirs from their own loop every ``heartbeat_interval`` with a TTL of three
+intervals, so a process that dies without a word vanishes by itself and one whose
+loop is stuck stops looking alive. A module of its own, below both roles, so that
+neither imports the other to heartbeat; the CLI and the read API read the records
+through ``naq.state.workers``.
 """
 
 from __future__ import annotations

@@ -35,10 +35,7 @@ from nats.js.kv import KeyValue
 
 from naq.transport.connect import Client
 from naq.transport.kv import is_stale_revision, stop_watch
-from naq.transport.names import (
-    LEASE_KEY as LEASE_KEY,  # re-exported: importable from here before it moved
-    Layout,
-)
+from naq.transport.names import LEASE_KEY, Layout
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,8 @@ from nats.js.kv import KeyValue
 
 from naq.producer.schedules import list_schedules, schedule
 from naq.scheduler import run_job_id
-from naq.scheduler.leader import LEASE_KEY
 from naq.state.schedules import DONE
-from naq.transport.names import Layout
+from naq.transport.names import LEASE_KEY, Layout
 from tests.conftest import first_json
 from tests.e2e.conftest import NAQ, Proc, Spawn, stream_name
 from tests.jobs import add
