@@ -34,7 +34,7 @@ from naq.state.record import ResultRecord, encode_result
 from naq.supervisor import Supervisor
 from naq.transport.connect import connect
 from naq.transport.declare import declare, ensure_consumer
-from naq.transport.names import Layout
+from naq.transport.names import Layout, kv_stream
 from naq.transport.server import EmbeddedServer
 
 QUEUE = "default"
@@ -95,13 +95,9 @@ async def naq_enqueue(queue: Queue, n: int, chunk: int, result_ttl: int | None) 
     return time.perf_counter() - started
 
 
-async def naq_process(
-    url: str, namespace: str, concurrency: int, n: int, js: JetStreamContext
-) -> float:
+async def naq_process(settings: Settings, concurrency: int, n: int, js: JetStreamContext) -> float:
     """Seconds from the supervisor's first pull until its stream holds no message."""
-    settings = Settings(
-        nats_url=url, namespace=namespace, executor="asyncio", concurrency=concurrency
-    )
+    settings = settings.replace(executor="asyncio", concurrency=concurrency)
     sup = Supervisor(settings, load_executor("asyncio")(concurrency, settings))
     task = asyncio.create_task(sup.run())
     ready = asyncio.create_task(sup.ready.wait())
@@ -122,7 +118,7 @@ async def naq_process(
                 f"the supervisor settled {sup.counters.processed + sup.counters.failed} "
                 f"of {n} jobs in {PHASE_TIMEOUT:.0f}s"
             )
-        await wait_empty(js, Layout(namespace).stream)
+        await wait_empty(js, Layout(settings.namespace).stream)
         elapsed = time.perf_counter() - started
     finally:
         sup.request_stop()
@@ -221,7 +217,7 @@ async def one_run(
     url: str, namespace: str, args: argparse.Namespace, sizes: Sizes
 ) -> dict[str, float]:
     n: int = args.jobs
-    settings = Settings(nats_url=url, namespace=namespace)
+    settings = Settings(nats_url=url, namespace=namespace, middleware=args.middleware)
     rates: dict[str, float] = {}
     nc: NATS = await connect(settings, name="naq-bench")
     js = nc.jetstream()
@@ -232,14 +228,12 @@ async def one_run(
             await queue.purge()  # connects and declares, so neither is timed
             rates["enqueue"] = n / await naq_enqueue(queue, n, args.chunk, 0)
             await expect(js, layout.stream, n, "enqueue")
-            rates["process"] = n / await naq_process(url, namespace, args.concurrency, n, js)
-            await expect(js, f"KV_{layout.results_bucket}", 0, "result_ttl=0")
+            rates["process"] = n / await naq_process(settings, args.concurrency, n, js)
+            await expect(js, kv_stream(layout.results_bucket), 0, "result_ttl=0")
             rates["enqueue_with_results"] = n / await naq_enqueue(queue, n, args.chunk, None)
             await expect(js, layout.stream, n, "enqueue")
-            rates["process_with_results"] = n / await naq_process(
-                url, namespace, args.concurrency, n, js
-            )
-            await expect(js, f"KV_{layout.results_bucket}", n, "results")
+            rates["process_with_results"] = n / await naq_process(settings, args.concurrency, n, js)
+            await expect(js, kv_stream(layout.results_bucket), n, "results")
         finally:
             await queue.close()
 
@@ -319,6 +313,7 @@ async def bench(url: str, args: argparse.Namespace, emit: Callable[[str], None])
         "jobs": args.jobs,
         "concurrency": args.concurrency,
         "chunk": args.chunk,
+        "middleware": args.middleware,
         "fetch_batch": FETCH_BATCH,
         "sizes": asdict(sizes),
         "runs": [{"rates": r, "ratios": ratios(r)} for r in runs],
@@ -342,6 +337,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=1, help="repeat everything; medians shown")
     parser.add_argument("--chunk", type=int, default=5_000, help="jobs per enqueue_many call")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    parser.add_argument(
+        "--middleware",
+        default="",
+        help="middleware on the producer and the supervisor (module:Class), to measure "
+        "what it costs; naq.middleware:Middleware is the seam itself, every hook a no-op",
+    )
     args = parser.parse_args(argv)
     for name in ("jobs", "concurrency", "runs", "chunk"):
         if getattr(args, name) < 1:
@@ -356,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         emit(
             f"naq throughput: {args.jobs:,} jobs per phase, concurrency {args.concurrency}, "
             f"{args.runs} run(s), nats-server {version} at {server.url}"
+            + (f", middleware {args.middleware}" if args.middleware else "")
         )
         report = await bench(server.url, args, emit)
         report["nats_server"] = version
