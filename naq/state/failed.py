@@ -29,6 +29,7 @@ from nats.js.errors import APIError, NotFoundError
 from naq.errors import ConfigurationError, JobNotFound
 from naq.settings import validate_name
 from naq.transport.connect import Client
+from naq.transport.kv import delete_marker
 from naq.transport.names import Layout
 from naq.transport.publish import NoStream, Outgoing
 from naq.transport.streams import purge_subject, scan
@@ -235,12 +236,7 @@ async def _requeue(
     republish.
     """
     markers = [
-        Outgoing(
-            layout.kv_subject(layout.results_bucket, job_id),
-            b"",
-            {"KV-Operation": "DEL", "Nats-TTL": RESULT_MARKER_TTL},
-        )
-        for job_id, _ in chunk
+        delete_marker(layout.results_bucket, job_id, RESULT_MARKER_TTL) for job_id, _ in chunk
     ]
     jobs = [
         Outgoing(

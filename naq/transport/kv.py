@@ -1,5 +1,6 @@
 """KV helpers: one compare-and-set loop, reads that treat a delete marker as absent,
-a bucket read whole, and ending a watch without leaving its consumer behind.
+delete markers to publish, a bucket read whole, and ending a watch without leaving
+its consumer behind.
 
 Why these are here and not in each writer: the dependency records, the schedules
 and the leader lease all change keys that others change at the same moment. One
@@ -19,6 +20,7 @@ from naq.errors import NaqError
 from naq.transport import compat
 from naq.transport.connect import Client
 from naq.transport.names import kv_stream, kv_subject
+from naq.transport.publish import Outgoing
 from naq.transport.streams import scan
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,13 @@ async def delete(kv: KeyValue, key: str, revision: int | None) -> None:
         if is_stale_revision(exc):
             raise KeyWrongLastSequenceError(description=str(exc)) from exc
         raise
+
+
+def delete_marker(bucket: str, key: str, ttl: str) -> Outgoing:
+    """A message that deletes ``key`` once published, as ``kv.delete`` would, but
+    publishable in a pipelined batch, and expiring after ``ttl`` (``"60s"``): a marker
+    hides the old value at once, and after that it only takes room."""
+    return Outgoing(kv_subject(bucket, key), b"", {"KV-Operation": "DEL", "Nats-TTL": ttl})
 
 
 async def cas[T](
