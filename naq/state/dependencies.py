@@ -35,11 +35,12 @@ from nats.js.kv import KeyValue
 
 from naq.errors import ConfigurationError, JobNotFound
 from naq.state import record as records
+from naq.state.held import bucket, pack_held, unpack_held
 from naq.state.record import ResultStatus, RunFacts
-from naq.state.status import JobStatus, job_status
+from naq.state.status import job_status
 from naq.state.store import read_record, store_result
 from naq.transport.connect import Client
-from naq.transport.kv import cas, delete, get_entry, get_value, stop_watch
+from naq.transport.kv import cas, delete, get_entry, stop_watch
 from naq.transport.names import Layout, kv_stream
 from naq.transport.publish import Outgoing
 
@@ -60,27 +61,6 @@ def dependency_ids(depends_on: Any) -> tuple[str, ...]:
             raise ConfigurationError(f"depends_on takes jobs or job ids, got {item!r}")
         ids.append(job_id)
     return tuple(dict.fromkeys(ids))
-
-
-async def bucket(client: Client, layout: Layout) -> KeyValue:
-    return await client.kv(layout.deps_bucket)
-
-
-def _pack_held(waiting: list[str], message: Outgoing, queue: str, enqueued_at: float) -> bytes:
-    head = {
-        "waiting": waiting,
-        "subject": message.subject,
-        "queue": queue,
-        "t": enqueued_at,
-        "headers": message.headers or {},  # middleware's headers go out with the release
-    }
-    return json.dumps(head).encode() + b"\n" + message.payload
-
-
-def _unpack_held(value: bytes) -> tuple[dict[str, Any], bytes]:
-    line, _, body = value.partition(b"\n")
-    head: dict[str, Any] = json.loads(line)
-    return head, body
 
 
 async def hold(
@@ -104,7 +84,7 @@ async def hold(
                     f"job {job_id} depends on {dep}, which is unknown here (not queued, "
                     "running or finished with its result kept)"
                 ) from None
-    held = _pack_held(list(depends_on), message, queue, enqueued_at)
+    held = pack_held(list(depends_on), message, queue, enqueued_at)
     try:
         await kv.create(layout.held_key(job_id), held, validate_keys=False)
     except KeyWrongLastSequenceError:
@@ -146,7 +126,7 @@ async def _satisfied(client: Client, layout: Layout, kv: KeyValue, job_id: str, 
     def change(value: bytes | None) -> tuple[bytes | None, tuple[dict[str, Any], bytes] | None]:
         if value is None:
             return None, None  # released or cancelled already
-        head, body = _unpack_held(value)
+        head, body = unpack_held(value)
         head["waiting"] = [d for d in head["waiting"] if d != dep]
         return json.dumps(head).encode() + b"\n" + body, (head, body)
 
@@ -168,26 +148,12 @@ async def cancel_held(client: Client, layout: Layout, job_id: str, reason: str) 
     state, _ = await cas(kv, layout.held_key(job_id), lambda v: (None, v))
     if state is None:
         return False
-    head, _ = _unpack_held(state)
+    head, _ = unpack_held(state)
     facts = RunFacts(queue=head["queue"], enqueued_at=head["t"])
     await store_result(client, layout, records.cancelled(job_id, facts, reason), CANCELLED_TTL)
     log.info("job %s cancelled: %s", job_id, reason)
     await dependency_ended(client, layout, job_id, "cancelled", reason)
     return True
-
-
-async def held_status(client: Client, layout: Layout, job_id: str) -> JobStatus | None:
-    held = await get_value(await bucket(client, layout), layout.held_key(job_id))
-    if not held:
-        return None
-    head, _ = _unpack_held(held)
-    return JobStatus(
-        job_id,
-        "queued",
-        queue=head["queue"],
-        enqueued_at=head["t"],
-        waiting_for=tuple(head["waiting"]),
-    )
 
 
 class DependencyWatch:

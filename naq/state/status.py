@@ -20,9 +20,11 @@ from typing import Literal
 from nats.js.errors import NotFoundError
 
 from naq.errors import JobNotFound
+from naq.state.held import bucket as deps_bucket, unpack_held
 from naq.state.store import read_record
 from naq.state.workers import list_workers
 from naq.transport.connect import Client
+from naq.transport.kv import get_value
 from naq.transport.names import Layout
 from naq.wire import BadMessage, decode_job
 
@@ -85,8 +87,6 @@ async def job_status(client: Client, layout: Layout, job_id: str) -> JobStatus:
     # Read in the order writers move a job: held -> stream -> record. A release
     # publishes before it drops the held entry, and a supervisor stores the record
     # before it acks, so a job moving on while we look is still found somewhere.
-    from naq.state.dependencies import held_status  # dependencies import this module too
-
     held = await held_status(client, layout, job_id)
     if held is not None:
         return held
@@ -97,6 +97,21 @@ async def job_status(client: Client, layout: Layout, job_id: str) -> JobStatus:
     if again is not None:
         return await job_status(client, layout, job_id)
     raise JobNotFound(f"no job {job_id} in namespace {layout.namespace}")
+
+
+async def held_status(client: Client, layout: Layout, job_id: str) -> JobStatus | None:
+    """The status of a job held for its dependencies; None if it is not held."""
+    held = await get_value(await deps_bucket(client, layout), layout.held_key(job_id))
+    if not held:
+        return None
+    head, _ = unpack_held(held)
+    return JobStatus(
+        job_id,
+        "queued",
+        queue=head["queue"],
+        enqueued_at=head["t"],
+        waiting_for=tuple(head["waiting"]),
+    )
 
 
 async def _waiting(client: Client, layout: Layout, job_id: str) -> JobStatus | None:

@@ -1,0 +1,40 @@
+"""A job held for its dependencies: its record in the ``{ns}_deps`` KV, and how to read it.
+
+The record (key ``held.{job_id}``) is one line of JSON (the dependencies still
+awaited, the subject to publish on, the queue, the enqueue time, the headers to send)
+then the job message as it will be published. ``naq.state.dependencies`` writes and
+releases it; ``naq.state.status`` reads it to answer "queued, waiting for ...". A
+module of its own so that those two need not import each other.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from nats.js.kv import KeyValue
+
+from naq.transport.connect import Client
+from naq.transport.names import Layout
+from naq.transport.publish import Outgoing
+
+
+async def bucket(client: Client, layout: Layout) -> KeyValue:
+    return await client.kv(layout.deps_bucket)
+
+
+def pack_held(waiting: list[str], message: Outgoing, queue: str, enqueued_at: float) -> bytes:
+    head = {
+        "waiting": waiting,
+        "subject": message.subject,
+        "queue": queue,
+        "t": enqueued_at,
+        "headers": message.headers or {},  # middleware's headers go out with the release
+    }
+    return json.dumps(head).encode() + b"\n" + message.payload
+
+
+def unpack_held(value: bytes) -> tuple[dict[str, Any], bytes]:
+    line, _, body = value.partition(b"\n")
+    head: dict[str, Any] = json.loads(line)
+    return head, body
