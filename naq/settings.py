@@ -12,13 +12,17 @@ be configured by environment alone.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from naq.errors import ConfigurationError
+from naq.redact import has_userinfo, redact
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 ENV_PREFIX = "NAQ_"
@@ -30,6 +34,23 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*((?:[kmgt]i?)?b?)\s*$", re.IGNORECASE
 
 Serializer = Literal["pickle", "json"]
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+CONNECTION_FIELDS = (
+    "nats_url",
+    "user",
+    "password",
+    "token",
+    "nkey_file",
+    "creds_file",
+    "tls_ca_file",
+    "tls_cert_file",
+    "tls_key_file",
+    "tls_hostname",
+    "tls_handshake_first",
+)
+"""The settings that say how to reach and authenticate to NATS: two settings that
+differ in any of them must not share a connection."""
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 
 def env_name(field_name: str) -> str:
@@ -67,6 +88,45 @@ class Settings:
     nats_url: str | None = field(
         default=None,
         metadata={"help": f"NATS server URL(s), comma-separated; default {DEFAULT_NATS_URL}"},
+    )
+    user: str | None = field(
+        default=None, metadata={"help": "NATS user name (its password: NAQ_PASSWORD)"}
+    )
+    password: str | None = field(
+        default=None,
+        repr=False,
+        metadata={"help": "the user's password (environment only, never a flag)", "secret": True},
+    )
+    token: str | None = field(
+        default=None,
+        repr=False,
+        metadata={"help": "NATS auth token (environment only, never a flag)", "secret": True},
+    )
+    nkey_file: str | None = field(
+        default=None, metadata={"help": "file holding the user's nkey seed", "file": True}
+    )
+    creds_file: str | None = field(
+        default=None,
+        metadata={"help": "credentials file (user JWT and nkey seed)", "file": True},
+    )
+    tls_ca_file: str | None = field(
+        default=None,
+        metadata={"help": "CA certificates to trust for the server (PEM)", "file": True},
+    )
+    tls_cert_file: str | None = field(
+        default=None,
+        metadata={"help": "client certificate for mutual TLS (PEM; needs its key)", "file": True},
+    )
+    tls_key_file: str | None = field(
+        default=None,
+        metadata={"help": "the client certificate's private key (PEM)", "file": True},
+    )
+    tls_hostname: str | None = field(
+        default=None, metadata={"help": "name to check the server's certificate against"}
+    )
+    tls_handshake_first: bool = field(
+        default=False,
+        metadata={"help": "start TLS before the server's INFO (server: handshake_first)"},
     )
     namespace: str = field(
         default="naq", metadata={"help": "prefix of every stream, subject and bucket"}
@@ -123,6 +183,14 @@ class Settings:
     preload: str = field(
         default="", metadata={"help": "modules every child imports at start, comma-separated"}
     )
+    allow: str = field(
+        default="",
+        metadata={
+            "help": "json mode: modules whose functions may run (names, or patterns such as "
+            "'reports.*'), comma-separated; preload modules count too; none given: the "
+            "modules in the working directory only"
+        },
+    )
     middleware: str = field(
         default="",
         metadata={"help": "middleware (module:Class or entry-point names), comma-separated"},
@@ -138,6 +206,7 @@ class Settings:
         for f in dataclasses.fields(self):
             if f.metadata.get("size"):  # "512MiB" from a flag or the environment
                 object.__setattr__(self, f.name, parse_size(getattr(self, f.name)))
+        self._check_connection()
         level = str(self.log_level).upper()
         if level not in LOG_LEVELS:
             raise ConfigurationError(
@@ -146,6 +215,12 @@ class Settings:
         object.__setattr__(self, "log_level", level)  # frozen: normalised once, here
         validate_name("namespace", self.namespace)
         validate_name("queue", self.default_queue)
+        for pattern in (*self.allow_patterns, *self.preload_modules):
+            if not all(p.replace("*", "x").isidentifier() for p in pattern.split(".")):
+                raise ConfigurationError(
+                    f"invalid module name or pattern {pattern!r} in allow or preload: use "
+                    "dotted names, '*' as a wildcard ('tasks', 'reports.*')"
+                )
         if self.job_serializer not in ("pickle", "json"):
             raise ConfigurationError(
                 f"invalid job_serializer {self.job_serializer!r}: use 'pickle' or 'json'"
@@ -179,11 +254,93 @@ class Settings:
             )
         if self.result_ttl < 1:
             raise ConfigurationError("result_ttl (the default) must be at least 1 second")
+    def _check_connection(self) -> None:
+        """Refuse auth and TLS settings that cannot work or are ambiguous, before any
+        connection is tried: a missing file or a lone certificate would otherwise show up
+        as an obscure TLS or auth failure, and two sets of credentials as a server
+        silently picking one. Messages name the setting, never a secret's value."""
+        for name in CONNECTION_FIELDS[1:-1]:
+            if getattr(self, name) == "":  # an empty value means unset, as in from_env
+                object.__setattr__(self, name, None)
+        if isinstance(self.tls_handshake_first, str):
+            parsed = parse_bool("tls_handshake_first", self.tls_handshake_first)
+            object.__setattr__(self, "tls_handshake_first", parsed)
+        for f in dataclasses.fields(self):
+            path = getattr(self, f.name)
+            if f.metadata.get("file") and path is not None:
+                object.__setattr__(self, f.name, _readable_file(f.name, path))
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ConfigurationError(
+                "tls_cert_file and tls_key_file go together: a client certificate needs its "
+                "key, and a key its certificate"
+            )
+        if (self.user is None) != (self.password is None):
+            raise ConfigurationError(
+                "user and password go together: set both (NAQ_USER and NAQ_PASSWORD)"
+            )
+        if self.token is not None and self.user is not None:
+            raise ConfigurationError("give a token or a user and password, not both")
+        if self.nkey_file is not None and self.creds_file is not None:
+            raise ConfigurationError(
+                "give nkey_file or creds_file, not both: a creds file holds its own nkey seed"
+            )
+        if has_userinfo(self.url) and (self.user or self.password or self.token):
+            raise ConfigurationError(
+                "credentials in both nats_url and user/password/token: which one wins is "
+                "ambiguous; give them in one place"
+            )
+
+    def __repr__(self) -> str:
+        """The dataclass's repr without secrets: the ``repr=False`` fields (password,
+        token) are left out, and a URL's password or token is masked."""
+        shown = []
+        for f in dataclasses.fields(self):
+            if f.repr:
+                value = getattr(self, f.name)
+                if f.name == "nats_url" and value is not None:
+                    value = self.redact(value)
+                shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     @property
     def url(self) -> str:
         """The URL to connect to: the configured one or the local default."""
         return self.nats_url or DEFAULT_NATS_URL
+
+    @property
+    def safe_url(self) -> str:
+        """:attr:`url` with any password or token in it masked: the one to show."""
+        return self.redact(self.url)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value these settings hold: the password, the token, and the
+        passwords and tokens written into the URLs."""
+        found = [self.password, self.token]
+        for server in self.servers:
+            try:
+                parts = urlsplit(server if "://" in server else f"nats://{server}")
+                # nats://user:password@ or nats://token@ (a lone user name is a token)
+                found.append(parts.password if parts.password is not None else parts.username)
+            except ValueError:  # unparseable: redact's URL pattern still masks it
+                continue
+        return tuple(s for s in found if s)
+
+    def redact(self, text: str) -> str:
+        """``text`` (a message, an error from nats-py) with every secret masked."""
+        return redact(text, self.secrets)
+
+    @property
+    def uses_auth_or_tls(self) -> bool:
+        """True if any credential or TLS setting is given: a real server is meant."""
+        return any(getattr(self, name) for name in CONNECTION_FIELDS[1:])
+
+    @property
+    def connection_id(self) -> str:
+        """What tells one connection from another: the URL and every auth and TLS
+        setting, hashed so that a pool's key never holds a secret in plain text."""
+        values = [self.url, *(getattr(self, name) for name in CONNECTION_FIELDS[1:])]
+        return hashlib.sha256(json.dumps(values).encode()).hexdigest()
 
     @property
     def preload_modules(self) -> tuple[str, ...]:
@@ -196,6 +353,11 @@ class Settings:
     @property
     def servers(self) -> list[str]:
         return [u.strip() for u in self.url.split(",") if u.strip()]
+
+    @property
+    def allow_patterns(self) -> tuple[str, ...]:
+        """The ``allow`` list: modules (or patterns) a json-mode supervisor runs."""
+        return tuple(m.strip() for m in self.allow.split(",") if m.strip())
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes``; ``None`` values are ignored (unset CLI flags)."""
@@ -230,10 +392,37 @@ def parse_size(value: str | int) -> int:
     return int(number * base**power)
 
 
+def parse_bool(name: str, value: str) -> bool:
+    """``1/true/yes/on`` or ``0/false/no/off`` (any case); anything else is an error
+    rather than a silent False."""
+    word = value.strip().lower()
+    if word in _TRUE or word in _FALSE:
+        return word in _TRUE
+    raise ConfigurationError(
+        f"{name}={value!r} is not a valid bool: use 1, true, yes, on or 0, false, no, off"
+    )
+
+
+def _readable_file(name: str, path: str) -> str:
+    """``path`` (``~`` expanded) if it names a readable file; else which setting is wrong.
+
+    Only the path is shown: a file's name is not a secret, its content may be."""
+    full = os.path.expanduser(path)
+    if not os.path.exists(full):
+        raise ConfigurationError(f"{name}: no such file {path!r}")
+    if not os.path.isfile(full):
+        raise ConfigurationError(f"{name}: {path!r} is not a file")
+    if not os.access(full, os.R_OK):
+        raise ConfigurationError(f"{name}: file {path!r} is not readable")
+    return full
+
+
 def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
     kind = str(f.type)
     if f.metadata.get("size"):
         return raw
+    if kind == "bool":
+        return parse_bool(env_name(f.name), raw)
     try:
         if kind == "int":
             return int(raw)

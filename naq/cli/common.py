@@ -1,8 +1,11 @@
 """What every ``naq`` command shares: options made from ``Settings``, and the runners.
 
 Every option here is generated from a ``Settings`` field and has the environment
-twin ``NAQ_<FIELD>``, so a container is configured by environment alone. Errors map
-to the exit codes of ``naq.errors``.
+twin ``NAQ_<FIELD>``, so a container is configured by environment alone. Secrets are
+the exception: ``password`` and ``token`` have no flag, and ``--nats-url`` refuses a
+URL with credentials in it, because a command line is visible to every user of the
+machine (``ps``); they are read from the environment only. Errors map to the exit
+codes of ``naq.errors``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from naq.errors import (
     EXIT_CONNECTION,
@@ -25,6 +29,7 @@ from naq.errors import (
     QueueNotFound,
 )
 from naq.executors.registry import available_executors
+from naq.redact import has_userinfo, redact
 from naq.settings import Settings, env_name, validate_name
 from naq.transport.pool import close_connections, new_event_loop
 
@@ -35,19 +40,50 @@ SHORT = {"concurrency": "-c", "executor": "-e", "nats_url": "-u", "namespace": "
 _TYPES: dict[str, Any] = {"int": int, "float": float}
 
 
+def _no_credentials_in_flag(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Refuse ``--nats-url`` with a password or token in it; from ``NAQ_NATS_URL`` the
+    same URL is fine (the environment is not shown by ``ps``). The URL is not echoed."""
+    source = ctx.get_parameter_source(param.name) if param.name else None
+    if value and source == ParameterSource.COMMANDLINE and has_userinfo(value):
+        raise click.BadParameter(
+            "credentials on the command line are visible to every user (ps): put the URL "
+            "in NAQ_NATS_URL, or the user in NAQ_USER and the password in NAQ_PASSWORD "
+            "(a token in NAQ_TOKEN)",
+            ctx,
+            param,
+        )
+    return value
+
+
 def settings_options(*names: str) -> Callable[[F], F]:
-    """Click options for ``names``, each with help, default and its ``NAQ_*`` twin."""
+    """Click options for ``names``, each with help, default and its ``NAQ_*`` twin.
+
+    Secret fields (``password``, ``token``) get no option: they are set through the
+    environment only. A bool field is a ``--name/--no-name`` flag whose environment
+    twin ``Settings.from_env`` parses, so one rule decides what "yes" is.
+    """
     fields = {f.name: f for f in dataclasses.fields(Settings)}
 
     def decorate(func: F) -> F:
         for name in reversed(names):
             f = fields[name]
-            flags = [f"--{name.replace('_', '-')}"] + ([SHORT[name]] if name in SHORT else [])
+            if f.metadata.get("secret"):
+                raise ValueError(f"{name} is a secret: it has no command-line option")
+            flag = f"--{name.replace('_', '-')}"
+            flags = [flag] + ([SHORT[name]] if name in SHORT else [])
             help_text = f.metadata.get("help", "")
             if name == "executor":
                 help_text += f" ({', '.join(available_executors())})"
             if f.default is not None:
                 help_text += f"  [default: {f.default}]"
+            if str(f.type) == "bool":
+                func = click.option(
+                    f"{flag}/--no-{flag[2:]}",
+                    name,
+                    default=None,
+                    help=f"{help_text}  [env var: {env_name(name)}]",
+                )(func)
+                continue
             func = click.option(
                 *flags,
                 name,
@@ -56,6 +92,7 @@ def settings_options(*names: str) -> Callable[[F], F]:
                 envvar=env_name(name),
                 show_envvar=True,
                 help=help_text,
+                callback=_no_credentials_in_flag if name == "nats_url" else None,
             )(func)
         return func
 
@@ -86,8 +123,10 @@ def queue_names(queues: tuple[str, ...], settings: Settings) -> list[str]:
         raise click.UsageError(str(exc)) from None
 
 
-SUPERVISOR_FIELDS = tuple(f.name for f in dataclasses.fields(Settings))
-"""Every setting is a supervisor flag, so none lacks its environment twin."""
+SUPERVISOR_FIELDS = tuple(
+    f.name for f in dataclasses.fields(Settings) if not f.metadata.get("secret")
+)
+"""Every setting but the secrets is a supervisor flag; each has its environment twin."""
 
 
 class Role(Protocol):
@@ -133,5 +172,5 @@ def run_command(coro: Coroutine[Any, Any, None]) -> None:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             runner.run(guarded())
     except NaqError as exc:
-        click.echo(f"naq: {exc}", err=True)
+        click.echo(f"naq: {redact(str(exc))}", err=True)
         sys.exit(EXIT_CONNECTION)

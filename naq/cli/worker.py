@@ -44,7 +44,9 @@ def run_supervisor(settings: Settings, queues: list[str]) -> int:
         click.echo(f"naq-supervise: {exc}", err=True)
         return EXIT_CONFIG
     server: EmbeddedServer | None = None
-    if settings.nats_url is None and not port_in_use(4222):
+    # Credentials or TLS mean a real server is meant: never answer them with an
+    # embedded one that has neither.
+    if settings.nats_url is None and not settings.uses_auth_or_tls and not port_in_use(4222):
         server = EmbeddedServer(4222, settings.store_dir or default_store_dir()).start()
         log.info(
             "no NATS server on %s: started an embedded nats-server (store %s)",

@@ -22,6 +22,7 @@ from naq.nasqueue.durable import DurableQueue
 from naq.nasqueue.local import LocalQueue
 from naq.nasqueue.messages import QueueMessage, check_headers, encode
 from naq.nasqueue.names import validate_namespace, validate_subject
+from naq.redact import redact
 from naq.settings import Settings
 from naq.transport.connect import connect as nats_connect
 
@@ -46,6 +47,10 @@ class NASQueue:
 
     ``settings`` (naq's :class:`~naq.settings.Settings`) is read from ``NAQ_*`` when
     not given; the durable mode takes its ``replicas`` and ``duplicate_window`` from it.
+    The connection keywords (``user``, ``password``, ``token``, ``nkey_file``,
+    ``creds_file``, ``tls_ca_file``, ``tls_cert_file``, ``tls_key_file``,
+    ``tls_hostname``, ``tls_handshake_first``) are the settings' fields of those names
+    and override them; the host and port always win over ``nats_url``.
     """
 
     def __init__(
@@ -56,11 +61,33 @@ class NASQueue:
         *,
         durable: bool = False,
         settings: Settings | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
+        nkey_file: str | None = None,
+        creds_file: str | None = None,
+        tls_ca_file: str | None = None,
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
+        tls_hostname: str | None = None,
+        tls_handshake_first: bool | None = None,
     ) -> None:
         self._namespace = validate_namespace(namespace, durable=durable)
         self._url = server_url(host, port)
         self._durable = durable
         self._settings = settings
+        self._connection: dict[str, Any] = {
+            "user": user,
+            "password": password,
+            "token": token,
+            "nkey_file": nkey_file,
+            "creds_file": creds_file,
+            "tls_ca_file": tls_ca_file,
+            "tls_cert_file": tls_cert_file,
+            "tls_key_file": tls_key_file,
+            "tls_hostname": tls_hostname,
+            "tls_handshake_first": tls_handshake_first,
+        }
         self._nc: Any = None
         self._backend: LocalQueue | DurableQueue | None = None
         self._connecting = asyncio.Lock()
@@ -69,7 +96,7 @@ class NASQueue:
 
     def __repr__(self) -> str:
         mode = "durable" if self._durable else "local"
-        return f"<NASQueue {self._namespace} ({mode}) at {self._url}>"
+        return f"<NASQueue {self._namespace} ({mode}) at {redact(self._url)}>"
 
     async def connect(self) -> bool:
         """Connect (and, when durable, declare the namespace's stream).
@@ -89,11 +116,17 @@ class NASQueue:
             self.connect_error = None
             return True
 
+    def _resolved_settings(self) -> Settings:
+        """The settings to connect with: given or from ``NAQ_*``, with this queue's URL
+        and connection keywords. Built at connect time, so a wrong combination (a
+        password in the URL and another as a keyword) is a ``ConfigurationError`` there."""
+        given = {"nats_url": self._url, **self._connection}
+        if self._settings is None:
+            return Settings.from_env(**given)
+        return self._settings.replace(**given)
+
     async def _connect(self) -> None:
-        settings = self._settings or Settings.from_env(nats_url=self._url)
-        if settings.nats_url != self._url:
-            settings = settings.replace(nats_url=self._url)
-        self._settings = settings
+        settings = self._settings = self._resolved_settings()
         nc = await nats_connect(
             settings,
             name=f"nasqueue:{self._namespace}",
@@ -232,7 +265,7 @@ class NASQueue:
 
     async def __aenter__(self) -> Self:
         if not await self.connect():
-            raise NaqConnectionError(f"cannot connect to {self._url}: {self.connect_error}")
+            raise NaqConnectionError(f"cannot connect to {redact(self._url)}: {self.connect_error}")
         return self
 
     async def __aexit__(

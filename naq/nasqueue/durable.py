@@ -338,7 +338,7 @@ class DurableQueue:
 
     async def close(self) -> None:
         if self._asked_sync:  # do not leave that connection reconnecting for ever
-            await asyncio.to_thread(run_sync, close_connection(self._settings.url))
+            await asyncio.to_thread(run_sync, close_connection(self._settings))
         await self.unsubscribe(None)
         for sub in (self._note_sub, self._pull_sub):
             if sub is not None:

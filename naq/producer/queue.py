@@ -97,7 +97,7 @@ class Queue:
         return queue
 
     def __repr__(self) -> str:
-        return f"<Queue {self.settings.namespace}.{self.name} at {self.settings.url}>"
+        return f"<Queue {self.settings.namespace}.{self.name} at {self.settings.safe_url}>"
 
     async def connection(self) -> Client:
         """The client this queue publishes on, its namespace declared: for naq's own

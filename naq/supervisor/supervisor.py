@@ -185,7 +185,7 @@ class Supervisor:
                 self.executor.name,
                 self.executor.concurrency,
                 self.settings.namespace,
-                self.settings.url,
+                self.settings.safe_url,
             )
             worker = WorkerInfo(
                 self.worker_id,

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
+from nats.errors import NoServersError
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from naq.errors import NaqConnectionError, ServerVersionError
+from naq.errors import ConfigurationError, NaqConnectionError, ServerVersionError
 from naq.settings import Settings
 from naq.transport import compat
 from naq.transport.declare import declare
@@ -29,9 +31,61 @@ MIN_SERVER = (2, 12)
 INITIAL_ATTEMPTS = 2
 
 
-async def _log_error(exc: Exception) -> None:
-    """nats-py logs a traceback per failed attempt by default; one line says enough."""
-    log.warning("nats: %s", exc or type(exc).__name__)
+class _ErrorLog:
+    """nats-py's error callback: one line per failed attempt (its default logs a
+    traceback each), with the settings' secrets masked, since nats-py's own exception
+    text can hold the URL it tried. It keeps the last error: nats-py ends a failed
+    first connect with "no servers available", and the reason (a wrong password, a
+    refused connection) is the error before it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.last: str | None = None
+
+    def describe(self, exc: BaseException) -> str:
+        return self.settings.redact(str(exc) or type(exc).__name__)
+
+    async def log(self, exc: Exception) -> None:
+        self.last = self.describe(exc)
+        log.warning("nats: %s", self.last)
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context for a custom CA or a client certificate; None for nats-py's
+    default (the system's CAs), which a ``tls://`` URL alone gets.
+
+    ``ssl.create_default_context`` keeps certificate and hostname checks on: a custom
+    CA adds trust, it never turns verification off.
+    """
+    if settings.tls_ca_file is None and settings.tls_cert_file is None:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=settings.tls_ca_file)
+        if settings.tls_cert_file is not None:
+            context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    except (OSError, ssl.SSLError) as exc:  # unreadable or not PEM: which files, not why
+        raise ConfigurationError(
+            f"cannot load the TLS files (tls_ca_file, tls_cert_file, tls_key_file): {exc}"
+        ) from None
+    return context
+
+
+def auth_options(settings: Settings) -> dict[str, Any]:
+    """nats-py's connect arguments for the settings' credentials and TLS; only those
+    that are set, so a plain ``nats://host`` connects exactly as before."""
+    given: dict[str, Any] = {
+        "user": settings.user,
+        "password": settings.password,
+        "token": settings.token,
+        "nkeys_seed": settings.nkey_file,
+        "user_credentials": settings.creds_file,
+        "tls": tls_context(settings),
+        "tls_hostname": settings.tls_hostname,
+    }
+    options = {key: value for key, value in given.items() if value is not None}
+    if settings.tls_handshake_first:
+        options["tls_handshake_first"] = True
+    return options
 
 
 def check_server_version(version: str, url: str) -> None:
@@ -55,8 +109,13 @@ async def connect(
     """Connect, check the server version, and keep reconnecting for ever on loss.
 
     ``jetstream=False`` (NASQueue's in-memory mode) skips the version and JetStream
-    checks: plain NATS, even a server started without ``-js``, serves it.
+    checks: plain NATS, even a server started without ``-js``, serves it. Credentials
+    and TLS come from ``settings`` (:func:`auth_options`). An error names the URL with
+    its secrets masked, and does not chain nats-py's exception, whose text may hold
+    them.
     """
+    auth = auth_options(settings)  # a bad TLS file is the user's error, not the server's
+    errors = _ErrorLog(settings)
     try:
         nc = await nats.connect(
             servers=settings.servers,
@@ -65,11 +124,17 @@ async def connect(
             reconnect_time_wait=0.5,
             allow_reconnect=True,
             connect_timeout=5,
-            error_cb=_log_error,
+            error_cb=errors.log,  # nats-py takes coroutine functions only
+            **auth,
             **options,
         )
     except Exception as exc:
-        raise NaqConnectionError(f"cannot connect to NATS at {settings.url}: {exc}") from exc
+        reason = errors.describe(exc)
+        if isinstance(exc, NoServersError) and errors.last is not None:
+            reason = errors.last
+        raise NaqConnectionError(
+            f"cannot connect to NATS at {settings.safe_url}: {reason}"
+        ) from None
     # nats-py applies max_reconnect_attempts to the first connect too: a wrong URL must
     # fail at once, a connection once made must never give up.
     nc.options["max_reconnect_attempts"] = -1
@@ -77,9 +142,11 @@ async def connect(
         return nc
     try:
         info = compat.server_info(nc)
-        check_server_version(str(info.get("version", "")), settings.url)
+        check_server_version(str(info.get("version", "")), settings.safe_url)
         if not info.get("jetstream"):
-            raise NaqConnectionError(f"the NATS server at {settings.url} has JetStream disabled")
+            raise NaqConnectionError(
+                f"the NATS server at {settings.safe_url} has JetStream disabled"
+            )
     except BaseException:
         await nc.close()
         raise

@@ -1,10 +1,14 @@
-"""The connection pool (one client per event loop and URL) and the sync API's loop thread.
+"""The connection pool (one client per event loop and connection identity) and the sync
+API's loop thread.
 
 Why a pool keyed by loop: a nats-py client belongs to the loop it was made on, and
 the original naq broke by reusing a connection across ``anyio.run`` loops. Why a
 single loop thread for the sync API: ``enqueue_sync`` from any thread hands its
 coroutine to that loop, so a process keeps one connection however many threads
-enqueue, and 100,000 calls cost no new loop or connection each.
+enqueue, and 100,000 calls cost no new loop or connection each. Why the key is
+``Settings.connection_id`` rather than the URL: two settings with the same URL but
+other credentials (or TLS files) must not share a client, and the id is a hash, so
+the pool holds no secret in plain text.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ _pool_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] 
 
 
 async def acquire(settings: Settings, *, sticky: bool = False) -> Client:
-    """The pooled client for this loop and URL.
+    """The pooled client for this loop and the settings' connection identity.
 
     ``sticky`` (the module-level functions) keeps it open until
     :func:`close_connections`; otherwise (a ``Queue``) it is counted and closed
@@ -50,14 +54,15 @@ async def acquire(settings: Settings, *, sticky: bool = False) -> Client:
     """
     loop = asyncio.get_running_loop()
     pool = _pools.setdefault(loop, {})
-    entry = pool.get(settings.url)
+    key = settings.connection_id
+    entry = pool.get(key)
     if entry is None or entry.client.nc.is_closed:
         lock = _pool_locks.setdefault(loop, asyncio.Lock())
         async with lock:
-            entry = pool.get(settings.url)
+            entry = pool.get(key)
             if entry is None or entry.client.nc.is_closed:
                 entry = _Entry(Client(await connect(settings), settings))
-                pool[settings.url] = entry
+                pool[key] = entry
     if sticky:
         entry.sticky = True
     else:
@@ -67,18 +72,20 @@ async def acquire(settings: Settings, *, sticky: bool = False) -> Client:
 
 async def release(client: Client) -> None:
     pool = _pools.get(asyncio.get_running_loop(), {})
-    entry = pool.get(client.settings.url)
+    key = client.settings.connection_id
+    entry = pool.get(key)
     if entry is None or entry.client is not client:
         return
     entry.refs -= 1
     if entry.refs <= 0 and not entry.sticky:
-        del pool[client.settings.url]
+        del pool[key]
         await client.close()
 
 
-async def close_connection(url: str) -> None:
-    """Close this loop's pooled client for ``url``; its holders reconnect on next use."""
-    entry = _pools.get(asyncio.get_running_loop(), {}).pop(url, None)
+async def close_connection(settings: Settings) -> None:
+    """Close this loop's pooled client for ``settings``; its holders reconnect on next
+    use."""
+    entry = _pools.get(asyncio.get_running_loop(), {}).pop(settings.connection_id, None)
     if entry is not None:
         await entry.client.close()
 

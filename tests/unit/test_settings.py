@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,10 +11,22 @@ import pytest
 from naq.errors import ConfigurationError
 from naq.settings import DEFAULT_NATS_URL, Settings, env_name
 
+A_FILE = str(Path(__file__).resolve())
+"""A file that exists and is readable, for the settings that name one."""
 # A valid, non-default raw value for every field, with the value it must become.
 # A new field without an entry here fails test_every_field_has_an_env_twin on purpose.
 ENV_SAMPLES: dict[str, tuple[str, Any]] = {
     "nats_url": ("nats://10.0.0.1:4222", "nats://10.0.0.1:4222"),
+    "user": ("alice", "alice"),
+    "password": ("s3cret", "s3cret"),
+    "token": ("t0ken", "t0ken"),
+    "nkey_file": (A_FILE, A_FILE),
+    "creds_file": (A_FILE, A_FILE),
+    "tls_ca_file": (A_FILE, A_FILE),
+    "tls_cert_file": (A_FILE, A_FILE),
+    "tls_key_file": (A_FILE, A_FILE),
+    "tls_hostname": ("nats.example.com", "nats.example.com"),
+    "tls_handshake_first": ("yes", True),
     "namespace": ("billing", "billing"),
     "default_queue": ("emails", "emails"),
     "job_serializer": ("json", "json"),
@@ -34,9 +47,17 @@ ENV_SAMPLES: dict[str, tuple[str, Any]] = {
     "max_memory_per_child": ("512MiB", 512 * 1024**2),
     "max_memory": ("2G", 2 * 1000**3),
     "preload": ("tasks,app.jobs", "tasks,app.jobs"),
+    "allow": ("tasks, reports.*", "tasks, reports.*"),
     "middleware": ("tests.middleware:Stamp,tracing", "tests.middleware:Stamp,tracing"),
     "scheduler_lock_ttl": ("45", 45.0),
     "scheduler_lock_renew_interval": ("10", 10.0),
+}
+# The settings that are valid only with another one, and that other one.
+ENV_COMPANIONS: dict[str, dict[str, str]] = {
+    "user": {"NAQ_PASSWORD": "pw"},
+    "password": {"NAQ_USER": "someone"},
+    "tls_cert_file": {"NAQ_TLS_KEY_FILE": A_FILE},
+    "tls_key_file": {"NAQ_TLS_CERT_FILE": A_FILE},
 }
 
 
@@ -123,6 +144,9 @@ def test_replace_ignores_none() -> None:
         ({"pull_expires": -1}, "pull_expires must be positive"),
         ({"shutdown_grace": -1}, "shutdown_grace must not be negative"),
         ({"result_ttl": 0}, "result_ttl"),
+        ({"allow": "tasks,.tasks"}, r"invalid module name or pattern '\.tasks'"),
+        ({"allow": "os system"}, "invalid module name or pattern 'os system'"),
+        ({"preload": "a..b"}, r"invalid module name or pattern 'a\.\.b'"),
     ],
 )
 def test_invalid_values_are_refused(kwargs: dict[str, Any], expected: str) -> None:
@@ -150,9 +174,15 @@ def test_every_field_has_an_env_twin() -> None:
     assert names == set(ENV_SAMPLES), "keep ENV_SAMPLES in step with Settings"
     for name, (raw, expected) in ENV_SAMPLES.items():
         assert env_name(name) == "NAQ_" + name.upper()
-        value = getattr(Settings.from_env({env_name(name): raw}), name)
+        env = {env_name(name): raw, **ENV_COMPANIONS.get(name, {})}
+        value = getattr(Settings.from_env(env), name)
         assert value == expected, name
         assert type(value) is type(expected), name
+
+
+def test_allow_is_a_comma_separated_list() -> None:
+    assert Settings().allow_patterns == ()
+    assert Settings(allow=" tasks, reports.*,,").allow_patterns == ("tasks", "reports.*")
 
 
 def test_settings_are_frozen() -> None:
@@ -165,3 +195,102 @@ def test_servers_split_comma_separated_urls() -> None:
     s = Settings(nats_url="nats://a:4222, nats://b:4222 ,,nats://c:4222,")
     assert s.servers == ["nats://a:4222", "nats://b:4222", "nats://c:4222"]
     assert Settings(nats_url="nats://only:1").servers == ["nats://only:1"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("1", True), ("TRUE", True), ("yes", True), ("On", True)]
+    + [("0", False), ("false", False), ("No", False), ("off", False)],
+)
+def test_bool_settings_read_the_usual_words(raw: str, expected: bool) -> None:
+    assert Settings.from_env({"NAQ_TLS_HANDSHAKE_FIRST": raw}).tls_handshake_first is expected
+
+
+@pytest.mark.parametrize("raw", ["maybe", "2", "y", "t"])
+def test_bool_settings_refuse_anything_else(raw: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"NAQ_TLS_HANDSHAKE_FIRST={raw!r}"):
+        Settings.from_env({"NAQ_TLS_HANDSHAKE_FIRST": raw})
+
+
+SECRET = "pa55-Zq8wVx"
+
+
+def test_repr_shows_no_password_or_token() -> None:
+    shown = [
+        repr(Settings(user="alice", password=SECRET)),
+        repr(Settings(token=SECRET)),
+        repr(Settings(nats_url=f"nats://alice:{SECRET}@h:4222,tls://bob:{SECRET}@h2:4222")),
+        repr(Settings(nats_url=f"nats://{SECRET}@h:4222")),
+        str(Settings(user="alice", password=SECRET)),
+    ]
+    for text in shown:
+        assert SECRET not in text
+    assert "user='alice'" in shown[0]
+    assert "nats://alice:***@h:4222,tls://bob:***@h2:4222" in shown[2]
+    assert "nats://***@h:4222" in shown[3]
+
+
+def test_safe_url_and_redact_mask_every_secret() -> None:
+    s = Settings(nats_url=f"nats://alice:{SECRET}@h:4222")
+    assert s.safe_url == "nats://alice:***@h:4222"
+    assert s.redact(f"server said {SECRET!r}") == "server said '***'"
+    t = Settings(token=SECRET)
+    assert t.redact(f"auth {SECRET}") == "auth ***"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"tls_cert_file": A_FILE}, "tls_cert_file and tls_key_file go together"),
+        ({"tls_key_file": A_FILE}, "tls_cert_file and tls_key_file go together"),
+        ({"user": "alice"}, "user and password go together"),
+        ({"password": SECRET}, "user and password go together"),
+        ({"user": "alice", "password": SECRET, "token": SECRET}, "a token or a user"),
+        ({"nkey_file": A_FILE, "creds_file": A_FILE}, "nkey_file or creds_file, not both"),
+        (
+            {"nats_url": f"nats://a:{SECRET}@h:1", "user": "b", "password": SECRET},
+            "credentials in both nats_url and user/password/token",
+        ),
+        ({"nats_url": f"nats://{SECRET}@h:1", "token": SECRET}, "ambiguous"),
+        ({"nats_url": f"nats://h:1,nats://a:{SECRET}@h:2", "token": "x"}, "ambiguous"),
+        ({"nkey_file": "/nonexistent/user.nk"}, "nkey_file: no such file '/nonexistent/user.nk'"),
+        ({"creds_file": "/nonexistent/u.creds"}, "creds_file: no such file"),
+        ({"tls_ca_file": "/nonexistent/ca.pem"}, "tls_ca_file: no such file"),
+        ({"tls_ca_file": str(Path(A_FILE).parent)}, "tls_ca_file: .* is not a file"),
+    ],
+)
+def test_connection_settings_are_checked_at_construction(
+    kwargs: dict[str, Any], expected: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=expected) as caught:
+        Settings(**kwargs)
+    assert SECRET not in str(caught.value)
+
+
+def test_empty_connection_values_mean_unset() -> None:
+    s = Settings(user="", password="", token="", tls_hostname="")
+    assert (s.user, s.password, s.token, s.tls_hostname) == (None, None, None, None)
+    assert not s.uses_auth_or_tls
+
+
+def test_connection_id_tells_credentials_apart() -> None:
+    url = "nats://h:4222"
+    alice = Settings(nats_url=url, user="alice", password="one")
+    assert alice.connection_id == Settings(nats_url=url, user="alice", password="one").connection_id
+    others = [
+        Settings(nats_url=url),
+        Settings(nats_url=url, user="alice", password="two"),
+        Settings(nats_url=url, token="one"),
+        Settings(nats_url=url, user="alice", password="one", tls_hostname="x"),
+        Settings(nats_url="nats://h:4223", user="alice", password="one"),
+    ]
+    assert len({alice.connection_id, *(o.connection_id for o in others)}) == 1 + len(others)
+    assert "one" not in alice.connection_id
+    # settings that differ elsewhere share a connection
+    assert alice.replace(namespace="other").connection_id == alice.connection_id
+
+
+def test_several_urls_with_credentials_in_each() -> None:
+    s = Settings(nats_url=f"nats://a:{SECRET}@h1:4222, tls://a:{SECRET}@h2:4222")
+    assert s.servers == [f"nats://a:{SECRET}@h1:4222", f"tls://a:{SECRET}@h2:4222"]
+    assert s.safe_url == "nats://a:***@h1:4222, tls://a:***@h2:4222"
