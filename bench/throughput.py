@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import sys
 import time
 import uuid
@@ -217,7 +218,12 @@ async def one_run(
     url: str, namespace: str, args: argparse.Namespace, sizes: Sizes
 ) -> dict[str, float]:
     n: int = args.jobs
-    settings = Settings(nats_url=url, namespace=namespace, middleware=args.middleware)
+    settings = Settings(
+        nats_url=url,
+        namespace=namespace,
+        middleware=args.middleware,
+        signing_key=secrets.token_urlsafe(32) if args.sign else None,
+    )
     rates: dict[str, float] = {}
     nc: NATS = await connect(settings, name="naq-bench")
     js = nc.jetstream()
@@ -314,6 +320,7 @@ async def bench(url: str, args: argparse.Namespace, emit: Callable[[str], None])
         "concurrency": args.concurrency,
         "chunk": args.chunk,
         "middleware": args.middleware,
+        "signed": args.sign,
         "fetch_batch": FETCH_BATCH,
         "sizes": asdict(sizes),
         "runs": [{"rates": r, "ratios": ratios(r)} for r in runs],
@@ -343,6 +350,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="middleware on the producer and the supervisor (module:Class), to measure "
         "what it costs; naq.middleware:Middleware is the seam itself, every hook a no-op",
     )
+    parser.add_argument(
+        "--sign",
+        action="store_true",
+        help="producer and supervisor sign jobs and results with a key (NAQ_SIGNING_KEY)",
+    )
     args = parser.parse_args(argv)
     for name in ("jobs", "concurrency", "runs", "chunk"):
         if getattr(args, name) < 1:
@@ -358,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
             f"naq throughput: {args.jobs:,} jobs per phase, concurrency {args.concurrency}, "
             f"{args.runs} run(s), nats-server {version} at {server.url}"
             + (f", middleware {args.middleware}" if args.middleware else "")
+            + (", jobs and results signed" if args.sign else "")
         )
         report = await bench(server.url, args, emit)
         report["nats_server"] = version

@@ -42,12 +42,22 @@ class SerializationError(NaqError):
     """A job's arguments or a result could not be encoded or decoded."""
 
 
+class SignatureError(SerializationError):
+    """A result is unsigned or its signature does not match any signing key: it is
+    refused unread (never unpickled)."""
+
+
 class PayloadTooLarge(SerializationError):
     """An encoded job is bigger than the server's ``max_payload``."""
 
 
 class PublishError(NaqError):
     """JetStream refused or never acknowledged a publish, after retries."""
+
+
+class QueueFull(PublishError):
+    """The job stream holds ``max_stream_msgs`` jobs or ``max_stream_bytes`` already:
+    the new jobs were not sent (nothing already queued is dropped)."""
 
 
 class BrokenExecutor(NaqError):

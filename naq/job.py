@@ -19,6 +19,18 @@ from naq.errors import ConfigurationError
 KEEP_FOREVER = -1
 """``result_ttl=-1``: the result is kept until deleted."""
 
+
+def capped_ttl(ttl: int, cap: int) -> int:
+    """``ttl`` (seconds, or ``KEEP_FOREVER``) within a supervisor's ``cap`` (0: none).
+
+    The TTL comes off the wire, set by whoever enqueued the job; a supervisor that
+    bounds how long records live must not be talked out of it by ``result_ttl=-1``.
+    """
+    if cap and (ttl == KEEP_FOREVER or ttl > cap):
+        return cap
+    return ttl
+
+
 OPTION_NAMES = frozenset(
     {
         "max_retries",

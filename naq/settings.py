@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from naq.errors import ConfigurationError
 from naq.redact import has_userinfo, redact
+from naq.signing import Signer, signer_for
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 ENV_PREFIX = "NAQ_"
@@ -201,6 +202,54 @@ class Settings:
     scheduler_lock_renew_interval: float = field(
         default=15.0, metadata={"help": "seconds between renewals of the scheduler lease"}
     )
+    max_stream_bytes: int = field(
+        default=0,
+        metadata={
+            "help": "job stream and NASQueue stream size limit, e.g. 10GiB (0: none; a full "
+            "stream refuses new messages, it never drops old ones)",
+            "size": True,
+        },
+    )
+    max_stream_msgs: int = field(
+        default=0, metadata={"help": "messages the job and NASQueue streams hold (0: no limit)"}
+    )
+    max_bucket_bytes: int = field(
+        default=0,
+        metadata={"help": "size limit of each KV bucket, e.g. 1GiB (0: none)", "size": True},
+    )
+    max_message_size: int = field(
+        default=0,
+        metadata={
+            "help": "largest job, result or message a stream takes, e.g. 1MiB "
+            "(0: the server's max_payload)",
+            "size": True,
+        },
+    )
+    max_result_ttl: int = field(
+        default=0,
+        metadata={
+            "help": "longest a supervisor keeps a result, in seconds, whatever the "
+            "job asks, result_ttl=-1 included (0: no cap)"
+        },
+    )
+    signing_key: str | None = field(
+        default=None,
+        repr=False,
+        metadata={
+            "help": "sign jobs and results with this key; refuse unsigned ones "
+            "(environment only, never a flag)",
+            "secret": True,
+        },
+    )
+    signing_keys_previous: str | None = field(
+        default=None,
+        repr=False,
+        metadata={
+            "help": "older keys still accepted while rotating, comma-separated "
+            "(environment only, never a flag)",
+            "secret": True,
+        },
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -254,6 +303,17 @@ class Settings:
             )
         if self.result_ttl < 1:
             raise ConfigurationError("result_ttl (the default) must be at least 1 second")
+        for name in (
+            "max_stream_bytes",
+            "max_stream_msgs",
+            "max_bucket_bytes",
+            "max_message_size",
+            "max_result_ttl",
+        ):
+            if getattr(self, name) < 0:
+                raise ConfigurationError(f"{name} must not be negative (0: no limit)")
+        signer_for(self.signing_key, self.signing_keys_previous)  # a bad key fails here
+
     def _check_connection(self) -> None:
         """Refuse auth and TLS settings that cannot work or are ambiguous, before any
         connection is tried: a missing file or a lone certificate would otherwise show up
@@ -340,11 +400,18 @@ class Settings:
         """What tells one connection from another: the URL and every auth and TLS
         setting, hashed so that a pool's key never holds a secret in plain text."""
         values = [self.url, *(getattr(self, name) for name in CONNECTION_FIELDS[1:])]
+        # A client signs what it writes with its settings' key: the keys part it too.
+        values += [self.signing_key, self.signing_keys_previous]
         return hashlib.sha256(json.dumps(values).encode()).hexdigest()
 
     @property
     def preload_modules(self) -> tuple[str, ...]:
         return tuple(m.strip() for m in self.preload.split(",") if m.strip())
+
+    @property
+    def signer(self) -> Signer | None:
+        """The job and result signer; None when no signing key is set."""
+        return signer_for(self.signing_key, self.signing_keys_previous)
 
     @property
     def middleware_names(self) -> tuple[str, ...]:

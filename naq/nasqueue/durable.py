@@ -55,7 +55,7 @@ from naq.errors import ConfigurationError, NaqConnectionError, PublishError
 from naq.nasqueue.messages import QueueMessage, received, too_large
 from naq.settings import Settings
 from naq.transport.connect import flush
-from naq.transport.declare import ensure_stream
+from naq.transport.declare import ensure_stream, stream_limits
 from naq.transport.names import NASQ_CAPTURE_GROUP, NasqLayout, namespaced
 from naq.transport.pool import acquire, close_connection, run_sync
 from naq.transport.streams import purge_subject
@@ -121,6 +121,7 @@ class DurableQueue:
             storage=StorageType.FILE,
             num_replicas=self._settings.replicas,
             duplicate_window=self._settings.duplicate_window,
+            **stream_limits(self._settings),
         )
 
     def _consumer_config(self, level: int) -> ConsumerConfig:

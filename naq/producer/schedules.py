@@ -19,6 +19,8 @@ from naq.cron import MISSED_POLICIES, MissedPolicy, Spec, first_fire, interval_s
 from naq.errors import ConfigurationError
 from naq.job import new_job_id, take_options, validate_job_id
 from naq.producer.api import connected, shared_queue
+from naq.settings import validate_name
+from naq.signing import SCHEDULE
 from naq.state import schedules as store
 from naq.state.schedules import ACTIVE, DONE, PAUSED, STATUSES, Schedule
 from naq.transport.pool import run_sync
@@ -65,6 +67,7 @@ async def schedule(
         raise ConfigurationError("a recurring job takes neither depends_on nor job_id")
     queue = shared_queue(queue_name, nats_url, namespace)
     job, message = queue.prepare(func, args, kwargs, **options)
+    signer = queue.settings.signer
     now = time.time()
     record = Schedule(
         schedule_id=schedule_id,
@@ -78,6 +81,7 @@ async def schedule(
         next_run=first_fire(spec, now),
         missed=missed,
         created_at=now,
+        signature=None if signer is None else signer.sign(SCHEDULE, message.payload),
     )
     client = await queue.connection()
     await store.create(await store.bucket(client, queue.layout), record)
@@ -92,12 +96,15 @@ async def cancel_recurring(
     schedule_id: str, nats_url: str | None = None, namespace: str | None = None
 ) -> bool:
     """Delete the schedule; runs already published still run. False if unknown."""
+    validate_job_id(schedule_id)  # bad ids fail here, before anything connects
     return await store.remove(await _kv(nats_url, namespace), schedule_id)
 
 
 async def _set_status(
     schedule_id: str, status: str, nats_url: str | None, namespace: str | None
 ) -> bool:
+    validate_job_id(schedule_id)
+
     def mutate(current: Schedule) -> Schedule | None:
         if current.status == DONE or current.status == status:
             return None
@@ -134,6 +141,7 @@ async def modify_scheduled_job(
     namespace: str | None = None,
 ) -> Schedule:
     """Change how the schedule recurs; the next fire is recomputed unless ``next_run``."""
+    validate_job_id(schedule_id)
     seconds = interval_seconds(interval)
     if cron is not None and seconds is not None:
         raise ConfigurationError("give at most one of cron= and interval=")
@@ -179,6 +187,10 @@ async def list_schedules(
     """Schedules, filtered by status, queue and id, soonest next run first."""
     if status is not None and status not in STATUSES:
         raise ConfigurationError(f"status must be one of {', '.join(STATUSES)}")
+    if schedule_id is not None:
+        validate_job_id(schedule_id)
+    if queue_name is not None:
+        validate_name("queue", queue_name)
     found = await store.read_all(*await connected(nats_url, namespace))
     return sorted(
         (
@@ -233,6 +245,7 @@ async def cancel_scheduled_job(
 ) -> bool:
     """Cancel a delayed job (enqueue_at / enqueue_in) before it fires, or a recurring
     schedule (``schedule``): the seed's one name for both. False if neither exists."""
+    validate_job_id(job_id)  # ">" would otherwise cancel every delayed job and schedule
     if await shared_queue(None, nats_url, namespace).cancel_scheduled(job_id):
         return True
     return await cancel_recurring(job_id, nats_url, namespace)

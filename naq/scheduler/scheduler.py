@@ -35,6 +35,7 @@ from naq.job import Job
 from naq.middleware import Middleware, Middlewares, load_middleware
 from naq.scheduler.leader import Lease
 from naq.settings import Settings
+from naq.signing import JOB, SCHEDULE, SIGNATURE_HEADER
 from naq.state import schedules as store
 from naq.state.schedules import ACTIVE, Schedule, ScheduleNotFound
 from naq.transport.connect import Client, connect
@@ -63,6 +64,7 @@ class Scheduler:
         """``middleware``: instances whose producer hooks see every run this scheduler
         fires; by default those ``settings.middleware`` names."""
         self.settings = settings
+        self._signer = settings.signer
         self.middleware = Middlewares(
             load_middleware(settings.middleware_names) if middleware is None else middleware
         )
@@ -244,11 +246,22 @@ class Scheduler:
         self, client: Client, layout: Layout, kv: KeyValue, schedule: Schedule, now: float
     ) -> None:
         fire = schedule.next_run
-        if due(fire, now, schedule.missed, MISSED_GRACE):
+        forged = self._signer is not None and not self._signer.valid(
+            SCHEDULE, schedule.job, schedule.signature
+        )
+        if forged:  # once per tick: the tick is dropped like a skipped one, below
+            log.error(
+                "schedule %s is unsigned or badly signed: not fired (re-create it with "
+                "the signing key)",
+                schedule.schedule_id,
+            )
+        if not forged and due(fire, now, schedule.missed, MISSED_GRACE):
             meta, payload = decode_job(schedule.job)
             job_id = run_job_id(schedule.schedule_id, fire)
             body = encode_job(dataclasses.replace(meta, job_id=job_id, enqueue_time=now), payload)
             headers = {"Nats-Msg-Id": job_id}
+            if self._signer is not None:
+                headers[SIGNATURE_HEADER] = self._signer.sign(JOB, body)
             job = None
             if self.middleware:
                 job = Job(
@@ -266,7 +279,7 @@ class Scheduler:
 
             def mutate(current: Schedule) -> Schedule | None:
                 return current.after_fire(fire, time.time())
-        else:  # skip policy: drop the missed tick, keep the cadence
+        else:  # skip policy, or a template that is not signed: drop the tick, keep the cadence
 
             def mutate(current: Schedule) -> Schedule | None:
                 if current.next_run != fire:

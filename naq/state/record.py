@@ -11,7 +11,7 @@ line of JSON metadata, a newline, the serialized return value::
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from naq.wire import SEP, VERSION, BadMessage, dumps, split_message
@@ -46,6 +46,9 @@ class ResultRecord:
     worker: str = ""
     crashes: int = 0
     interruptions: int = 0
+    verified: bool | None = field(default=None, compare=False)
+    """Whether the record's signature matched a signing key when it was read; None
+    when the reader has no key. Not part of the record's bytes."""
 
     @property
     def final(self) -> bool:

@@ -19,6 +19,7 @@ from nats.js.kv import KeyValue
 
 from naq.cron import MissedPolicy, Spec, following
 from naq.errors import JobNotFound, NaqError
+from naq.job import validate_job_id
 from naq.transport.connect import Client
 from naq.transport.kv import cas, current_values
 from naq.transport.names import Layout
@@ -53,6 +54,10 @@ class Schedule:
     last_run: float | None = None
     runs: int = 0
     created_at: float = 0.0
+    signature: str | None = None
+    """The producer's signature of ``job`` (purpose ``naq.signing.SCHEDULE``), when it
+    had a signing key: a scheduler with the key fires only templates that carry one,
+    so writing the schedules KV is not a way to have the scheduler sign a job."""
 
     @property
     def spec(self) -> Spec:
@@ -109,8 +114,10 @@ async def create(kv: KeyValue, schedule: Schedule) -> int:
 
 
 async def read(kv: KeyValue, schedule_id: str) -> tuple[Schedule, int]:
+    """The schedule and its revision. The id is the key, and nats-py's key check is off
+    (ids such as ``user:42``), so it is checked here: ``>`` is every key."""
     try:
-        entry = await kv.get(schedule_id, validate_keys=False)
+        entry = await kv.get(validate_job_id(schedule_id), validate_keys=False)
     except KeyNotFoundError:
         raise ScheduleNotFound(f"no schedule {schedule_id!r}") from None
     if entry.value is None or entry.revision is None:
@@ -136,7 +143,7 @@ async def change(
             return raw, None  # unchanged: nothing written
         return new.to_json(), new
 
-    new, revision = await cas(kv, schedule_id, change)
+    new, revision = await cas(kv, validate_job_id(schedule_id), change)
     if new is None or revision is None:
         return None
     return new, revision

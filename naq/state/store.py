@@ -10,31 +10,52 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 import nats.errors
 from nats.aio.msg import Msg
-from nats.js.kv import KeyValue
 
-from naq.errors import JobCancelled, JobFailed, JobNotFound, ResultTimeout, SerializationError
+from naq.errors import (
+    JobCancelled,
+    JobFailed,
+    JobNotFound,
+    ResultTimeout,
+    SerializationError,
+    SignatureError,
+)
 from naq.job import KEEP_FOREVER
 from naq.serializers import get_serializer
+from naq.signing import RESULT, SIGNATURE_HEADER
 from naq.state.record import ResultRecord, decode_result, encode_result
 from naq.transport.connect import Client
-from naq.transport.kv import get_value
+from naq.transport.kv import get_message
 from naq.transport.names import Layout
 from naq.wire import BadMessage
 
 
 async def store_result(client: Client, layout: Layout, record: ResultRecord, ttl: int) -> None:
-    """Write ``record`` with a per-key TTL (``ttl`` seconds, or ``KEEP_FOREVER``)."""
+    """Write ``record`` with a per-key TTL (``ttl`` seconds, or ``KEEP_FOREVER``), signed
+    when the client has a signing key."""
+    body = encode_result(record)
     headers = {"Nats-TTL": "never" if ttl == KEEP_FOREVER else f"{max(1, ttl)}s"}
+    if client.signer is not None:
+        headers[SIGNATURE_HEADER] = client.signer.sign(RESULT, body)
     await client.publisher.publish(
-        layout.kv_subject(layout.results_bucket, record.job_id), encode_result(record), headers
+        layout.kv_subject(layout.results_bucket, record.job_id), body, headers
     )
+
+
+def _decode(client: Client, body: bytes, headers: Mapping[str, str] | None) -> ResultRecord:
+    """The record in ``body``, marked with whether its signature holds when the client
+    has a key (checked before anything of it is used; :func:`unpack` refuses it)."""
+    record = decode_result(body)
+    if client.signer is None:
+        return record
+    return dataclasses.replace(record, verified=client.signer.headers_valid(RESULT, body, headers))
 
 
 RECHECK = 30.0
@@ -46,8 +67,17 @@ READ_CONCURRENCY = 64
 """Keys read at once when waiting for many results."""
 
 
-def unpack(record: ResultRecord, allow_pickle: bool = True) -> Any:
-    """The job's return value, or :class:`JobFailed` for a failed job."""
+def unpack(record: ResultRecord, allow_pickle: bool = True, signed: bool = False) -> Any:
+    """The job's return value, or :class:`JobFailed` for a failed job.
+
+    ``signed``: the reader has a signing key, so a record whose signature did not hold
+    is refused with :class:`SignatureError` before its value is decoded.
+    """
+    if signed and not record.verified:
+        raise SignatureError(
+            f"the result of job {record.job_id} is unsigned or its signature matches no "
+            "signing key: refused unread"
+        )
     if record.status == "cancelled":
         raise JobCancelled(record.job_id, record.error or "cancelled", None)
     if record.status != "finished":
@@ -60,13 +90,9 @@ def unpack(record: ResultRecord, allow_pickle: bool = True) -> Any:
     return get_serializer(record.serializer).loads_result(record.payload)
 
 
-async def _bucket(client: Client, layout: Layout) -> KeyValue:
-    return await client.kv(layout.results_bucket)
-
-
 async def read_record(client: Client, layout: Layout, job_id: str) -> ResultRecord | None:
-    body = await get_value(await _bucket(client, layout), job_id)
-    return decode_result(body) if body else None
+    found = await get_message(client, layout.results_bucket, job_id)
+    return _decode(client, *found) if found else None
 
 
 async def wait_record(
@@ -111,11 +137,11 @@ async def iter_records(
     landed: deque[ResultRecord] = deque()
     arrived = asyncio.Event()
 
-    def offer(job_id: str, body: bytes) -> None:
+    def offer(job_id: str, body: bytes, headers: Mapping[str, str] | None) -> None:
         if job_id not in wanted or job_id in found or not body:
             return
         try:
-            record = decode_result(body)
+            record = _decode(client, body, headers)
         except BadMessage:
             return
         if record.final:  # retrying, interrupted: the outcome is yet to come
@@ -126,7 +152,7 @@ async def iter_records(
     key_at = len(layout.kv_subject(layout.results_bucket, ""))
 
     async def heard(msg: Msg) -> None:
-        offer(msg.subject[key_at:], msg.data)
+        offer(msg.subject[key_at:], msg.data, msg.headers)
 
     one = next(iter(wanted)) if len(wanted) == 1 else ">"
     # The reads below go out after the SUB on the same connection, and the server
@@ -144,8 +170,10 @@ async def iter_records(
                 if late or now >= read_at or client.nc.stats["reconnects"] != reconnects:
                     reconnects = client.nc.stats["reconnects"]
                     try:
-                        for job_id, body in await _read_bodies(client, layout, wanted - found):
-                            offer(job_id, body)
+                        for job_id, body, headers in await _read_bodies(
+                            client, layout, wanted - found
+                        ):
+                            offer(job_id, body, headers)
                     except (nats.errors.Error, TimeoutError) as exc:
                         # Reconnecting, or JetStream still starting after a restart: the
                         # subscription still listens, and the read comes again soon.
@@ -174,11 +202,15 @@ async def iter_records(
 
 async def _read_bodies(
     client: Client, layout: Layout, job_ids: set[str]
-) -> list[tuple[str, bytes]]:
-    kv = await _bucket(client, layout)
+) -> list[tuple[str, bytes, Mapping[str, str] | None]]:
+    """The stored records of ``job_ids`` (with their headers), ``READ_CONCURRENCY`` at a
+    time; those not stored are left out."""
     ids = sorted(job_ids)
-    bodies: list[bytes] = []
+    found: list[tuple[str, bytes, Mapping[str, str] | None]] = []
     for start in range(0, len(ids), READ_CONCURRENCY):
         chunk = ids[start : start + READ_CONCURRENCY]
-        bodies += await asyncio.gather(*(get_value(kv, job_id) for job_id in chunk))
-    return list(zip(ids, bodies, strict=True))
+        reads = await asyncio.gather(
+            *(get_message(client, layout.results_bucket, job_id) for job_id in chunk)
+        )
+        found += [(job_id, *read) for job_id, read in zip(chunk, reads, strict=True) if read]
+    return found

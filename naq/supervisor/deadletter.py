@@ -20,6 +20,8 @@ import logging
 from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import NotFoundError
 
+from naq.job import capped_ttl
+from naq.settings import Settings
 from naq.state import record as records
 from naq.state.record import RunFacts
 from naq.state.store import store_result
@@ -32,7 +34,7 @@ from naq.wire import BadMessage, decode_job
 log = logging.getLogger(__name__)
 
 
-async def drain(client: Client, layout: Layout, worker_id: str, default_ttl: int) -> None:
+async def drain(client: Client, layout: Layout, worker_id: str, settings: Settings) -> None:
     """Run for the supervisor's life: move every exhausted job to the failed stream."""
     await declare_advisories(client.js, layout)
     sub = await client.js.pull_subscribe(
@@ -48,7 +50,7 @@ async def drain(client: Client, layout: Layout, worker_id: str, default_ttl: int
             continue
         for advisory in advisories:
             try:
-                await _move(client, layout, json.loads(advisory.data), worker_id, default_ttl)
+                await _move(client, layout, json.loads(advisory.data), worker_id, settings)
             except Exception as exc:  # leave it for the next supervisor or the next try
                 log.warning("dead-lettering an exhausted job failed: %s", exc)
                 continue
@@ -56,7 +58,11 @@ async def drain(client: Client, layout: Layout, worker_id: str, default_ttl: int
 
 
 async def _move(
-    client: Client, layout: Layout, advisory: dict[str, object], worker_id: str, ttl: int
+    client: Client,
+    layout: Layout,
+    advisory: dict[str, object],
+    worker_id: str,
+    settings: Settings,
 ) -> None:
     seq = int(str(advisory["stream_seq"]))
     deliveries = int(str(advisory.get("deliveries", 0)))
@@ -66,7 +72,7 @@ async def _move(
         return  # acked or purged meanwhile
     queue = layout.queue_of(msg.subject or "") or "unknown"
     reason = f"the server stopped delivering it after {deliveries} deliveries (max_deliver)"
-    headers = failed_headers(reason, None, deliveries, worker_id)
+    headers = failed_headers(reason, None, deliveries, worker_id, msg.headers)
     data = msg.data or b""
     try:
         meta, _ = decode_job(data)
@@ -82,7 +88,8 @@ async def _move(
             serializer=meta.serializer,
         )
         record = records.failed(meta.job_id, facts, reason)
-        await store_result(client, layout, record, meta.options.record_ttl_or(ttl))
+        ttl = meta.options.record_ttl_or(settings.result_ttl)
+        await store_result(client, layout, record, capped_ttl(ttl, settings.max_result_ttl))
     await client.publisher.publish(layout.failed_subject(queue), data, headers)
     await client.js.delete_msg(layout.stream, seq)
     log.warning("job at sequence %d exhausted max_deliver: moved to the failed stream", seq)

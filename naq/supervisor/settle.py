@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from nats.aio.msg import Msg
 
 from naq.executors.base import Outcome
+from naq.job import capped_ttl
+from naq.signing import SIGNATURE_HEADER
 from naq.state import record as records
 from naq.state.record import ResultRecord, ResultStatus, RunFacts
 from naq.state.store import store_result
@@ -34,10 +36,15 @@ TRACEBACK_KEEP = 8000
 
 
 def failed_headers(
-    error: str, traceback: str | None, attempt: int, worker_id: str
+    error: str,
+    traceback: str | None,
+    attempt: int,
+    worker_id: str,
+    original: Mapping[str, str] | None,
 ) -> dict[str, str]:
     """What the failed stream records beside the job: headers carry no newline, so the
-    traceback travels JSON-encoded."""
+    traceback travels JSON-encoded. The job's own signature is kept, so a requeued job
+    is published as its producer signed it (naq never signs what it only moves)."""
     headers = {
         "Naq-Reason": error[:1000].replace("\r", " ").replace("\n", " "),
         "Naq-Attempts": str(attempt),
@@ -46,6 +53,8 @@ def failed_headers(
     }
     if traceback:
         headers["Naq-Traceback"] = json.dumps(traceback[-TRACEBACK_KEEP:])
+    if signature := (original or {}).get(SIGNATURE_HEADER):
+        headers[SIGNATURE_HEADER] = signature
     return headers
 
 
@@ -72,10 +81,13 @@ class Settler:
         default_ttl: int,
         worker_id: str,
         on_final: Callable[[str, ResultStatus, str | None], None] = lambda *ended: None,
+        max_ttl: int = 0,
     ) -> None:
         self._client = client
         self._layout = layout
         self._default_ttl = default_ttl
+        self._max_ttl = max_ttl
+        """``max_result_ttl``: no record outlives it, whatever its job asked (0: no cap)."""
         self._worker_id = worker_id
         self._on_final = on_final
         """Told of every job settled for good: dependencies release their waiters."""
@@ -95,7 +107,7 @@ class Settler:
     async def note(self, job: Delivery, note: Note, error: str | None) -> None:
         """A non-final record (retrying, interrupted, running): the job's state for the
         next run and for ``fetch_job_status``, kept as long as a result would be."""
-        ttl = job.meta.options.record_ttl_or(self._default_ttl)
+        ttl = capped_ttl(job.meta.options.record_ttl_or(self._default_ttl), self._max_ttl)
         record = note(job.meta.job_id, self.facts(job), error)
         await store_result(self._client, self._layout, record, ttl)
 
@@ -109,6 +121,7 @@ class Settler:
         if outcome.status == "ok":
             ttl = meta.options.result_ttl_or(self._default_ttl)
             if ttl != 0:
+                ttl = capped_ttl(ttl, self._max_ttl)
                 record = records.finished(meta.job_id, self.facts(job), outcome.result or b"")
                 await store_result(self._client, self._layout, record, ttl)
             await msg.ack()
@@ -159,11 +172,11 @@ class Settler:
         dead-lettered as it came, with the reason.
         """
         attempt = job.attempt if job else 1
-        headers = failed_headers(error, traceback, attempt, self._worker_id)
+        headers = failed_headers(error, traceback, attempt, self._worker_id, msg.headers)
         if job is not None:
             headers["Naq-Job-Id"] = job.meta.job_id
             record = records.failed(job.meta.job_id, self.facts(job), error, traceback)
-            ttl = job.meta.options.record_ttl_or(self._default_ttl)
+            ttl = capped_ttl(job.meta.options.record_ttl_or(self._default_ttl), self._max_ttl)
             await store_result(self._client, self._layout, record, ttl)
             self._on_final(job.meta.job_id, "failed", error)
         await self._client.publisher.publish(self._layout.failed_subject(queue), msg.data, headers)

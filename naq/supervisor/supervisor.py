@@ -156,6 +156,7 @@ class Supervisor:
                     self.settings.result_ttl,
                     self.worker_id,
                     on_final=deps.settled,
+                    max_ttl=self.settings.max_result_ttl,
                 ),
             )
             await nc.subscribe(self.layout.cancel_subject, cb=self.jobs.on_cancel)
@@ -228,7 +229,7 @@ class Supervisor:
         tasks.append(asyncio.create_task(self._heartbeat(info), name="naq-heartbeat"))
         tasks.append(
             asyncio.create_task(
-                deadletter.drain(client, self.layout, self.worker_id, self.settings.result_ttl),
+                deadletter.drain(client, self.layout, self.worker_id, self.settings),
                 name="naq-dead-letter",
             )
         )

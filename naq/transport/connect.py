@@ -20,6 +20,7 @@ from nats.js.kv import KeyValue
 
 from naq.errors import ConfigurationError, NaqConnectionError, ServerVersionError
 from naq.settings import Settings
+from naq.signing import Signer
 from naq.transport import compat
 from naq.transport.declare import declare
 from naq.transport.names import Layout
@@ -191,6 +192,8 @@ class Client:
         self.js: JetStreamContext = nc.jetstream()
         self.publisher = Publisher(nc)
         self.settings = settings
+        self.signer: Signer | None = settings.signer
+        """Signs what this client writes (jobs, results) and checks what it reads."""
         self._declared: set[str] = set()
         self._declare_lock = asyncio.Lock()
         self._buckets: dict[str, KeyValue] = {}

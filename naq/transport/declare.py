@@ -7,6 +7,7 @@ Every stream is created if missing and used as it is when present, so any proces
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -48,6 +49,10 @@ async def declare(js: JetStreamContext, layout: Layout, settings: Settings) -> N
             duplicate_window=settings.duplicate_window,
             allow_msg_ttl=True,
             allow_msg_schedules=True,
+            # Message schedules rule out DiscardPolicy.NEW, and a work-queue stream that
+            # discards old messages when full would drop jobs: the job stream takes only
+            # the message size limit, and producers enforce its backlog limits.
+            max_msg_size=settings.max_message_size or None,
         ),
     )
     await ensure_stream(
@@ -87,7 +92,22 @@ def _kv_config(bucket: str, settings: Settings) -> StreamConfig:
         allow_direct=True,
         allow_msg_ttl=True,
         duplicate_window=min(settings.duplicate_window, 120.0),
+        max_bytes=settings.max_bucket_bytes or None,
+        max_msg_size=settings.max_message_size or None,
     )
+
+
+def stream_limits(settings: Settings) -> dict[str, Any]:
+    """The configured limits of a stream that holds work and has no message schedules
+    (a NASQueue stream): what is unset is left to the server (no limit). Such a
+    stream, when full, refuses new messages (``DiscardPolicy.NEW``): the producer
+    gets an error, and nothing already accepted is ever dropped to make room."""
+    return {
+        "max_bytes": settings.max_stream_bytes or None,
+        "max_msgs": settings.max_stream_msgs or None,
+        "max_msg_size": settings.max_message_size or None,
+        "discard": DiscardPolicy.NEW,
+    }
 
 
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:

@@ -11,7 +11,7 @@ and one reading of nats-py's errors for a stale revision keep them alike.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 CAS_ATTEMPTS = 50
 WRONG_LAST_SEQUENCE = (10071, 10164)
 """JetStream's error codes for a write whose expected last sequence is stale."""
+KV_OPERATION = "KV-Operation"
+KV_DELETE = "DEL"
+KV_PURGE = "PURGE"
+"""The header that marks a KV entry as a delete or purge marker, and its values."""
 KV_BATCH = 1_000
 """Values asked for per pull when reading a bucket: small records, so many at once."""
 
@@ -48,6 +52,24 @@ async def get_entry(kv: KeyValue, key: str) -> tuple[bytes | None, int | None]:
     except (KeyNotFoundError, NotFoundError):
         return None, None
     return entry.value or None, entry.revision
+
+
+async def get_message(
+    client: Client, bucket: str, key: str
+) -> tuple[bytes, Mapping[str, str]] | None:
+    """The key's value with the headers it was stored with (a signature, say); None
+    when absent or deleted. nats-py's ``kv.get`` drops the headers, so this asks for the
+    key's last message directly (the buckets allow direct gets: any replica answers)."""
+    try:
+        msg = await client.js.get_msg(
+            kv_stream(bucket), subject=kv_subject(bucket, key), direct=True
+        )
+    except NotFoundError:
+        return None
+    headers = msg.headers or {}
+    if headers.get(KV_OPERATION) in (KV_DELETE, KV_PURGE) or not msg.data:
+        return None
+    return msg.data, headers
 
 
 async def get_value(kv: KeyValue, key: str) -> bytes:
@@ -74,7 +96,7 @@ def delete_marker(bucket: str, key: str, ttl: str) -> Outgoing:
     """A message that deletes ``key`` once published, as ``kv.delete`` would, but
     publishable in a pipelined batch, and expiring after ``ttl`` (``"60s"``): a marker
     hides the old value at once, and after that it only takes room."""
-    return Outgoing(kv_subject(bucket, key), b"", {"KV-Operation": "DEL", "Nats-TTL": ttl})
+    return Outgoing(kv_subject(bucket, key), b"", {KV_OPERATION: KV_DELETE, "Nats-TTL": ttl})
 
 
 async def cas[T](

@@ -51,9 +51,17 @@ ENV_SAMPLES: dict[str, tuple[str, Any]] = {
     "middleware": ("tests.middleware:Stamp,tracing", "tests.middleware:Stamp,tracing"),
     "scheduler_lock_ttl": ("45", 45.0),
     "scheduler_lock_renew_interval": ("10", 10.0),
+    "max_stream_bytes": ("10GiB", 10 * 1024**3),
+    "max_stream_msgs": ("1000000", 1_000_000),
+    "max_bucket_bytes": ("1G", 1000**3),
+    "max_message_size": ("1MiB", 1024**2),
+    "max_result_ttl": ("86400", 86400),
+    "signing_key": ("k" * 40, "k" * 40),
+    "signing_keys_previous": ("o" * 40 + "," + "p" * 40, "o" * 40 + "," + "p" * 40),
 }
 # The settings that are valid only with another one, and that other one.
 ENV_COMPANIONS: dict[str, dict[str, str]] = {
+    "signing_keys_previous": {"NAQ_SIGNING_KEY": "n" * 40},
     "user": {"NAQ_PASSWORD": "pw"},
     "password": {"NAQ_USER": "someone"},
     "tls_cert_file": {"NAQ_TLS_KEY_FILE": A_FILE},
