@@ -19,7 +19,6 @@ it once nothing signed with it can arrive any more.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
 
@@ -55,16 +54,20 @@ class Signer:
         return f"<Signer with {len(self._keys)} key(s)>"  # never the keys
 
     def sign(self, purpose: bytes, body: bytes) -> str:
-        return VERSION + hmac.new(self._keys[0], purpose + body, hashlib.sha256).hexdigest()
+        # hmac.digest is the one-shot C path: about a microsecond for a job's body.
+        return VERSION + hmac.digest(self._keys[0], purpose + body, "sha256").hex()
 
     def valid(self, purpose: bytes, body: bytes, signature: str | None) -> bool:
         """True when ``signature`` is one of the keys' for ``purpose`` and ``body``."""
         if not signature or not signature.startswith(VERSION):
             return False
-        given = signature[len(VERSION) :]
+        try:
+            given = bytes.fromhex(signature[len(VERSION) :])
+        except ValueError:
+            return False
+        message = purpose + body
         return any(
-            hmac.compare_digest(given, hmac.new(k, purpose + body, hashlib.sha256).hexdigest())
-            for k in self._keys
+            hmac.compare_digest(given, hmac.digest(key, message, "sha256")) for key in self._keys
         )
 
     def headers_valid(self, purpose: bytes, body: bytes, headers: Mapping[str, str] | None) -> bool:
