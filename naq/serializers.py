@@ -5,8 +5,9 @@ Two serializers, chosen by ``NAQ_JOB_SERIALIZER``:
 * ``pickle`` (default): cloudpickle, so lambdas, closures and arbitrary objects work.
   Unpickling runs code: only for producers you trust.
 * ``json``: the function travels as its import path, the arguments and the result as
-  JSON. A worker in json mode never unpickles anything, so a hostile producer can at
-  most call an importable function with JSON arguments.
+  JSON. A worker in json mode never unpickles anything, and runs only functions of
+  the modules it allows (``naq.executors.allow``), so a hostile producer can at most
+  call one of those with JSON arguments.
 """
 
 from __future__ import annotations
@@ -166,13 +167,19 @@ class JsonSerializer:
             ) from exc
 
     def loads_call(self, ref: str, payload: bytes) -> FuncArgs:
+        args, kwargs = self.loads_args(ref, payload)
+        return resolve_function(ref), args, kwargs
+
+    def loads_args(self, ref: str, payload: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The arguments alone, for a caller that resolves ``ref`` itself (through a
+        json-mode supervisor's allow-list, ``naq.executors.allow``)."""
         try:
             args, kwargs = json.loads(payload)
             if not isinstance(args, list) or not isinstance(kwargs, dict):
                 raise ValueError("expected [args, kwargs]")
         except (TypeError, ValueError) as exc:
             raise SerializationError(f"invalid json arguments for {ref}: {exc}") from exc
-        return resolve_function(ref), tuple(args), kwargs
+        return tuple(args), kwargs
 
     def dumps_result(self, value: Any) -> bytes:
         try:
@@ -186,7 +193,8 @@ class JsonSerializer:
         return json.loads(payload)
 
 
-SERIALIZERS: dict[str, Serializer] = {"pickle": PickleSerializer(), "json": JsonSerializer()}
+JSON = JsonSerializer()
+SERIALIZERS: dict[str, Serializer] = {"pickle": PickleSerializer(), "json": JSON}
 
 
 def get_serializer(name: str) -> Serializer:

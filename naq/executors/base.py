@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
+from naq.executors.allow import AllowList
+
 if TYPE_CHECKING:
     from naq.settings import Settings
 
@@ -37,6 +39,10 @@ class Call:
     keep_result: bool = True
     """False for ``result_ttl=0``: the return value is not even serialized, so a job
     whose result nobody keeps cannot fail on an unpicklable result."""
+    allow: AllowList | None = None
+    """A json-mode supervisor's allow-list: the function is resolved through it, so the
+    check made before dispatch is made again where the job runs. ``None``: no limit
+    (pickle mode, where decoding the payload runs code anyway)."""
 
 
 @dataclass(frozen=True, slots=True)

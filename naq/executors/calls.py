@@ -13,7 +13,7 @@ from typing import Any
 
 from naq.errors import Retry, SerializationError
 from naq.executors.base import Call, Outcome
-from naq.serializers import FuncArgs, get_serializer
+from naq.serializers import JSON, FuncArgs, get_serializer
 
 
 class Rejected(Exception):
@@ -21,8 +21,23 @@ class Rejected(Exception):
 
 
 def load(call: Call) -> FuncArgs:
+    """The function and arguments of ``call``; :class:`Rejected` if it cannot run.
+
+    With an allow-list (a json-mode supervisor) the function is resolved through it,
+    and a payload in any other encoding is refused before a byte of it is decoded.
+    """
     try:
-        return get_serializer(call.serializer).loads_call(call.function, call.payload)
+        if call.allow is None:
+            return get_serializer(call.serializer).loads_call(call.function, call.payload)
+        if call.serializer != JSON.name:
+            raise Rejected(
+                f"job {call.job_id} is serialized with {call.serializer!r}; this worker "
+                "runs json jobs only and never unpickles"
+            )
+        func = call.allow.resolve(call.function)
+        return (func, *JSON.loads_args(call.function, call.payload))
+    except Rejected:
+        raise
     except (SerializationError, LookupError) as exc:
         raise Rejected(str(exc)) from exc
     except Exception as exc:  # unpickling runs arbitrary code: anything can come out

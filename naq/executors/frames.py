@@ -12,6 +12,7 @@ import struct
 from dataclasses import asdict
 from typing import Any
 
+from naq.executors.allow import AllowList
 from naq.executors.base import Call, Outcome
 
 HEADER = struct.Struct("!I")
@@ -36,7 +37,8 @@ def pack_call(call: Call) -> bytes:
 
 
 def unpack_call(head: dict[str, Any], body: bytes) -> Call:
-    return Call(payload=body, **head)
+    allow = head.pop("allow", None)
+    return Call(payload=body, allow=None if allow is None else AllowList.from_wire(allow), **head)
 
 
 def pack_outcome(outcome: Outcome, rss: int) -> bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from naq.errors import BrokenExecutor
+from naq.executors.allow import AllowList, Refused
 from naq.executors.base import Call, Executor, Outcome
 from naq.heartbeat import Counters
 from naq.middleware import JobContext, Middlewares
@@ -63,6 +65,11 @@ class Jobs:
         self._settled = asyncio.Event()
         self._cancelled: dict[str, None] = {}
         """Job ids whose cancellation was broadcast lately (oldest first, bounded)."""
+        self._allow = (
+            AllowList.configured(settings.allow_patterns, settings.preload_modules, os.getcwd())
+            if settings.job_serializer == "json"
+            else None
+        )
         self._client: Client | None = None
         self._layout = Layout(settings.namespace)
         self._settler: Settler | None = None
@@ -142,6 +149,7 @@ class Jobs:
                 meta.is_async,
                 job.attempt,
                 keep_result=meta.options.result_ttl != 0,
+                allow=self._allow,
             )
             job.started_at = time.time()
             context = self._context(job) if self._middleware else None
@@ -227,6 +235,11 @@ class Jobs:
                 f"job {meta.job_id} is serialized with {meta.serializer!r}; this supervisor "
                 "runs with NAQ_JOB_SERIALIZER=json and never unpickles"
             )
+        if self._allow is not None:
+            try:
+                self._allow.check(meta.function)  # imports nothing
+            except Refused as exc:
+                return f"job {meta.job_id} refused: {exc}"
         return None
 
     async def _settle(self, settler: Settler, job: Delivery, outcome: Outcome) -> str:
