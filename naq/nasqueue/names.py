@@ -13,7 +13,10 @@ dots, so a durable namespace is a single token.
 
 Subjects naq itself uses inside a namespace (its job, schedule, failed-job and
 control subjects, and the durable store's) are refused, so a NASQueue push can never
-land in naq's streams as a malformed job.
+land in naq's streams as a malformed job. The check is made at the absolute token
+positions: naq's namespaces are one token, so ``{t0}.jobs...`` is naq's for namespace
+``t0`` whether ``jobs`` comes from the subject (namespace ``t0``) or from the
+namespace itself (``t0.jobs``, refused as a whole).
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ def validate_namespace(namespace: str, *, durable: bool = False) -> str:
         raise ConfigurationError(
             f"invalid namespace {namespace!r}: use tokens of letters, digits, '_' and '-' "
             "separated by single dots"
+        )
+    if len(tokens) > 1 and tokens[1] in RESERVED_TOKENS:
+        raise ConfigurationError(
+            f"namespace {namespace!r} is reserved: naq uses '{tokens[0]}.{tokens[1]}.' "
+            f"subjects for its namespace {tokens[0]!r}"
         )
     if durable and (len(tokens) > 1 or len(namespace) > 240):
         raise ConfigurationError(

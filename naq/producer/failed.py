@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from naq.job import validate_job_id
 from naq.producer.api import connected
 from naq.state import failed as registry
 from naq.state.failed import FailedJob as FailedJob  # the type these calls return
@@ -44,6 +45,7 @@ async def get_failed(
     Raises ``JobNotFound`` when the job is not there: it never failed for good, was
     requeued or purged, or its entry aged out of the stream.
     """
+    validate_job_id(job_id)  # bad input fails before anything connects
     return await registry.get_failed(*await connected(nats_url, namespace), job_id)
 
 

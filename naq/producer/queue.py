@@ -82,7 +82,7 @@ class Queue:
         self.middleware = Middlewares(
             load_middleware(self.settings.middleware_names) if middleware is None else middleware
         )
-        self._subject_prefix = self.layout.job_subject(self.name, "")  # + job id, per job
+        self._subject_prefix = self.layout.job_subject_prefix(self.name)  # + job id, per job
         self._client: Client | None = None
         self._sticky = False
 
@@ -267,6 +267,7 @@ class Queue:
 
     async def cancel_scheduled(self, job_id: str) -> bool:
         """Cancel a delayed job before it fires; False if it is not waiting (any more)."""
+        validate_job_id(job_id)  # a wildcard would purge every delayed job
         client = await self.connection()
         return (
             await purge_subject(client, self.layout.stream, self.layout.sched_subject(job_id)) > 0
@@ -317,6 +318,7 @@ class Queue:
         after ``timeout``), ``JobPending`` (pending and no ``timeout``), or
         ``JobNotFound`` (unknown, or its result expired).
         """
+        validate_job_id(job_id)  # bad ids fail here, before anything connects
         client = await self.connection()
         try:
             record = await wait_record(client, self.layout, job_id, timeout)
@@ -329,11 +331,13 @@ class Queue:
 
     async def status(self, job_id: str) -> JobStatus:
         """Where the job is: queued, scheduled, running, finished, failed or cancelled."""
+        validate_job_id(job_id)
         return await job_status(await self.connection(), self.layout, job_id)
 
     async def cancel(self, job_id: str) -> bool:
         """Cancel the job: True if it will not run (or was stopped), False if it was
         unknown or already over."""
+        validate_job_id(job_id)  # "*" or ">" would name every job of the namespace
         return await cancel(await self.connection(), self.layout, job_id)
 
     async def fetch_results(self, job_ids: Iterable[str], timeout: float) -> dict[str, Any]:
@@ -345,6 +349,7 @@ class Queue:
     ) -> AsyncIterator[tuple[str, Any]]:
         """Yield ``(job_id, value)`` as results land; a failed job's value is its
         ``JobFailed`` error. Raises ``ResultTimeout`` if not all came in ``timeout``."""
+        job_ids = [validate_job_id(job_id) for job_id in job_ids]
         client = await self.connection()
         allow_pickle = self.settings.job_serializer == "pickle"
         async for record in iter_records(client, self.layout, job_ids, timeout):

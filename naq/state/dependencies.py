@@ -10,6 +10,10 @@ update.
 - When a dependency finishes, the supervisor that finished it removes it from each
   waiting job; the update that empties a job's list publishes the job to its queue
   (``Nats-Msg-Id`` = its id, so a release that happens twice still runs it once).
+  The subject is built here from the held record's queue and the job id, both
+  validated, never read from the record: whoever can write the deps bucket must not
+  be able to make a supervisor publish, with its own permissions, anywhere else (a
+  JetStream API subject that deletes a stream, say).
 - When a dependency fails for good or is cancelled, each waiting job is cancelled
   with the reason, and so are the jobs waiting on those, down the chain.
 - The producer registers the waiters first and then looks at each dependency's
@@ -34,6 +38,7 @@ from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from naq.errors import ConfigurationError, JobNotFound
+from naq.job import validate_job_id
 from naq.state import record as records
 from naq.state.held import bucket, pack_held, unpack_held
 from naq.state.record import ResultStatus, RunFacts
@@ -59,7 +64,7 @@ def dependency_ids(depends_on: Any) -> tuple[str, ...]:
         job_id = getattr(item, "job_id", item)
         if not isinstance(job_id, str) or not job_id:
             raise ConfigurationError(f"depends_on takes jobs or job ids, got {item!r}")
-        ids.append(job_id)
+        ids.append(validate_job_id(job_id))
     return tuple(dict.fromkeys(ids))
 
 
@@ -113,6 +118,9 @@ async def dependency_ended(
     if not waiters:
         return
     for job_id in json.loads(waiters):
+        if not _valid_id(job_id):
+            log.warning("waiters of %s name %r, which is no job id: skipped", dep, job_id)
+            continue
         if status == "finished":
             await _satisfied(client, layout, kv, job_id, dep)
         else:
@@ -136,10 +144,35 @@ async def _satisfied(client: Client, layout: Layout, kv: KeyValue, job_id: str, 
     head, body = state
     if head["waiting"]:
         return
-    headers = {**head.get("headers", {}), "Nats-Msg-Id": job_id}
-    await client.publisher.publish(head["subject"], body, headers)
+    try:
+        subject = layout.job_subject(head["queue"], job_id)  # never the stored "subject"
+    except (ConfigurationError, KeyError, TypeError) as exc:
+        log.error("held job %s names no valid queue, so it is not released: %s", job_id, exc)
+        return
+    await client.publisher.publish(subject, body, release_headers(head, job_id))
     log.info("job %s released: its dependencies finished", job_id)
     await cas(kv, layout.held_key(job_id), lambda v: (None, None))
+
+
+def release_headers(head: dict[str, Any], job_id: str) -> dict[str, str]:
+    """The headers a released job goes out with: the producer's own (a middleware's,
+    a signature), without any the server acts on (``Nats-*``: a rollup would purge the
+    stream, a schedule would fire elsewhere), and the job id as its message id."""
+    stored = head.get("headers")
+    kept = {
+        str(name): str(value)
+        for name, value in (stored.items() if isinstance(stored, dict) else ())
+        if not str(name).lower().startswith("nats-")
+    }
+    return {**kept, "Nats-Msg-Id": job_id}
+
+
+def _valid_id(job_id: Any) -> bool:
+    try:
+        validate_job_id(job_id)
+    except ConfigurationError:
+        return False
+    return True
 
 
 async def cancel_held(client: Client, layout: Layout, job_id: str, reason: str) -> bool:
@@ -181,7 +214,7 @@ class DependencyWatch:
         # marker can arrive before replayed entries (see naq.transport.streams), so the replay
         # is told apart by revision: at most the bucket's last sequence before the watch.
         info = await self._client.js.stream_info(kv_stream(self._layout.deps_bucket))
-        self._watcher = await kv.watch(self._layout.waiters_key(">"))
+        self._watcher = await kv.watch(self._layout.all_waiters)
         self._task = asyncio.get_running_loop().create_task(
             self._follow(self._watcher, info.state.last_seq)
         )
@@ -192,6 +225,8 @@ class DependencyWatch:
                 continue
             initial = entry.revision is not None and entry.revision <= replayed_up_to
             dep = self._layout.dep_of_waiters_key(entry.key)
+            if not _valid_id(dep):
+                continue  # not written by naq: no job of ours is named
             if not entry.value:
                 self._waited.discard(dep)
                 continue

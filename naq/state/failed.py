@@ -27,6 +27,7 @@ from nats.aio.msg import Msg
 from nats.js.errors import APIError, NotFoundError
 
 from naq.errors import ConfigurationError, JobNotFound
+from naq.job import validate_job_id
 from naq.settings import validate_name
 from naq.transport.connect import Client
 from naq.transport.kv import delete_marker
@@ -89,7 +90,7 @@ def _entry(msg: Msg) -> FailedJob:
     except ValueError:
         attempts = 0
     return FailedJob(
-        job_id=headers.get("Naq-Job-Id") or (meta.job_id if meta is not None else None),
+        job_id=_job_id(headers.get("Naq-Job-Id") or (meta.job_id if meta is not None else None)),
         function=meta.function if meta is not None else None,
         queue=msg.subject.rsplit(".", 1)[-1],
         reason=headers.get("Naq-Reason", ""),
@@ -100,6 +101,15 @@ def _entry(msg: Msg) -> FailedJob:
         seq=msg.metadata.sequence.stream,
         body=msg.data,
     )
+
+
+def _job_id(found: str | None) -> str | None:
+    """The entry's job id if it is a valid one: a requeue builds a subject from it, and
+    the failed stream may hold what anyone who can publish there wrote."""
+    try:
+        return None if found is None else validate_job_id(found)
+    except ConfigurationError:
+        return None
 
 
 async def _scan(
@@ -137,7 +147,8 @@ def requeue_ids(job_ids: Iterable[str] | None, all: bool) -> list[str] | None:
     if job_ids is None:
         return None
     # One id given as a string would otherwise be read as its characters.
-    return list(dict.fromkeys([job_ids] if isinstance(job_ids, str) else job_ids))
+    ids = [job_ids] if isinstance(job_ids, str) else job_ids
+    return list(dict.fromkeys(validate_job_id(job_id) for job_id in ids))
 
 
 async def list_failed(
@@ -157,6 +168,7 @@ async def get_failed(client: Client, layout: Layout, job_id: str) -> FailedJob:
     Raises :class:`JobNotFound` when the job is not there: it never failed for good,
     was requeued or purged, or its entry aged out of the stream.
     """
+    validate_job_id(job_id)
     found: FailedJob | None = None
     async with contextlib.aclosing(_scan(client, layout, None)) as entries:
         async for entry in entries:

@@ -1,8 +1,11 @@
 """A job held for its dependencies: its record in the ``{ns}_deps`` KV, and how to read it.
 
 The record (key ``held.{job_id}``) is one line of JSON (the dependencies still
-awaited, the subject to publish on, the queue, the enqueue time, the headers to send)
-then the job message as it will be published. ``naq.state.dependencies`` writes and
+awaited, the queue, the enqueue time, the headers to send) then the job message as
+it will be published. It also carries the job's subject, which naq itself ignores
+(the release builds the subject from the queue and the job id, since whatever is
+stored may have been written by someone else): only supervisors from before that
+change, still running in a rolling upgrade, publish on it. ``naq.state.dependencies`` writes and
 releases it; ``naq.state.status`` reads it to answer "queued, waiting for ...". A
 module of its own so that those two need not import each other.
 """

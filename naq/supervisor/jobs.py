@@ -2,9 +2,10 @@
 
 The path, in order: decode the metadata only (unreadable: failed stream); during a
 drain, hand it back; for a redelivery, read what earlier deliveries left (a final
-record: ack, do not run; too many crashes: failed); cancelled meanwhile: ack; refused
-by this supervisor's serializer policy: failed; otherwise run it on the executor and
-settle the outcome (``naq.supervisor.settle``). Middleware hooks wrap the run.
+record: ack, do not run; too many crashes: failed); cancelled meanwhile (its record
+says so): ack; refused by this supervisor's serializer policy or, in json mode, its
+allow-list: failed; otherwise run it on the executor and settle the outcome
+(``naq.supervisor.settle``). Middleware hooks wrap the run.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from naq.errors import BrokenExecutor
+from naq.errors import BrokenExecutor, ConfigurationError
 from naq.executors.allow import AllowList, Refused
 from naq.executors.base import Call, Executor, Outcome
 from naq.heartbeat import Counters
+from naq.job import validate_job_id
 from naq.middleware import JobContext, Middlewares
 from naq.settings import Settings
 from naq.state import record as records
@@ -64,7 +66,11 @@ class Jobs:
         self._tasks: set[asyncio.Task[None]] = set()
         self._settled = asyncio.Event()
         self._cancelled: dict[str, None] = {}
-        """Job ids whose cancellation was broadcast lately (oldest first, bounded)."""
+        """Job ids whose cancellation was heard lately and confirmed by their records
+        (oldest first, bounded)."""
+        self._hinted: dict[str, None] = {}
+        """Job ids a cancellation broadcast named that were not running here: their
+        records are read if they arrive (oldest first, bounded)."""
         self._allow = (
             AllowList.configured(settings.allow_patterns, settings.preload_modules, os.getcwd())
             if settings.job_serializer == "json"
@@ -132,7 +138,7 @@ class Jobs:
                 return
             if job.attempt > 1 and not await self._resume(settler, job):
                 return
-            if meta.job_id in self._cancelled:
+            if await self._was_cancelled(meta.job_id):
                 await msg.ack()  # cancelled while on its way here: it never runs
                 return
             refusal = self._refuse(meta)
@@ -268,13 +274,54 @@ class Jobs:
 
     # -- cancellation ------------------------------------------------------------------
     async def on_cancel(self, msg: Msg) -> None:
-        """``cancel_job`` broadcast: stop the job if it runs here; skip it if it arrives."""
-        job_id = msg.data.decode(errors="replace")
-        self._cancelled[job_id] = None
-        if len(self._cancelled) > CANCELLED_REMEMBERED:
-            del self._cancelled[next(iter(self._cancelled))]
-        if job_id in self.running and await self.executor.cancel(job_id):
+        """``cancel_job``'s broadcast: a hint to look, never an order.
+
+        Anyone who may publish on the control subject can send it, so the job's stored
+        record decides: ``cancel_job`` writes ``cancelled`` there before it broadcasts,
+        and only then is a job running here stopped, or one arriving later skipped. A
+        job that is not running here is noted, and its record read if it arrives.
+        """
+        try:
+            job_id = validate_job_id(msg.data.decode())
+        except (UnicodeDecodeError, ConfigurationError):
+            return  # not a job id: nothing of ours is named
+        if job_id not in self.running:
+            _remember(self._hinted, job_id)
+            return
+        try:
+            confirmed = await self._confirm_cancelled(job_id)
+        except Exception as exc:  # a lost connection, say: the job runs on
+            log.warning("cancellation of job %s not confirmed: %r", job_id, exc)
+            return
+        if confirmed and await self.executor.cancel(job_id):
             log.info("job %s cancelled while running", job_id)
+
+    async def _was_cancelled(self, job_id: str) -> bool:
+        """Whether ``job_id`` was cancelled, as a broadcast said and its record confirms.
+
+        A broadcast heard while the record is read is read for again; nothing awaits
+        between the last check and the job's start, so none is missed in between.
+        """
+        while job_id not in self._cancelled and job_id in self._hinted:
+            del self._hinted[job_id]
+            await self._confirm_cancelled(job_id)
+        return job_id in self._cancelled
+
+    async def _confirm_cancelled(self, job_id: str) -> bool:
+        """True (and remembered) if the job's stored record says ``cancelled``."""
+        assert self._client is not None, "the supervisor is not connected"
+        record = await read_record(self._client, self._layout, job_id)
+        if record is None or record.status != "cancelled" or record.verified is False:
+            return False  # verified False: a record a signing key does not vouch for
+        _remember(self._cancelled, job_id)
+        return True
+
+
+def _remember(ids: dict[str, None], job_id: str) -> None:
+    """Add ``job_id`` to a bounded, oldest-first memory of ids."""
+    ids[job_id] = None
+    if len(ids) > CANCELLED_REMEMBERED:
+        del ids[next(iter(ids))]
 
 
 def _attempt(msg: Msg) -> int:

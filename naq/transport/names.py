@@ -1,8 +1,11 @@
 """Every subject, stream, consumer and bucket name naq uses: nothing else spells one.
 
 All names derive from the namespace, so two namespaces on one server never share
-anything. Stream names keep the namespace's case and use distinct prefixes, so no
-two namespaces can map to one stream ("foo" and "FOO", or "x" and "x_FAILED").
+anything. Every part that comes from outside (a queue name, a job id) is validated
+here, where it becomes a subject or a key: a job id of ``*`` or ``>`` would otherwise
+turn "this job" into "every job" in a purge, a read or a publish. Stream names keep
+the namespace's case and use distinct prefixes, so no two namespaces can map to one
+stream ("foo" and "FOO", or "x" and "x_FAILED").
 
 | thing             | name                                              |
 | ----------------- | ------------------------------------------------- |
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from naq.job import validate_job_id
 from naq.settings import validate_name
 
 JOBS_TOKEN = "jobs"
@@ -134,7 +138,12 @@ class Layout:
 
     def job_subject(self, queue: str, job_id: str) -> str:
         """One subject per job: "is this job still queued?" is then one lookup by subject."""
-        return f"{self.namespace}.{JOBS_TOKEN}.{validate_name('queue', queue)}.{job_id}"
+        return f"{self.job_subject_prefix(queue)}{validate_job_id(job_id)}"
+
+    def job_subject_prefix(self, queue: str) -> str:
+        """A queue's job subjects without the job id, for a producer that appends ids it
+        has validated or made (one concatenation per job instead of a call)."""
+        return f"{self.namespace}.{JOBS_TOKEN}.{validate_name('queue', queue)}."
 
     def queue_subjects(self, queue: str) -> str:
         """Every job of ``queue``: the consumer's filter, and what a purge removes."""
@@ -146,7 +155,8 @@ class Layout:
         return rest.split(".", 1)[0] if not head and rest else None
 
     def any_queue_subject(self, job_id: str) -> str:
-        return f"{self.namespace}.{JOBS_TOKEN}.*.{job_id}"
+        """The job's subject whatever its queue: a job id is unique in a namespace."""
+        return f"{self.namespace}.{JOBS_TOKEN}.*.{validate_job_id(job_id)}"
 
     def failed_subject(self, queue: str | None) -> str:
         """One queue's failed jobs; every queue's with ``None`` (the stream's subjects)."""
@@ -168,7 +178,7 @@ class Layout:
         return f"{self.namespace}.{CONTROL_TOKEN}.cancel"
 
     def sched_subject(self, job_id: str) -> str:
-        return f"{self.namespace}.{SCHED_TOKEN}.{job_id}"
+        return f"{self.namespace}.{SCHED_TOKEN}.{validate_job_id(job_id)}"
 
     @property
     def sched_subjects(self) -> str:
@@ -203,11 +213,16 @@ class Layout:
 
     def held_key(self, job_id: str) -> str:
         """The deps KV key of a job waiting for its dependencies."""
-        return f"held.{job_id}"
+        return f"held.{validate_job_id(job_id)}"
 
     def waiters_key(self, dep: str) -> str:
-        """The deps KV key listing the jobs that wait for ``dep``; ``">"`` for all."""
-        return f"waiters.{dep}"
+        """The deps KV key listing the jobs that wait for ``dep``."""
+        return f"waiters.{validate_job_id(dep)}"
+
+    @property
+    def all_waiters(self) -> str:
+        """Every waiters key: what the supervisors' dependency watch follows."""
+        return "waiters.>"
 
     def dep_of_waiters_key(self, key: str) -> str:
         return key.removeprefix("waiters.")
