@@ -36,7 +36,14 @@ def _env(app: App, nats_url: str, namespace: str, **extra: str) -> dict[str, str
     }
 
 
-@pytest.mark.parametrize("executor", ["asyncio", "process"])
+SUBINTERPRETERS = pytest.mark.skipif(
+    sys.version_info < (3, 13), reason="the interpreter executor needs Python 3.13"
+)
+
+
+@pytest.mark.parametrize(
+    "executor", ["asyncio", "process", pytest.param("interpreter", marks=SUBINTERPRETERS)]
+)
 async def test_a_json_supervisor_refuses_what_it_was_not_allowed(
     spawn: Spawn,
     app: App,
