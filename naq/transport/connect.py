@@ -35,20 +35,51 @@ INITIAL_ATTEMPTS = 2
 class _ErrorLog:
     """nats-py's error callback: one line per failed attempt (its default logs a
     traceback each), with the settings' secrets masked, since nats-py's own exception
-    text can hold the URL it tried. It keeps the last error: nats-py ends a failed
-    first connect with "no servers available", and the reason (a wrong password, a
-    refused connection) is the error before it."""
+    text can hold the URL it tried. It keeps each distinct error: nats-py ends a
+    failed first connect with "no servers available", and the reasons (a wrong
+    password on one server, a refused connection on another) are the errors before
+    it. A failed TLS handshake is remembered apart (see :func:`_first_connect`)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.last: str | None = None
+        self.seen: list[str] = []
+        self.tls_error: ssl.SSLError | None = None
+        self.tls_failed = asyncio.Event()
 
     def describe(self, exc: BaseException) -> str:
         return self.settings.redact(str(exc) or type(exc).__name__)
 
     async def log(self, exc: Exception) -> None:
-        self.last = self.describe(exc)
-        log.warning("nats: %s", self.last)
+        text = self.describe(exc)
+        if text not in self.seen:
+            self.seen.append(text)
+        log.warning("nats: %s", text)
+        if isinstance(exc, ssl.SSLError):
+            self.tls_error = exc
+            self.tls_failed.set()
+
+
+async def _first_connect(errors: _ErrorLog, **options: Any) -> NATS:
+    """``nats.connect``, except that a failed TLS handshake ends it at once.
+
+    After a handshake fails, nats-py 2.16 closes the plain socket it upgraded and
+    waits for ever for it to close (nats-io/nats.py#718): the connect would hang
+    instead of failing. A handshake that failed (an unknown CA, a name the
+    certificate does not hold) fails again on retry, so the attempt is cancelled
+    and the TLS error raised.
+    """
+    attempt = asyncio.create_task(nats.connect(**options))
+    failed = asyncio.create_task(errors.tls_failed.wait())
+    try:
+        await asyncio.wait([attempt, failed], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        failed.cancel()
+        if not attempt.done():
+            attempt.cancel()
+            await asyncio.wait([attempt])  # its cancellation is not ours to raise
+    if attempt.cancelled() and errors.tls_error is not None:
+        raise errors.tls_error
+    return attempt.result()
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -118,7 +149,8 @@ async def connect(
     auth = auth_options(settings)  # a bad TLS file is the user's error, not the server's
     errors = _ErrorLog(settings)
     try:
-        nc = await nats.connect(
+        nc = await _first_connect(
+            errors,
             servers=settings.servers,
             name=name,
             max_reconnect_attempts=INITIAL_ATTEMPTS,
@@ -131,8 +163,8 @@ async def connect(
         )
     except Exception as exc:
         reason = errors.describe(exc)
-        if isinstance(exc, NoServersError) and errors.last is not None:
-            reason = errors.last
+        if isinstance(exc, NoServersError | ssl.SSLError) and errors.seen:
+            reason = "; ".join(errors.seen)
         raise NaqConnectionError(
             f"cannot connect to NATS at {settings.safe_url}: {reason}"
         ) from None
