@@ -14,7 +14,13 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
-from naq.errors import ConfigurationError, JobNotFound, JobPending, PayloadTooLarge
+from naq.errors import (
+    ConfigurationError,
+    JobNotFound,
+    JobPending,
+    PayloadTooLarge,
+    QueueFull,
+)
 from naq.job import (
     DEFAULT_OPTIONS,
     OPTION_NAMES,
@@ -27,6 +33,7 @@ from naq.job import (
 from naq.middleware import Middleware, Middlewares, load_middleware
 from naq.serializers import describe, get_serializer
 from naq.settings import Settings, validate_name
+from naq.signing import JOB, SIGNATURE_HEADER
 from naq.state.cancel import cancel
 from naq.state.dependencies import dependency_ids, hold
 from naq.state.status import JobStatus, job_status
@@ -79,6 +86,7 @@ class Queue:
         self.name = validate_name("queue", self.settings.default_queue if name is None else name)
         self.layout = Layout(self.settings.namespace)
         self.default_timeout = default_timeout
+        self._signer = self.settings.signer
         self.middleware = Middlewares(
             load_middleware(self.settings.middleware_names) if middleware is None else middleware
         )
@@ -163,24 +171,30 @@ class Queue:
             job_id, meta.function, self.name, job_options, meta.enqueue_time, self.layout.namespace
         )
         headers = {"Nats-Msg-Id": job_id}
+        if self._signer is not None:
+            headers[SIGNATURE_HEADER] = self._signer.sign(JOB, body)
         if self.middleware:
             self.middleware.before_enqueue(job, headers)
         return job, Outgoing(self._subject_prefix + job_id, body, headers)
 
-    @staticmethod
-    def _check_size(client: Client, jobs: list[Job], messages: list[Outgoing]) -> None:
-        limit = client.nc.max_payload - HEADER_ROOM
+    def _check_size(self, client: Client, jobs: list[Job], messages: list[Outgoing]) -> None:
+        """Refuse a job the server or the stream would refuse, before anything is sent."""
+        limit, what = client.nc.max_payload - HEADER_ROOM, "the server's max_payload"
+        if self.settings.max_message_size and self.settings.max_message_size < limit:
+            limit, what = self.settings.max_message_size, "max_message_size"
         for job, message in zip(jobs, messages, strict=True):
             if len(message.payload) > limit:
                 raise PayloadTooLarge(
                     f"job {job.job_id} ({job.function}) encodes to {len(message.payload)} bytes, "
-                    f"over the server's max_payload of {client.nc.max_payload}: pass large "
-                    "data by reference (a path, a URL, an object-store key)"
+                    f"over {what} ({limit} bytes): pass large data by reference (a path, "
+                    "a URL, an object-store key)"
                 )
 
     async def _publish(self, jobs: list[Job], messages: list[Outgoing]) -> list[Job]:
         client = await self.connection()
         self._check_size(client, jobs, messages)
+        if self.settings.max_stream_msgs or self.settings.max_stream_bytes:
+            await self._check_room(client, messages)
         try:
             await self._send(client, messages)
         except NoStream:
@@ -189,6 +203,30 @@ class Queue:
             await self._send(client, messages)
         self._enqueued(jobs)
         return jobs
+
+    async def _check_room(self, client: Client, messages: list[Outgoing]) -> None:
+        """Refuse jobs the job stream has no room for, before sending any.
+
+        The job stream cannot refuse them itself: message schedules (delayed jobs) rule
+        out ``DiscardPolicy.NEW``, and a work-queue stream that discards old messages
+        when full would drop jobs already queued. So the producer asks the stream's
+        state first: one round trip per enqueue call, only when a limit is set. It is a
+        soft limit (producers enqueueing at the same moment can pass it by their own
+        calls); the hard bound is the account's JetStream storage limit, where the
+        server refuses publishes and drops nothing.
+        """
+        state = (await client.js.stream_info(self.layout.stream)).state
+        adding = sum(len(m.payload) for m in messages)
+        limits = self.settings
+        if (limits.max_stream_msgs and state.messages + len(messages) > limits.max_stream_msgs) or (
+            limits.max_stream_bytes and state.bytes + adding > limits.max_stream_bytes
+        ):
+            raise QueueFull(
+                f"the job stream of namespace {self.layout.namespace} holds {state.messages} "
+                f"jobs ({state.bytes} bytes); {len(messages)} more would pass max_stream_msgs="
+                f"{limits.max_stream_msgs or 'none'} / max_stream_bytes="
+                f"{limits.max_stream_bytes or 'none'}: nothing was sent"
+            )
 
     def _enqueued(self, jobs: list[Job]) -> None:
         if self.middleware:
@@ -327,7 +365,11 @@ class Queue:
             raise JobPending(
                 f"job {job_id} is {status.status}: pass timeout= to wait for its result"
             ) from None
-        return unpack(record, allow_pickle=self.settings.job_serializer == "pickle")
+        return unpack(
+            record,
+            allow_pickle=self.settings.job_serializer == "pickle",
+            signed=self._signer is not None,
+        )
 
     async def status(self, job_id: str) -> JobStatus:
         """Where the job is: queued, scheduled, running, finished, failed or cancelled."""
@@ -354,7 +396,10 @@ class Queue:
         allow_pickle = self.settings.job_serializer == "pickle"
         async for record in iter_records(client, self.layout, job_ids, timeout):
             try:
-                yield record.job_id, unpack(record, allow_pickle=allow_pickle)
+                yield (
+                    record.job_id,
+                    unpack(record, allow_pickle=allow_pickle, signed=self._signer is not None),
+                )
             except Exception as exc:
                 yield record.job_id, exc
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncGenerator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nats.aio.msg import Msg
 from nats.js.errors import APIError, NotFoundError
@@ -29,6 +29,7 @@ from nats.js.errors import APIError, NotFoundError
 from naq.errors import ConfigurationError, JobNotFound
 from naq.job import validate_job_id
 from naq.settings import validate_name
+from naq.signing import SIGNATURE_HEADER
 from naq.transport.connect import Client
 from naq.transport.kv import delete_marker
 from naq.transport.names import Layout
@@ -63,6 +64,8 @@ class FailedJob:
     failed_at: float
     seq: int
     body: bytes
+    signature: str | None = field(default=None, repr=False)
+    """The producer's signature of ``body``, kept so a requeue publishes it as signed."""
 
     @property
     def ref(self) -> str:
@@ -100,6 +103,7 @@ def _entry(msg: Msg) -> FailedJob:
         failed_at=failed_at,
         seq=msg.metadata.sequence.stream,
         body=msg.data,
+        signature=headers.get(SIGNATURE_HEADER),
     )
 
 
@@ -254,7 +258,8 @@ async def _requeue(
         Outgoing(
             layout.job_subject(job.queue, job_id),
             job.body,
-            {"Nats-Msg-Id": f"{job_id}.requeue.{job.seq}"},
+            {"Nats-Msg-Id": f"{job_id}.requeue.{job.seq}"}
+            | ({SIGNATURE_HEADER: job.signature} if job.signature else {}),
         )
         for job_id, job in chunk
     ]

@@ -26,6 +26,7 @@ from naq.heartbeat import Counters
 from naq.job import validate_job_id
 from naq.middleware import JobContext, Middlewares
 from naq.settings import Settings
+from naq.signing import JOB
 from naq.state import record as records
 from naq.state.record import ResultRecord
 from naq.state.store import read_record
@@ -79,6 +80,7 @@ class Jobs:
         self._client: Client | None = None
         self._layout = Layout(settings.namespace)
         self._settler: Settler | None = None
+        self._signer = settings.signer
 
     def attach(self, client: Client, settler: Settler) -> None:
         self._client = client
@@ -121,7 +123,7 @@ class Jobs:
         started = False
         try:
             try:
-                meta, payload = decode_job(msg.data)
+                meta, payload = self._admit(msg, queue)
             except BadMessage as exc:
                 if self._stopping.draining:
                     await msg.nak()
@@ -181,6 +183,26 @@ class Jobs:
             if not started:
                 self.starting -= 1
 
+    def _admit(self, msg: Msg, queue: str) -> tuple[JobMeta, bytes]:
+        """The job's metadata and still-encoded payload, once the message has shown it
+        may be read: with a signing key, its signature must hold before a byte of it is
+        decoded; and the id and queue it names must be the subject it came on, so a job
+        (signed or not) cannot be replayed into another queue under another name.
+        Raises :class:`BadMessage` with the reason otherwise (the job is dead-lettered).
+        """
+        if self._signer is not None and not self._signer.headers_valid(JOB, msg.data, msg.headers):
+            raise BadMessage(
+                "unsigned or badly signed job: this supervisor has a signing key and "
+                "runs only jobs signed with it (refused before decoding)"
+            )
+        meta, payload = decode_job(msg.data)
+        if meta.queue != queue or msg.subject != self._layout.job_subject(queue, meta.job_id):
+            raise BadMessage(
+                f"job {meta.job_id} (queue {meta.queue!r}) arrived on {msg.subject!r}, "
+                "which is not its own subject"
+            )
+        return meta, payload
+
     def _context(self, job: Delivery) -> JobContext:
         return JobContext(
             job_id=job.meta.job_id,
@@ -229,6 +251,11 @@ class Jobs:
             return None, True
         assert self._client is not None, "the supervisor is not connected"
         record = await read_record(self._client, self._layout, job.meta.job_id)
+        if record is not None and record.verified is False:  # forged, or from before the key
+            log.warning(
+                "job %s: its stored record is not signed with the key: ignored", job.meta.job_id
+            )
+            record = None
         previous_ended = record is not None and record.ended_delivery() == delivery - 1
         job.crashes = (record.crashes if record else 0) + (0 if previous_ended else 1)
         job.interruptions = record.interruptions if record else 0
