@@ -109,22 +109,22 @@ def creds(tmp: Path) -> Case:
     return Case(operator.server_config(), good, bad, AUTH_VIOLATION)
 
 
+def trusting(ca: str, **more: str) -> dict[str, str]:
+    """A TLS client's environment: the URL, the CA it trusts, and ``more``."""
+    return {"NAQ_NATS_URL": TLS, "NAQ_TLS_CA_FILE": ca, **more}
+
+
 def tls(tmp: Path) -> Case:
     certs, other = certificates(tmp / "certs"), certificates(tmp / "other")
-    good = {"NAQ_NATS_URL": TLS, "NAQ_TLS_CA_FILE": certs.ca_file}
-    bad = {**good, "NAQ_TLS_CA_FILE": other.ca_file}
-    return Case(tls_block(certs), good, bad, BAD_CERTIFICATE)
+    return Case(tls_block(certs), trusting(certs.ca_file), trusting(other.ca_file), BAD_CERTIFICATE)
 
 
 def mutual_tls(tmp: Path) -> Case:
     certs, other = certificates(tmp / "certs"), certificates(tmp / "other")
-    good = {
-        "NAQ_NATS_URL": TLS,
-        "NAQ_TLS_CA_FILE": certs.ca_file,
-        "NAQ_TLS_CERT_FILE": certs.client_cert,
-        "NAQ_TLS_KEY_FILE": certs.client_key,
-    }
-    bad = {**good, "NAQ_TLS_CERT_FILE": other.client_cert, "NAQ_TLS_KEY_FILE": other.client_key}
+    good, bad = (
+        trusting(certs.ca_file, NAQ_TLS_CERT_FILE=c.client_cert, NAQ_TLS_KEY_FILE=c.client_key)
+        for c in (certs, other)
+    )
     # The server refuses the certificate with an alert, or resets the connection
     # first; either ends the connect.
     refused = "TLSV1_ALERT_UNKNOWN_CA|Connection reset by peer"
@@ -133,20 +133,14 @@ def mutual_tls(tmp: Path) -> Case:
 
 def tls_hostname(tmp: Path) -> Case:
     certs = certificates(tmp / "certs", "nats.internal")  # not 127.0.0.1
-    good = {"NAQ_NATS_URL": TLS, "NAQ_TLS_CA_FILE": certs.ca_file}
-    bad = dict(good)  # by address only: the certificate does not name it
-    good["NAQ_TLS_HOSTNAME"] = "nats.internal"
+    good = trusting(certs.ca_file, NAQ_TLS_HOSTNAME="nats.internal")
+    bad = trusting(certs.ca_file)  # by address only: the certificate does not name it
     return Case(tls_block(certs), good, bad, BAD_CERTIFICATE)
 
 
 def tls_handshake_first(tmp: Path) -> Case:
     certs, other = certificates(tmp / "certs"), certificates(tmp / "other")
-    good = {
-        "NAQ_NATS_URL": TLS,
-        "NAQ_TLS_CA_FILE": certs.ca_file,
-        "NAQ_TLS_HANDSHAKE_FIRST": "true",
-    }
-    bad = {**good, "NAQ_TLS_CA_FILE": other.ca_file}
+    good, bad = (trusting(c.ca_file, NAQ_TLS_HANDSHAKE_FIRST="true") for c in (certs, other))
     return Case(tls_block(certs, "handshake_first: true"), good, bad, BAD_CERTIFICATE)
 
 

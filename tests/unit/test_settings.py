@@ -207,8 +207,10 @@ def test_servers_split_comma_separated_urls() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("1", True), ("TRUE", True), ("yes", True), ("On", True)]
-    + [("0", False), ("false", False), ("No", False), ("off", False)],
+    [
+        *[("1", True), ("TRUE", True), ("yes", True), ("On", True)],
+        *[("0", False), ("false", False), ("No", False), ("off", False)],
+    ],
 )
 def test_bool_settings_read_the_usual_words(raw: str, expected: bool) -> None:
     assert Settings.from_env({"NAQ_TLS_HANDSHAKE_FIRST": raw}).tls_handshake_first is expected
@@ -302,3 +304,20 @@ def test_several_urls_with_credentials_in_each() -> None:
     s = Settings(nats_url=f"nats://a:{SECRET}@h1:4222, tls://a:{SECRET}@h2:4222")
     assert s.servers == [f"nats://a:{SECRET}@h1:4222", f"tls://a:{SECRET}@h2:4222"]
     assert s.safe_url == "nats://a:***@h1:4222, tls://a:***@h2:4222"
+
+
+def test_connection_settings_reach_nasqueue_and_the_cli_without_secrets() -> None:
+    import inspect
+
+    from naq.cli.common import SUPERVISOR_FIELDS, settings_options
+    from naq.nasqueue import NASQueue
+    from naq.settings import CONNECTION_FIELDS
+
+    params = inspect.signature(NASQueue).parameters
+    assert list(params)[:3] == ["host", "port", "namespace"]  # the seed's positionals
+    for name in CONNECTION_FIELDS[1:]:
+        assert params[name].kind is inspect.Parameter.KEYWORD_ONLY, name
+    assert "password" not in SUPERVISOR_FIELDS
+    assert "token" not in SUPERVISOR_FIELDS
+    with pytest.raises(ValueError, match="password is a secret"):
+        settings_options("password")(lambda: None)
