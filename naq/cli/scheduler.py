@@ -55,7 +55,7 @@ def scheduler_cmd(**params: Any) -> None:
     try:
         code = run_role(lambda: Scheduler(settings, middleware=middleware))
     except NaqError as exc:
-        click.echo(f"naq scheduler: {exc}", err=True)
+        click.echo(f"naq scheduler: {settings.redact(str(exc))}", err=True)
         code = EXIT_CONNECTION
     sys.exit(code)
 

@@ -61,7 +61,7 @@ def run_supervisor(settings: Settings, queues: list[str]) -> int:
         log.error("%s", exc)
         code = EXIT_BROKEN
     except NaqError as exc:
-        log.error("%s", exc)
+        log.error("%s", settings.redact(str(exc)))
         code = EXIT_CONNECTION
     finally:
         if server is not None:
