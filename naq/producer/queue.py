@@ -267,9 +267,9 @@ class Queue:
         if depends_on:
             client = await self.connection()
             self._check_size(client, [job], [message])
-            await hold(
-                client, self.layout, job.job_id, self.name, job.enqueue_time, message, depends_on
-            )
+            if self.settings.max_stream_msgs or self.settings.max_stream_bytes:
+                await self._check_room(client, [message])
+            await hold(client, self.layout, job.job_id, message, depends_on)
             self._enqueued([job])
             return job
         return (await self._publish([job], [message]))[0]

@@ -12,7 +12,12 @@ from __future__ import annotations
 
 from naq.errors import JobNotFound
 from naq.state import record as records
-from naq.state.dependencies import CANCELLED_TTL, cancel_held, dependency_ended
+from naq.state.dependencies import (
+    CANCELLED_TTL,
+    cancel_held,
+    dependency_ended,
+    held_dependents,
+)
 from naq.state.record import RunFacts
 from naq.state.status import job_status
 from naq.state.store import read_record, store_result
@@ -43,7 +48,12 @@ async def cancel(client: Client, layout: Layout, job_id: str, reason: str = "can
     await store_result(client, layout, records.cancelled(job_id, facts, reason), CANCELLED_TTL)
     await purge_subject(client, layout.stream, layout.any_queue_subject(job_id))
     await purge_subject(client, layout.stream, layout.sched_subject(job_id))
+    await purge_subject(client, layout.stream, layout.held_subject(job_id))
     await client.nc.publish(layout.cancel_subject, job_id.encode())
     await flush(client.nc)
     await dependency_ended(client, layout, job_id, "cancelled", reason)
+    # Dependents no supervisor has taken in yet are not waiters in the deps bucket:
+    # cancel them here too, so the chain is cancelled now rather than at their intake.
+    for dependent in await held_dependents(client, layout, job_id):
+        await cancel(client, layout, dependent, f"dependency {job_id} cancelled: {reason}")
     return True

@@ -16,10 +16,13 @@ update.
   JetStream API subject that deletes a stream, say).
 - When a dependency fails for good or is cancelled, each waiting job is cancelled
   with the reason, and so are the jobs waiting on those, down the chain.
-- The producer registers the waiters first and then looks at each dependency's
-  record, so a dependency that finished before (or while) the job was enqueued
-  counts; whichever side sees the finish releases, and a double release is
-  deduplicated.
+- The producer only publishes the job on ``{ns}.held.{id}`` in the job stream, with
+  the ids it waits for in a header: it never writes the deps bucket, so its NATS
+  permissions need not include it. A supervisor takes it in (a consumer shared by all
+  of them, ``supervisor/intake.py``): it writes the held record, registers the
+  waiters, and then looks at each dependency's record, so a dependency that finished
+  before (or while) the job was enqueued counts; whichever side sees the finish
+  releases, and a double release is deduplicated.
 
 Supervisors learn which jobs have waiters from a KV watch on ``waiters.>``, so a job
 that nobody waits for costs nothing here. A waiter registered just as its
@@ -32,22 +35,32 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
-from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 from naq.errors import ConfigurationError, JobNotFound
 from naq.job import validate_job_id
+from naq.signing import JOB
 from naq.state import record as records
-from naq.state.held import bucket, pack_held, unpack_held
+from naq.state.held import (
+    bucket,
+    depends_on_header,
+    pack_held,
+    read_depends_on,
+    unpack_held,
+)
 from naq.state.record import ResultStatus, RunFacts
 from naq.state.status import job_status
 from naq.state.store import read_record, store_result
 from naq.transport.connect import Client
 from naq.transport.kv import cas, delete, get_entry, stop_watch
-from naq.transport.names import Layout, kv_stream
+from naq.transport.names import DEPENDS_ON_HEADER, Layout, kv_stream
 from naq.transport.publish import Outgoing
+from naq.transport.streams import subjects_of
+from naq.wire import BadMessage, decode_job
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +85,15 @@ async def hold(
     client: Client,
     layout: Layout,
     job_id: str,
-    queue: str,
-    enqueued_at: float,
     message: Outgoing,
     depends_on: tuple[str, ...],
 ) -> None:
-    """Keep the job until ``depends_on`` have all finished (producer side)."""
-    kv = await bucket(client, layout)
+    """Producer side: check the dependencies exist, then publish the job on its held
+    subject with the ids it waits for; a supervisor takes it in (:func:`take_in`).
+
+    The producer writes nothing but that message: the deps bucket belongs to the
+    supervisors, so a producer's NATS permissions need not include it.
+    """
     for dep in depends_on:
         record = await read_record(client, layout, dep)
         if record is None or not record.final:
@@ -89,17 +104,78 @@ async def hold(
                     f"job {job_id} depends on {dep}, which is unknown here (not queued, "
                     "running or finished with its result kept)"
                 ) from None
-    held = pack_held(list(depends_on), message, queue, enqueued_at)
+    headers = {
+        **(message.headers or {}),
+        # Not the job id: the release publishes the job with that id as its message id,
+        # and the stream would take it for a duplicate of this one.
+        "Nats-Msg-Id": f"{job_id}:held",
+        DEPENDS_ON_HEADER: depends_on_header(depends_on),
+    }
+    await client.publisher.publish(layout.held_subject(job_id), message.payload, headers)
+
+
+async def take_in(
+    client: Client, layout: Layout, subject: str, body: bytes, headers: Mapping[str, str]
+) -> None:
+    """Supervisor side: move a held job from the job stream into the deps bucket, and
+    register it as a waiter of each dependency.
+
+    Raises :class:`BadMessage` for a message that is not a held job naq can take in:
+    with a signing key, an unsigned or badly signed one, before anything is decoded.
+    A job cancelled meanwhile, or taken in already, is left as it is.
+    """
+    job_id = layout.job_of_held(subject)
+    if job_id is None or not _valid_id(job_id):
+        raise BadMessage(f"{subject!r} is not a held job's subject")
+    if client.signer is not None and not client.signer.headers_valid(JOB, body, headers):
+        raise BadMessage("unsigned or badly signed held job (refused before decoding)")
+    meta, _ = decode_job(body)  # the metadata line only
+    if meta.job_id != job_id:
+        raise BadMessage(f"held job {job_id} carries the job {meta.job_id}")
+    try:
+        depends_on = dependency_ids(read_depends_on(headers))
+    except ConfigurationError as exc:
+        raise BadMessage(f"held job {job_id}: {exc}") from None
+    if not depends_on:
+        raise BadMessage(f"held job {job_id} names no dependency")
+    earlier = await read_record(client, layout, job_id)
+    if earlier is not None and earlier.final:
+        return  # cancelled before it was taken in
+    kept = {
+        name: value
+        for name, value in headers.items()
+        if not name.lower().startswith("nats-") and name != DEPENDS_ON_HEADER
+    }
+    message = Outgoing(layout.job_subject(meta.queue, job_id), body, kept)
+    held = pack_held(list(depends_on), message, meta.queue, meta.enqueue_time)
+    kv = await bucket(client, layout)
     try:
         await kv.create(layout.held_key(job_id), held, validate_keys=False)
     except KeyWrongLastSequenceError:
-        return  # the same job enqueued twice: it is held already
+        return  # taken in already (the message was redelivered)
     for dep in depends_on:
         await cas(kv, layout.waiters_key(dep), lambda v: (_add(v, job_id), None))
     for dep in depends_on:  # a dependency may have ended before its waiter was registered
         record = await read_record(client, layout, dep)
         if record is not None and record.final:
             await dependency_ended(client, layout, dep, record.status, record.error)
+
+
+async def held_dependents(client: Client, layout: Layout, dep: str) -> list[str]:
+    """Jobs still on their held subject (not taken in yet) that wait for ``dep``: one
+    read per such job, so for cancellation only, where few or none are waiting."""
+    found = []
+    for subject in await subjects_of(client, layout.stream, layout.held_subjects):
+        try:
+            msg = await client.js.get_last_msg(layout.stream, subject)
+        except NotFoundError:  # taken in meanwhile: the deps bucket has it now
+            continue
+        if (
+            dep in read_depends_on(msg.headers)
+            and (job_id := layout.job_of_held(subject)) is not None
+        ):
+            found.append(job_id)
+    return found
 
 
 def _add(value: bytes | None, job_id: str) -> bytes:

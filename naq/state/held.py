@@ -13,12 +13,13 @@ module of its own so that those two need not import each other.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nats.js.kv import KeyValue
 
 from naq.transport.connect import Client
-from naq.transport.names import Layout
+from naq.transport.names import DEPENDS_ON_HEADER, Layout
 from naq.transport.publish import Outgoing
 
 
@@ -35,6 +36,21 @@ def pack_held(waiting: list[str], message: Outgoing, queue: str, enqueued_at: fl
         "headers": message.headers or {},  # middleware's headers go out with the release
     }
     return json.dumps(head).encode() + b"\n" + message.payload
+
+
+def depends_on_header(depends_on: Sequence[str]) -> str:
+    return json.dumps(list(depends_on))
+
+
+def read_depends_on(headers: Mapping[str, Any] | None) -> list[str]:
+    """The ids a held message waits for; empty when the header is missing or garbled.
+    (``str``: nats-py's non-direct get parses headers with the email module, which may
+    hand back a ``Header`` object rather than a str.)"""
+    try:
+        found = json.loads(str((headers or {}).get(DEPENDS_ON_HEADER, "[]")))
+    except ValueError:
+        return []
+    return [str(dep) for dep in found] if isinstance(found, list) else []
 
 
 def unpack_held(value: bytes) -> tuple[dict[str, Any], bytes]:

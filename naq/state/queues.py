@@ -20,7 +20,6 @@ The public calls, with connection handling and ``*_sync`` twins, are
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,15 +27,14 @@ from dataclasses import dataclass
 from nats.js.api import ConsumerInfo
 from nats.js.errors import NotFoundError
 
-from naq.errors import ConfigurationError, NaqError, QueueNotFound
+from naq.errors import ConfigurationError, QueueNotFound
 from naq.settings import validate_name
 from naq.transport.connect import Client
-from naq.transport.names import SCHEDULE_TARGET_HEADER, Layout, stream_info_api_subject
+from naq.transport.names import SCHEDULE_TARGET_HEADER, Layout
+from naq.transport.streams import subject_counts
 
 READ_CONCURRENCY = 64
 """Delayed jobs read at once: enough to hide round trips, few enough not to flood."""
-API_TIMEOUT = 5.0
-NOT_FOUND = 404
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +91,7 @@ async def queues_info(
     consumers = await _queue_consumers(client, layout)
     failed = Counter[str]()
     for subject, count in (
-        await _subject_counts(client, layout.failed_stream, layout.failed_subject(None))
+        await subject_counts(client, layout.failed_stream, layout.failed_subject(None))
     ).items():
         if (queue := layout.failed_queue_of(subject)) is not None:
             failed[queue] += count
@@ -116,7 +114,7 @@ async def queues_info(
             continue
         # Never served: no consumer counts for it, but its jobs wait in the stream.
         waiting = sum(
-            (await _subject_counts(client, layout.stream, layout.queue_subjects(name))).values()
+            (await subject_counts(client, layout.stream, layout.queue_subjects(name))).values()
         )
         if not (waiting or failed[name] or scheduled[name]):
             raise QueueNotFound(f"no queue {name!r} in namespace {layout.namespace}")
@@ -137,7 +135,7 @@ async def scheduled_counts(client: Client, layout: Layout) -> Counter[str]:
     A delayed job that fires or is cancelled between the listing and its read is
     not counted.
     """
-    subjects = await _subject_counts(client, layout.stream, layout.sched_subjects)
+    subjects = await subject_counts(client, layout.stream, layout.sched_subjects)
     gate = asyncio.Semaphore(READ_CONCURRENCY)
 
     async def target_queue(subject: str) -> str | None:
@@ -181,26 +179,3 @@ async def _queue_consumers(client: Client, layout: Layout) -> dict[str, Consumer
         for info in page:
             if (queue := _queue_of_consumer(layout, info)) is not None:
                 found[queue] = info
-
-
-async def _subject_counts(client: Client, stream: str, subjects: str) -> dict[str, int]:
-    """Messages per subject matching ``subjects`` in ``stream``; empty if the stream is gone.
-
-    Asks the stream info API itself: past 100,000 subjects the server answers in pages
-    (sorted, by ``offset``), and nats-py's ``stream_info`` returns only the first.
-    """
-    counts: dict[str, int] = {}
-    while True:
-        request = {"subjects_filter": subjects, "offset": len(counts)}
-        reply = await client.nc.request(
-            stream_info_api_subject(stream), json.dumps(request).encode(), timeout=API_TIMEOUT
-        )
-        data = json.loads(reply.data)
-        if error := data.get("error"):
-            if error.get("code") == NOT_FOUND:
-                return {}
-            raise NaqError(f"reading {stream} failed: {error.get('description')}")
-        page: dict[str, int] = (data.get("state") or {}).get("subjects") or {}
-        counts.update(page)
-        if not page or len(counts) >= int(data.get("total") or 0):
-            return counts

@@ -20,7 +20,7 @@ from typing import Literal
 from nats.js.errors import NotFoundError
 
 from naq.errors import JobNotFound
-from naq.state.held import bucket as deps_bucket, unpack_held
+from naq.state.held import bucket as deps_bucket, read_depends_on, unpack_held
 from naq.state.store import read_record
 from naq.state.workers import list_workers
 from naq.transport.connect import Client
@@ -115,24 +115,36 @@ async def held_status(client: Client, layout: Layout, job_id: str) -> JobStatus 
 
 
 async def _waiting(client: Client, layout: Layout, job_id: str) -> JobStatus | None:
-    """A job still in the stream: on its queue's subject, or on its schedule."""
+    """A job still in the stream: on its queue's subject, on its schedule, or on its
+    held subject (enqueued with dependencies, not yet taken in by a supervisor)."""
     info = await client.js.stream_info(
         layout.stream, subjects_filter=layout.any_queue_subject(job_id)
     )
     subjects = list(info.state.subjects or {})
     status: Status = "queued"
     if not subjects:
-        try:
-            await client.js.get_last_msg(layout.stream, layout.sched_subject(job_id))
-        except NotFoundError:
+        where: tuple[tuple[str, Status], ...] = (
+            (layout.sched_subject(job_id), "scheduled"),
+            (layout.held_subject(job_id), "queued"),
+        )
+        for subject, found in where:
+            try:
+                await client.js.get_last_msg(layout.stream, subject)
+            except NotFoundError:
+                continue
+            subjects, status = [subject], found
+            break
+        else:
             return None
-        subjects, status = [layout.sched_subject(job_id)], "scheduled"
     try:
         msg = await client.js.get_last_msg(layout.stream, subjects[0])
     except NotFoundError:  # acked between the two reads: it has moved on
         return None
+    waiting = tuple(read_depends_on(msg.headers))
     try:
         meta, _ = decode_job(msg.data or b"")
     except BadMessage:
-        return JobStatus(job_id, status)
-    return JobStatus(job_id, status, queue=meta.queue, enqueued_at=meta.enqueue_time)
+        return JobStatus(job_id, status, waiting_for=waiting)
+    return JobStatus(
+        job_id, status, queue=meta.queue, enqueued_at=meta.enqueue_time, waiting_for=waiting
+    )

@@ -28,7 +28,7 @@ from naq.state.store import store_result
 from naq.supervisor.settle import failed_headers
 from naq.transport.connect import Client
 from naq.transport.declare import declare_advisories
-from naq.transport.names import DEAD_LETTER_CONSUMER, Layout
+from naq.transport.names import DEAD_LETTER_CONSUMER, UNKNOWN_QUEUE, Layout
 from naq.wire import BadMessage, decode_job
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ async def _move(
         msg = await client.js.get_msg(layout.stream, seq)
     except NotFoundError:
         return  # acked or purged meanwhile
-    queue = layout.queue_of(msg.subject or "") or "unknown"
+    queue = layout.queue_of(msg.subject or "") or UNKNOWN_QUEUE
     reason = f"the server stopped delivering it after {deliveries} deliveries (max_deliver)"
     headers = failed_headers(reason, None, deliveries, worker_id, msg.headers)
     data = msg.data or b""

@@ -82,6 +82,11 @@ class Jobs:
         self._settler: Settler | None = None
         self._signer = settings.signer
 
+    @property
+    def settler(self) -> Settler:
+        assert self._settler is not None, "the supervisor is not connected"
+        return self._settler
+
     def attach(self, client: Client, settler: Settler) -> None:
         self._client = client
         self._settler = settler
@@ -129,7 +134,7 @@ class Jobs:
                     await msg.nak()
                 else:
                     await settler.fail(msg, queue, None, str(exc), None)
-                    self._count_failure()
+                    self.count_failure()
                 return
             job = Delivery(msg, queue, meta, _attempt(msg))
             if self._stopping.draining:  # reached us during the drain: hand it back
@@ -146,7 +151,7 @@ class Jobs:
             refusal = self._refuse(meta)
             if refusal:
                 await settler.fail(msg, queue, job, refusal, None)
-                self._count_failure()
+                self.count_failure()
                 return
             call = Call(
                 meta.job_id,
@@ -237,7 +242,7 @@ class Jobs:
                 f"its worker died while running it {job.crashes} time(s); it is not run again",
                 None,
             )
-            self._count_failure()
+            self.count_failure()
             return False
         if not previous_ended:  # leave a trace, so the next delivery can count this one
             await settler.note(job, records.running, "the worker running it before died")
@@ -289,7 +294,7 @@ class Jobs:
         self._settled.set()
         return done
 
-    def _count_failure(self) -> None:
+    def count_failure(self) -> None:
         self.counters.failed += 1
         self._settled.set()
 

@@ -36,6 +36,8 @@ import socket
 import uuid
 from collections.abc import Callable, Sequence
 
+from nats.aio.msg import Msg
+
 from naq import heartbeat
 from naq.errors import BrokenExecutor
 from naq.executors.base import Executor
@@ -44,6 +46,7 @@ from naq.middleware import Middleware, Middlewares, WorkerInfo, load_middleware
 from naq.settings import Settings, validate_name
 from naq.state.dependencies import DependencyWatch
 from naq.supervisor import deadletter
+from naq.supervisor.intake import take_in_held
 from naq.supervisor.jobs import Jobs
 from naq.supervisor.leases import keep_leases
 from naq.supervisor.memory import MemoryWatch, total_rss
@@ -52,7 +55,7 @@ from naq.supervisor.settle import Settler
 from naq.supervisor.signals import Stopping
 from naq.transport.connect import Client, connect
 from naq.transport.declare import ensure_consumer
-from naq.transport.names import Layout
+from naq.transport.names import UNKNOWN_QUEUE, Layout
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +236,11 @@ class Supervisor:
                 name="naq-dead-letter",
             )
         )
+        tasks.append(
+            asyncio.create_task(
+                take_in_held(client, self.layout, self._refuse_held), name="naq-held-intake"
+            )
+        )
         if self.settings.max_memory:
             tasks.append(asyncio.create_task(self._memory.run(), name="naq-memory"))
         return tasks
@@ -251,6 +259,11 @@ class Supervisor:
             self.counters.processed,
             self.counters.failed,
         )
+
+    async def _refuse_held(self, msg: Msg, reason: str) -> None:
+        """A message on a held subject that is no job naq can take in: failed stream."""
+        await self.jobs.settler.fail(msg, UNKNOWN_QUEUE, None, reason, None)
+        self.jobs.count_failure()
 
     def _fail_fatally(self, exc: BrokenExecutor) -> None:
         if self.fatal is None:

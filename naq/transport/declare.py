@@ -6,6 +6,7 @@ Every stream is created if missing and used as it is when present, so any proces
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -111,12 +112,21 @@ def stream_limits(settings: Settings) -> dict[str, Any]:
 
 
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    """Create the stream if missing. An existing one is used as it is, except that
+    subjects it lacks are added (a newer naq uses a subject an older one did not declare:
+    the held jobs' ``{ns}.held.*``); nothing else of a stream's configuration changes."""
     assert config.name is not None
     try:
-        await js.stream_info(config.name)
+        info = await js.stream_info(config.name)
     except NotFoundError:
         log.debug("creating stream %s", config.name)
         await js.add_stream(config)
+        return
+    have = list(info.config.subjects or [])
+    missing = [subject for subject in config.subjects or [] if subject not in have]
+    if missing:
+        log.info("stream %s: adding the subjects %s", config.name, ", ".join(missing))
+        await js.update_stream(dataclasses.replace(info.config, subjects=have + missing))
 
 
 async def ensure_consumer(

@@ -36,6 +36,7 @@ from naq.settings import validate_name
 
 JOBS_TOKEN = "jobs"
 SCHED_TOKEN = "sched"
+HELD_TOKEN = "held"
 FAILED_TOKEN = "failed"
 CONTROL_TOKEN = "control"
 NASQ_TOKEN = "nasq"
@@ -45,6 +46,7 @@ NASQ_STORED_TOKEN = "nasq-stored"
 RESERVED_TOKENS = {
     JOBS_TOKEN: 3,  # {ns}.jobs.{queue}.{job_id}
     SCHED_TOKEN: 2,  # {ns}.sched.{job_id}
+    HELD_TOKEN: 2,  # {ns}.held.{job_id}
     FAILED_TOKEN: 2,  # {ns}.failed.{queue}
     CONTROL_TOKEN: 0,  # {ns}.control.*: any length
     NASQ_TOKEN: 0,
@@ -57,6 +59,14 @@ SCHEDULE_HEADER = "Nats-Schedule"
 SCHEDULE_TARGET_HEADER = "Nats-Schedule-Target"
 """A delayed job's headers: when the server fires it, and the subject it lands on."""
 API_PREFIX = "$JS.API"
+HELD_CONSUMER = "naq:held"
+"""The job stream's consumer of jobs waiting for dependencies, shared by every
+supervisor. The colon is in no queue name, so no queue's consumer can be this one."""
+UNKNOWN_QUEUE = "unknown"
+"""The failed stream's queue for a message that names none naq can read."""
+DEPENDS_ON_HEADER = "Naq-Depends-On"
+"""A held job's dependencies: a JSON array of job ids (ASCII-escaped, since job ids may
+hold any character a subject takes and headers travel as ASCII)."""
 DEAD_LETTER_CONSUMER = "dead-letter"
 """The advisory stream's one durable consumer, shared by every supervisor."""
 SCAN_CONSUMER_PREFIX = "naq-scan-"
@@ -180,6 +190,20 @@ class Layout:
     def sched_subject(self, job_id: str) -> str:
         return f"{self.namespace}.{SCHED_TOKEN}.{validate_job_id(job_id)}"
 
+    def held_subject(self, job_id: str) -> str:
+        """Where a producer puts a job that waits for its dependencies, until a
+        supervisor takes it into the deps KV (producers never write that bucket)."""
+        return f"{self.namespace}.{HELD_TOKEN}.{validate_job_id(job_id)}"
+
+    @property
+    def held_subjects(self) -> str:
+        return f"{self.namespace}.{HELD_TOKEN}.*"
+
+    def job_of_held(self, subject: str) -> str | None:
+        """The job id in a held subject (``{ns}.held.{job_id}``), if it is one."""
+        head, _, rest = subject.partition(f"{self.namespace}.{HELD_TOKEN}.")
+        return rest if not head and rest and "." not in rest else None
+
     @property
     def sched_subjects(self) -> str:
         """Every delayed job of every queue (a delayed job's subject names no queue)."""
@@ -193,8 +217,13 @@ class Layout:
 
     @property
     def stream_subjects(self) -> list[str]:
-        """What the job stream holds: every job of every queue, and the delayed ones."""
-        return [f"{self.namespace}.{JOBS_TOKEN}.*.*", f"{self.namespace}.{SCHED_TOKEN}.*"]
+        """What the job stream holds: every job of every queue, the delayed ones, and
+        those waiting to be taken in for their dependencies."""
+        return [
+            f"{self.namespace}.{JOBS_TOKEN}.*.*",
+            f"{self.namespace}.{SCHED_TOKEN}.*",
+            self.held_subjects,
+        ]
 
     @property
     def buckets(self) -> tuple[str, ...]:

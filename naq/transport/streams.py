@@ -31,10 +31,17 @@ from nats.js import api
 
 from naq.errors import NaqError
 from naq.transport.connect import Client
-from naq.transport.names import SCAN_CONSUMER_PREFIX, pull_subject, purge_api_subject
+from naq.transport.names import (
+    SCAN_CONSUMER_PREFIX,
+    pull_subject,
+    purge_api_subject,
+    stream_info_api_subject,
+)
 
 log = logging.getLogger(__name__)
 
+API_TIMEOUT = 5.0
+NOT_FOUND = 404
 SCAN_IDLE = 30.0
 """Seconds after which the server drops a scan's consumer if its reader vanished."""
 
@@ -110,3 +117,31 @@ async def purge_subject(client: Client, stream: str, subject: str) -> int:
     if "error" in data:
         raise NaqError(f"purging {subject} failed: {data['error'].get('description')}")
     return int(data.get("purged", 0))
+
+
+async def subject_counts(client: Client, stream: str, subjects: str) -> dict[str, int]:
+    """Messages per subject matching ``subjects`` in ``stream``; empty if the stream is gone.
+
+    Asks the stream info API itself: past 100,000 subjects the server answers in pages
+    (sorted, by ``offset``), and nats-py's ``stream_info`` returns only the first.
+    """
+    counts: dict[str, int] = {}
+    while True:
+        request = {"subjects_filter": subjects, "offset": len(counts)}
+        reply = await client.nc.request(
+            stream_info_api_subject(stream), json.dumps(request).encode(), timeout=API_TIMEOUT
+        )
+        data = json.loads(reply.data)
+        if error := data.get("error"):
+            if error.get("code") == NOT_FOUND:
+                return {}
+            raise NaqError(f"reading {stream} failed: {error.get('description')}")
+        page: dict[str, int] = (data.get("state") or {}).get("subjects") or {}
+        counts.update(page)
+        if not page or len(counts) >= int(data.get("total") or 0):
+            return counts
+
+
+async def subjects_of(client: Client, stream: str, subjects: str) -> list[str]:
+    """The subjects matching ``subjects`` that hold a message in ``stream``."""
+    return list(await subject_counts(client, stream, subjects))
