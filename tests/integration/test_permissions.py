@@ -1,0 +1,544 @@
+"""The per-role NATS permissions of ``deploy/nats-roles.conf``, on a real server.
+
+The server runs with the file the repository ships, as it is: the test adds only the
+port, the store directory and the five passwords (which the file reads from the
+server's environment). Each role connects as its own user and does its whole job;
+the server must refuse nothing meanwhile, so a subject the config forgot shows up as
+a failure here, with the server's own log line. Then each role tries what it must
+not do, and the refusal is checked the way NATS reports it: the client's error
+callback gets the permissions violation, and the server logs it against that user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import subprocess
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import nats.errors
+import pytest
+from nats.aio.client import Client as NATS
+
+from naq import JobCancelled, JobFailed, Queue
+from naq.executors.registry import load_executor
+from naq.producer import failed as failed_api, info, schedules
+from naq.producer.api import cancel_job, fetch_job_result, fetch_job_status, purge_queue
+from naq.scheduler import Scheduler
+from naq.settings import Settings
+from naq.supervisor import Supervisor
+from naq.transport.connect import Client, connect
+from naq.transport.names import Layout
+from naq.transport.pool import close_connections
+from naq.transport.server import find_binary, free_port
+from tests import jobs
+from tests.conftest import ROOT, run_until_ready, stop_all
+
+CONFIG = ROOT / "deploy" / "nats-roles.conf"
+ROLES = ("producer", "supervisor", "scheduler", "monitor", "admin")
+LAYOUT = Layout("naq")
+"""The namespace the config is written for."""
+READY_LINE = "Server is ready"
+VIOLATION = "Violation"
+FAST = {
+    "heartbeat_interval": 1.0,
+    "shutdown_grace": 5.0,
+    "pull_expires": 2.0,
+    "scheduler_lock_ttl": 2.0,
+    "scheduler_lock_renew_interval": 1.0,
+}
+
+
+class RolesServer:
+    """nats-server started with the shipped config, its log kept whole.
+
+    Not ``EmbeddedServer``: that one keeps only the tail of the log, and these tests
+    read every permission violation the server reports.
+    """
+
+    def __init__(self, store_dir: Path) -> None:
+        self.port = free_port()
+        self.store_dir = store_dir
+        # Hex: nats-server reads a variable's value as a config value, and one that
+        # starts with "-" (which token_urlsafe can make) does not parse.
+        self.passwords = {role: secrets.token_hex(24) for role in ROLES}
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._process: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NAQ_")}
+        env.update({f"NAQ_{role.upper()}_PASSWORD": pw for role, pw in self.passwords.items()})
+        self._process = subprocess.Popen(
+            [
+                find_binary(),
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-sd",
+                str(self.store_dir),
+                "-c",
+                str(CONFIG),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        threading.Thread(target=self._read_log, name="roles-server-log", daemon=True).start()
+        if not self.wait_for(lambda line: READY_LINE in line, 0, 20):
+            self.stop()
+            raise AssertionError("nats-server did not start:\n" + "\n".join(self.lines[-20:]))
+
+    def _read_log(self) -> None:
+        assert self._process is not None
+        assert self._process.stderr is not None
+        for line in self._process.stderr:
+            with self._changed:
+                self.lines.append(line.rstrip())
+                self._changed.notify_all()
+        with self._changed:  # exited: wake any waiter
+            self.lines.append("(nats-server exited)")
+            self._changed.notify_all()
+
+    def mark(self) -> int:
+        """Where the log is now: what a test reads from."""
+        with self._changed:
+            return len(self.lines)
+
+    def violations(self, since: int) -> list[str]:
+        with self._changed:
+            return [line for line in self.lines[since:] if VIOLATION in line]
+
+    def wait_for(self, match: Callable[[str], bool], since: int, timeout: float) -> str | None:
+        """The first log line from ``since`` on that ``match``es, waiting up to
+        ``timeout`` seconds for it (woken by each new line)."""
+        found: list[str] = []
+
+        def seen() -> bool:
+            found[:] = [line for line in self.lines[since:] if match(line)][:1]
+            return bool(found)
+
+        with self._changed:
+            self._changed.wait_for(seen, timeout)
+        return found[0] if found else None
+
+    def settings(self, role: str, **overrides: Any) -> Settings:
+        return Settings(
+            nats_url=self.url,
+            user=role,
+            password=self.passwords[role],
+            namespace=LAYOUT.namespace,
+            **{**FAST, **overrides},
+        )
+
+    def stop(self) -> None:
+        proc, self._process = self._process, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RolesServer]:
+    srv = RolesServer(tmp_path_factory.mktemp("roles-jetstream"))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+async def declared(server: RolesServer) -> AsyncIterator[RolesServer]:
+    """The namespace created by the admin (the one role that may create its streams),
+    and the module-level API's pooled connections closed after the test."""
+    settings = server.settings("admin")
+    client = Client(await connect(settings), settings)
+    try:
+        await client.layout(LAYOUT.namespace)
+    finally:
+        await client.close()
+    yield server
+    await close_connections()
+
+
+@pytest.fixture
+def as_role(server: RolesServer, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    """Make the module-level API (which reads ``NAQ_*``) connect as ``role``."""
+
+    def use(role: str) -> None:
+        monkeypatch.setenv("NAQ_NATS_URL", server.url)
+        monkeypatch.setenv("NAQ_NAMESPACE", LAYOUT.namespace)
+        monkeypatch.setenv("NAQ_USER", role)
+        monkeypatch.setenv("NAQ_PASSWORD", server.passwords[role])
+
+    return use
+
+
+@pytest.fixture
+async def supervisor(
+    declared: RolesServer,
+) -> AsyncIterator[Callable[..., Awaitable[Supervisor]]]:
+    """Start supervisors that connect as the supervisor user; drained at teardown."""
+    running: list[tuple[Supervisor, asyncio.Task[int]]] = []
+
+    async def start(queues: list[str] | None = None, **overrides: Any) -> Supervisor:
+        conf = declared.settings("supervisor", **overrides)
+        sup = Supervisor(conf, load_executor("asyncio")(4, conf), queues)
+        running.append((sup, await run_until_ready(sup)))
+        return sup
+
+    yield start
+    await stop_all(running)
+
+
+@pytest.fixture
+async def scheduler(declared: RolesServer) -> AsyncIterator[Scheduler]:
+    sched = Scheduler(declared.settings("scheduler"), "roles-test")
+    task = asyncio.create_task(sched.run())
+    await asyncio.wait_for(sched.ready.wait(), 10)
+    yield sched
+    sched.request_stop()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture
+async def producer(declared: RolesServer) -> AsyncIterator[Queue]:
+    async with Queue(settings=declared.settings("producer")) as queue:
+        yield queue
+
+
+def assert_nothing_refused(server: RolesServer, since: int) -> None:
+    refused = server.violations(since)
+    assert not refused, "the config refused what a role needs:\n" + "\n".join(refused)
+
+
+# -- each role does its work -----------------------------------------------------------
+
+
+async def test_a_supervisor_runs_what_the_producer_enqueues(
+    server: RolesServer,
+    supervisor: Callable[..., Awaitable[Supervisor]],
+    producer: Queue,
+    as_role: Callable[[str], None],
+) -> None:
+    since = server.mark()
+    await supervisor()
+    now = await producer.enqueue(jobs.add, 1, 2)
+    delayed = await producer.enqueue_in(0.2, jobs.add, 2, 3)
+    many = await producer.enqueue_many([(jobs.add, (i, i)) for i in range(5)])
+    assert await producer.fetch_result(now.job_id, timeout=15) == 3
+    assert await producer.fetch_result(delayed.job_id, timeout=15) == 5
+    results = await producer.fetch_results([j.job_id for j in many], timeout=15)
+    assert sorted(results.values()) == [0, 2, 4, 6, 8]
+    as_role("producer")
+    status = await fetch_job_status(now.job_id)
+    assert (status.status, status.attempt) == ("finished", 1)
+    assert await fetch_job_result(delayed.job_id) == 5
+    assert_nothing_refused(server, since)
+
+
+async def test_a_dependent_job_runs_once_its_dependency_finished(
+    server: RolesServer, supervisor: Callable[..., Awaitable[Supervisor]], producer: Queue
+) -> None:
+    """The producer publishes the held job on ``{ns}.held.{id}``; supervisors keep the
+    deps KV, which the producer may not write."""
+    since = server.mark()
+    await supervisor()
+    first = await producer.enqueue_in(1.0, jobs.add, 1, 1)
+    then = await producer.enqueue(jobs.add, 5, 5, depends_on=first)
+    status = await producer.status(then.job_id)
+    assert (status.status, status.waiting_for) == ("queued", (first.job_id,))
+    assert await producer.fetch_result(then.job_id, timeout=15) == 10
+    assert await producer.fetch_result(first.job_id, timeout=5) == 2
+    assert_nothing_refused(server, since)
+
+
+async def test_an_exhausted_job_is_dead_lettered_by_the_supervisor(
+    server: RolesServer,
+    supervisor: Callable[..., Awaitable[Supervisor]],
+    producer: Queue,
+    tmp_path: Path,
+) -> None:
+    """The max_deliver backstop: the advisory stream (the one stream a supervisor
+    creates), its shared consumer, and a read and a delete on the job stream."""
+    since = server.mark()
+    await supervisor(["exhaust"], max_deliver=2)
+    async with Queue("exhaust", settings=server.settings("producer")) as queue:
+        job = await queue.enqueue(
+            jobs.fail_with, str(tmp_path / "tries"), "ValueError", max_retries=5
+        )
+        with pytest.raises(JobFailed, match="max_deliver"):
+            await queue.fetch_result(job.job_id, timeout=30)
+    assert_nothing_refused(server, since)
+
+
+async def test_the_scheduler_fires_a_recurring_job(
+    server: RolesServer,
+    supervisor: Callable[..., Awaitable[Supervisor]],
+    scheduler: Scheduler,
+    as_role: Callable[[str], None],
+) -> None:
+    since = server.mark()
+    await supervisor()
+    errors: asyncio.Queue[str] = asyncio.Queue()
+    nc = await connect_as(server, "producer", errors)
+    try:
+        # The producer may listen on the results' subjects: that is how it waits.
+        landed = await nc.subscribe(LAYOUT.kv_subject(LAYOUT.results_bucket, ">"))
+        as_role("producer")
+        schedule_id = await schedules.schedule(jobs.add, 7, 8, interval=1, repeat=1)
+        key_at = len(LAYOUT.kv_subject(LAYOUT.results_bucket, ""))
+        while True:
+            msg = await landed.next_msg(timeout=20)
+            if msg.subject[key_at:].startswith(f"{schedule_id}-"):
+                break
+        assert await fetch_job_result(msg.subject[key_at:]) == 15
+    finally:
+        await nc.close()
+    assert scheduler.fired >= 1
+    assert errors.empty()
+    assert_nothing_refused(server, since)
+
+
+async def test_the_monitor_reads_queues_workers_and_failed_jobs(
+    server: RolesServer,
+    supervisor: Callable[..., Awaitable[Supervisor]],
+    scheduler: Scheduler,
+    producer: Queue,
+    as_role: Callable[[str], None],
+) -> None:
+    since = server.mark()
+    sup = await supervisor()
+    before = sup.counters.failed
+    failing = await producer.enqueue(jobs.fail, "for the monitor")
+    await asyncio.wait_for(sup.wait_until(lambda c: c.failed > before), 15)
+    later = await producer.enqueue_in(3600, jobs.add, 1, 1)
+    await asyncio.wait_for(scheduler.leading.wait(), 15)
+
+    as_role("monitor")
+    assert "default" in await info.list_queues()
+    counts = await info.queue_info("default")
+    assert counts.failed >= 1
+    assert counts.scheduled >= 1
+    workers = {record["id"] for record in await info.list_workers()}
+    assert {sup.worker_id, scheduler.heartbeat_key} <= workers
+    leader = await info.current_leader()
+    assert leader is not None
+    assert leader["id"] == scheduler.scheduler_id
+    listed = {entry.job_id for entry in await failed_api.list_failed()}
+    assert failing.job_id in listed
+    assert (await failed_api.get_failed(failing.job_id)).reason.endswith("for the monitor")
+    assert (await fetch_job_status(failing.job_id)).status == "failed"
+    assert (await fetch_job_status(later.job_id)).status == "scheduled"
+    await schedules.list_schedules()
+    assert_nothing_refused(server, since)
+
+
+async def test_the_admin_cancels_purges_requeues_and_controls_schedules(
+    server: RolesServer,
+    supervisor: Callable[..., Awaitable[Supervisor]],
+    producer: Queue,
+    as_role: Callable[[str], None],
+    tmp_path: Path,
+) -> None:
+    since = server.mark()
+    sup = await supervisor()
+    later = await producer.enqueue_in(3600, jobs.add, 1, 1)
+    before = sup.counters.failed
+    flaky = await producer.enqueue(jobs.flaky, str(tmp_path / "tries"), 1)
+    await asyncio.wait_for(sup.wait_until(lambda c: c.failed > before), 15)
+    async with Queue("unserved", settings=server.settings("producer")) as unserved:
+        await unserved.enqueue_many([(jobs.add, (i, i)) for i in range(3)])
+    as_role("producer")
+    schedule_id = await schedules.schedule(jobs.add, 1, 2, interval=3600)
+
+    as_role("admin")
+    assert await cancel_job(later.job_id)
+    assert await purge_queue("unserved") == 3
+    assert await failed_api.requeue_failed([flaky.job_id]) == [flaky.job_id]
+    assert await schedules.pause_scheduled_job(schedule_id)
+    assert await schedules.resume_scheduled_job(schedule_id)
+    modified = await schedules.modify_scheduled_job(schedule_id, interval=7200)
+    assert modified.interval == 7200
+    assert await schedules.cancel_scheduled_job(schedule_id)
+
+    with pytest.raises(JobCancelled):
+        await producer.fetch_result(later.job_id, timeout=5)
+    assert await producer.fetch_result(flaky.job_id, timeout=15) == 2  # ran again, passed
+    as_role("admin")
+    await failed_api.purge_failed()
+    as_role("monitor")
+    assert await failed_api.list_failed() == []
+    assert_nothing_refused(server, since)
+
+
+async def test_a_large_watch_gets_its_flow_control_replies(
+    server: RolesServer, declared: RolesServer, as_role: Callable[[str], None]
+) -> None:
+    """The scheduler's watch of the schedules (as the supervisor's of the deps) is an
+    ordered consumer with flow control: past about 2 MB delivered, the server waits
+    for a reply on ``$JS.FC.<stream>.>`` before it sends more, so without that
+    permission a large bucket stalls the watch (measured: ten 500 kB records never
+    all arrived). Six schedules of 400 kB make the server ask."""
+    since = server.mark()
+    as_role("producer")
+    made = [await schedules.schedule(jobs.echo, "x" * 400_000, interval=3600) for _ in range(6)]
+    nc = await connect_as(server, "scheduler", asyncio.Queue())
+    try:
+        kv = await nc.jetstream().key_value(LAYOUT.schedules_bucket)
+        watcher = await kv.watchall()
+        seen: set[str] = set()
+        try:
+            async with asyncio.timeout(20):
+                async for entry in watcher:
+                    if entry is None:  # the replay is over
+                        break
+                    seen.add(entry.key)
+        except TimeoutError:
+            pytest.fail("the watch stalled; refused:\n" + "\n".join(server.violations(since)))
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+    finally:
+        await nc.close()
+        as_role("admin")
+        for schedule_id in made:
+            await schedules.cancel_scheduled_job(schedule_id)
+    assert set(made) <= seen
+    assert_nothing_refused(server, since)
+
+
+# -- and nothing more --------------------------------------------------------------------
+
+
+async def connect_as(server: RolesServer, role: str, errors: asyncio.Queue[str]) -> NATS:
+    """A plain nats-py connection as ``role``, its asynchronous errors queued."""
+
+    async def on_error(exc: Exception) -> None:
+        errors.put_nowait(str(exc))
+
+    return await nats.connect(
+        server.url,
+        user=role,
+        password=server.passwords[role],
+        error_cb=on_error,
+        allow_reconnect=False,
+    )
+
+
+def stream_api(operation: str, stream: str) -> str:
+    return f"$JS.API.STREAM.{operation}.{stream}"
+
+
+REFUSED_PUBLISH = [
+    pytest.param("producer", LAYOUT.kv_subject(LAYOUT.results_bucket, "x"), id="producer-results"),
+    pytest.param("producer", stream_api("DELETE", LAYOUT.stream), id="producer-delete-stream"),
+    pytest.param("producer", stream_api("PURGE", LAYOUT.stream), id="producer-purge"),
+    pytest.param("producer", LAYOUT.cancel_subject, id="producer-control"),
+    pytest.param(
+        "producer", LAYOUT.kv_subject(LAYOUT.deps_bucket, LAYOUT.held_key("x")), id="producer-deps"
+    ),
+    pytest.param("producer", LAYOUT.pull_subject("default"), id="producer-pull"),
+    pytest.param("producer", LAYOUT.failed_subject("default"), id="producer-failed-stream"),
+    pytest.param("monitor", LAYOUT.job_subject("default", "x"), id="monitor-enqueue"),
+    pytest.param("monitor", LAYOUT.kv_subject(LAYOUT.results_bucket, "x"), id="monitor-results"),
+    pytest.param(
+        "monitor",
+        f"$JS.API.CONSUMER.CREATE.{LAYOUT.stream}.x.{LAYOUT.queue_subjects('default')}",
+        id="monitor-consumer-on-jobs",
+    ),
+    pytest.param("scheduler", LAYOUT.cancel_subject, id="scheduler-control"),
+    pytest.param("supervisor", stream_api("DELETE", LAYOUT.stream), id="supervisor-delete-stream"),
+    pytest.param(
+        "supervisor",
+        LAYOUT.kv_subject(LAYOUT.schedules_bucket, "x"),
+        id="supervisor-schedules",
+    ),
+    pytest.param("admin", stream_api("DELETE", Layout("other").stream), id="admin-other-namespace"),
+]
+
+
+@pytest.mark.parametrize(("role", "subject"), REFUSED_PUBLISH)
+async def test_a_role_cannot_publish_outside_its_subjects(
+    declared: RolesServer, role: str, subject: str
+) -> None:
+    since = declared.mark()
+    errors: asyncio.Queue[str] = asyncio.Queue()
+    nc = await connect_as(declared, role, errors)
+    try:
+        await nc.publish(subject, b"x")
+        await nc.flush()
+        error = await asyncio.wait_for(errors.get(), 5)
+    finally:
+        await nc.close()
+    assert error == f'nats: permissions violation for publish to "{subject.lower()}"'
+    logged = declared.wait_for(lambda line: f'Subject "{subject}"' in line, since, 5)
+    assert logged is not None, "the server did not log the refusal"
+    assert f'"$G/user:{role}" - Publish Violation' in logged
+
+
+async def test_a_producer_cannot_delete_the_namespace(declared: RolesServer) -> None:
+    """Through the JetStream API as a client calls it: no answer comes, the error
+    callback says why, and the stream is still there for the admin."""
+    errors: asyncio.Queue[str] = asyncio.Queue()
+    nc = await connect_as(declared, "producer", errors)
+    try:
+        with pytest.raises(nats.errors.TimeoutError):
+            await nc.jetstream(timeout=2).delete_stream(LAYOUT.stream)
+        error = await asyncio.wait_for(errors.get(), 5)
+    finally:
+        await nc.close()
+    subject = stream_api("DELETE", LAYOUT.stream)
+    assert error == f'nats: permissions violation for publish to "{subject.lower()}"'
+    admin = await connect_as(declared, "admin", asyncio.Queue())
+    try:
+        assert (await admin.jetstream().stream_info(LAYOUT.stream)).config.name == LAYOUT.stream
+    finally:
+        await admin.close()
+
+
+async def test_a_producer_cannot_listen_to_jobs_or_cancellations(
+    declared: RolesServer,
+) -> None:
+    for subject in (LAYOUT.stream_subjects[0], LAYOUT.cancel_subject):
+        errors: asyncio.Queue[str] = asyncio.Queue()
+        nc = await connect_as(declared, "producer", errors)
+        try:
+            await nc.subscribe(subject)
+            await nc.flush()
+            error = await asyncio.wait_for(errors.get(), 5)
+        finally:
+            await nc.close()
+        assert error == f'nats: permissions violation for subscription to "{subject.lower()}"'
+
+
+async def test_nobody_connects_without_a_password(server: RolesServer) -> None:
+    async def quiet(exc: Exception) -> None:
+        """The refusal is asserted below; nats-py's default callback would log it."""
+
+    for credentials in ({}, {"user": "admin", "password": "not-the-password"}):
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            await nats.connect(
+                server.url,
+                allow_reconnect=False,
+                max_reconnect_attempts=0,
+                error_cb=quiet,
+                **credentials,
+            )
