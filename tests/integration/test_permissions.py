@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import secrets
 import subprocess
 import threading
@@ -27,11 +28,13 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from naq import JobCancelled, JobFailed, Queue
+from naq.errors import NaqError
 from naq.executors.registry import load_executor
 from naq.producer import failed as failed_api, info, schedules
 from naq.producer.api import cancel_job, fetch_job_result, fetch_job_status, purge_queue
 from naq.scheduler import Scheduler
 from naq.settings import Settings
+from naq.state.workers import list_workers
 from naq.supervisor import Supervisor
 from naq.transport.connect import Client, connect
 from naq.transport.names import Layout
@@ -62,8 +65,10 @@ class RolesServer:
     read every permission violation the server reports.
     """
 
-    def __init__(self, store_dir: Path) -> None:
+    def __init__(self, store_dir: Path, config: Path = CONFIG, namespace: str = "naq") -> None:
         self.port = free_port()
+        self.config = config
+        self.namespace = namespace
         self.store_dir = store_dir
         # Hex: nats-server reads a variable's value as a config value, and one that
         # starts with "-" (which token_urlsafe can make) does not parse.
@@ -90,7 +95,7 @@ class RolesServer:
                 "-sd",
                 str(self.store_dir),
                 "-c",
-                str(CONFIG),
+                str(self.config),
             ],
             env=env,
             stdout=subprocess.DEVNULL,
@@ -140,7 +145,7 @@ class RolesServer:
             nats_url=self.url,
             user=role,
             password=self.passwords[role],
-            namespace=LAYOUT.namespace,
+            namespace=self.namespace,
             **{**FAST, **overrides},
         )
 
@@ -305,12 +310,8 @@ async def test_the_scheduler_fires_a_recurring_job(
         landed = await nc.subscribe(LAYOUT.kv_subject(LAYOUT.results_bucket, ">"))
         as_role("producer")
         schedule_id = await schedules.schedule(jobs.add, 7, 8, interval=1, repeat=1)
-        key_at = len(LAYOUT.kv_subject(LAYOUT.results_bucket, ""))
-        while True:
-            msg = await landed.next_msg(timeout=20)
-            if msg.subject[key_at:].startswith(f"{schedule_id}-"):
-                break
-        assert await fetch_job_result(msg.subject[key_at:]) == 15
+        run = await next_result_of_schedule(landed, schedule_id)
+        assert await fetch_job_result(run) == 15
     finally:
         await nc.close()
     assert scheduler.fired >= 1
@@ -379,6 +380,15 @@ async def test_the_admin_cancels_purges_requeues_and_controls_schedules(
     modified = await schedules.modify_scheduled_job(schedule_id, interval=7200)
     assert modified.interval == 7200
     assert await schedules.cancel_scheduled_job(schedule_id)
+    # A producer may make it again under its id (nats-py reads the deleted key first),
+    # and is told when the id is taken.
+    as_role("producer")
+    made = await schedules.schedule(jobs.add, 1, 2, interval=3600, schedule_id=schedule_id)
+    assert made == schedule_id
+    with pytest.raises(NaqError, match="exists already"):
+        await schedules.schedule(jobs.add, 1, 2, interval=3600, schedule_id=schedule_id)
+    as_role("admin")
+    assert await schedules.cancel_scheduled_job(schedule_id)
 
     with pytest.raises(JobCancelled):
         await producer.fetch_result(later.job_id, timeout=5)
@@ -423,6 +433,97 @@ async def test_a_large_watch_gets_its_flow_control_replies(
             await schedules.cancel_scheduled_job(schedule_id)
     assert set(made) <= seen
     assert_nothing_refused(server, since)
+
+
+async def next_result_of_schedule(landed: Any, schedule_id: str) -> str:
+    """The job id of the first run of ``schedule_id`` whose result lands on ``landed``
+    (a subscription to the results' subjects)."""
+    key_at = len(LAYOUT.kv_subject(LAYOUT.results_bucket, ""))
+    while True:
+        msg = await landed.next_msg(timeout=20)
+        if msg.subject[key_at:].startswith(f"{schedule_id}-"):
+            return str(msg.subject[key_at:])
+
+
+async def test_signed_jobs_and_results_need_no_other_subject(
+    server: RolesServer,
+    supervisor: Callable[..., Awaitable[Supervisor]],
+    as_role: Callable[[str], None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With ``NAQ_SIGNING_KEY``, producers read results with their headers and the
+    scheduler checks templates and signs runs: the same subjects serve."""
+    since = server.mark()
+    key = secrets.token_urlsafe(32)
+    await supervisor(["signed"], signing_key=key)
+    sched = Scheduler(server.settings("scheduler", signing_key=key), "roles-signed")
+    running = asyncio.create_task(sched.run())
+    errors: asyncio.Queue[str] = asyncio.Queue()
+    nc = await connect_as(server, "producer", errors)
+    try:
+        landed = await nc.subscribe(LAYOUT.kv_subject(LAYOUT.results_bucket, ">"))
+        settings = server.settings("producer", signing_key=key)
+        async with Queue("signed", settings=settings) as queue:
+            first = await queue.enqueue_in(0.5, jobs.add, 1, 1)
+            then = await queue.enqueue(jobs.add, 2, 2, depends_on=first)
+            assert await queue.fetch_result(then.job_id, timeout=15) == 4
+            assert await queue.fetch_result(first.job_id, timeout=5) == 2
+        as_role("producer")
+        monkeypatch.setenv("NAQ_SIGNING_KEY", key)
+        schedule_id = await schedules.schedule(
+            jobs.add, 3, 3, interval=1, repeat=1, queue_name="signed"
+        )
+        run = await next_result_of_schedule(landed, schedule_id)
+        assert await fetch_job_result(run) == 6
+    finally:
+        await nc.close()
+        sched.request_stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(running, 10)
+    assert errors.empty()
+    assert_nothing_refused(server, since)
+
+
+RENAME = re.compile(r'([_."])naq([._"])')
+"""SECURITY.md's ``sed -E 's/([_."])naq([._"])/\\1billing\\2/g'``, as a regex."""
+
+
+async def test_the_file_renamed_as_documented_serves_another_namespace(
+    tmp_path: Path,
+) -> None:
+    """SECURITY.md says how to make the file for another namespace: done here, the
+    roles run there with nothing refused."""
+    config = tmp_path / "nats-roles-billing.conf"
+    config.write_text(RENAME.sub(r"\1billing\2", CONFIG.read_text()))
+    assert "naq:held" in config.read_text()
+    srv = RolesServer(tmp_path / "jetstream", config, namespace="billing")
+    srv.start()
+    running: list[tuple[Supervisor, asyncio.Task[int]]] = []
+    try:
+        admin = srv.settings("admin")
+        client = Client(await connect(admin), admin)
+        try:
+            await client.layout("billing")
+        finally:
+            await client.close()
+        conf = srv.settings("supervisor")
+        sup = Supervisor(conf, load_executor("asyncio")(2, conf))
+        running.append((sup, await run_until_ready(sup)))
+        async with Queue(settings=srv.settings("producer")) as queue:
+            first = await queue.enqueue_in(0.2, jobs.add, 1, 2)
+            then = await queue.enqueue(jobs.add, 3, 4, depends_on=first)
+            assert await queue.fetch_result(then.job_id, timeout=15) == 7
+        monitor = srv.settings("monitor")
+        client = Client(await connect(monitor), monitor)
+        try:
+            workers = await list_workers(client, Layout("billing"))
+        finally:
+            await client.close()
+        assert [w["id"] for w in workers] == [sup.worker_id]
+    finally:
+        await stop_all(running)
+        srv.stop()
+    assert_nothing_refused(srv, 0)
 
 
 # -- and nothing more --------------------------------------------------------------------
