@@ -205,7 +205,7 @@ class Supervisor:
             await self._drain()
             for task in background:
                 task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            await asyncio.wait(background)  # each one's end was reported as it happened
             await deps.stop()
             self.middleware.emit_after("on_stop", worker)
             try:
@@ -243,6 +243,8 @@ class Supervisor:
         )
         if self.settings.max_memory:
             tasks.append(asyncio.create_task(self._memory.run(), name="naq-memory"))
+        for task in tasks:
+            task.add_done_callback(_report_death)
         return tasks
 
     async def _drain(self) -> None:
@@ -322,3 +324,12 @@ class Supervisor:
             ensure_consumer(self.client.js, self.layout, queue, self.settings)
         )
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
+def _report_death(task: asyncio.Task[None]) -> None:
+    """A background task runs for the supervisor's life: one that ends before the
+    supervisor stops it has failed, and says so with its traceback."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    log.error("background task %s ended: %r", task.get_name(), exc, exc_info=exc)
