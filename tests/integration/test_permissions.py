@@ -396,11 +396,15 @@ async def test_the_admin_cancels_purges_requeues_and_controls_schedules(
     await asyncio.wait_for(sup.wait_until(lambda c: c.failed > before), 15)
     async with Queue("unserved", settings=server.settings("producer")) as unserved:
         await unserved.enqueue_many([(jobs.add, (i, i)) for i in range(3)])
+    parent = await producer.enqueue_in(3600, jobs.add, 1, 1)
+    child = await producer.enqueue(jobs.add, 2, 2, depends_on=parent)
+    await taken_in(server, child.job_id)
     as_role("producer")
     schedule_id = await schedules.schedule(jobs.add, 1, 2, interval=3600)
 
     as_role("admin")
     assert await cancel_job(later.job_id)
+    assert await cancel_job(parent.job_id)  # and its dependent, held in the deps KV
     assert await purge_queue("unserved") == 3
     assert await failed_api.requeue_failed([flaky.job_id]) == [flaky.job_id]
     assert await schedules.pause_scheduled_job(schedule_id)
@@ -420,11 +424,17 @@ async def test_the_admin_cancels_purges_requeues_and_controls_schedules(
 
     with pytest.raises(JobCancelled):
         await producer.fetch_result(later.job_id, timeout=5)
+    with pytest.raises(JobCancelled, match=f"dependency {parent.job_id} cancelled"):
+        await producer.fetch_result(child.job_id, timeout=5)
     assert await producer.fetch_result(flaky.job_id, timeout=15) == 2  # ran again, passed
     as_role("admin")
     await failed_api.purge_failed()
-    as_role("monitor")
     assert await failed_api.list_failed() == []
+    # and it reads what the monitor reads: naq info, naq list-scheduled
+    assert [q.name for q in await info.queues_info(["default"])] == ["default"]
+    assert sup.worker_id in {record["id"] for record in await info.list_workers()}
+    await info.current_leader()
+    await schedules.list_schedules()
 
 
 # Watches are ordered consumers with flow control: past about 2 MB delivered, the
@@ -490,6 +500,24 @@ async def test_a_large_watch_of_a_roles_bucket_gets_its_flow_control(
         await nc.close()
     seen = await watched_keys(nothing_refused, role, bucket, "flow-check.>")
     assert seen == {f"flow-check.{i}" for i in range(6)}
+
+
+async def taken_in(server: RolesServer, job_id: str) -> None:
+    """Return once a supervisor has moved the held job into the deps KV: a watch of its
+    key there, made as the supervisor user (whose work that is)."""
+    nc = await connect_as(server, "supervisor", asyncio.Queue())
+    try:
+        kv = await nc.jetstream().key_value(LAYOUT.deps_bucket)
+        watcher = await kv.watch(LAYOUT.held_key(job_id))
+        try:
+            async with asyncio.timeout(15):
+                async for entry in watcher:
+                    if entry is not None and entry.value:
+                        return
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+    finally:
+        await nc.close()
 
 
 async def next_result_of_schedule(landed: Any, schedule_id: str) -> str:
