@@ -25,6 +25,7 @@ from naq.nasqueue import NASQueue
 from naq.queue import Queue
 from naq.settings import Settings
 from naq.supervisor import Supervisor
+from naq.transport.pool import close_connections
 from naq.transport.server import EmbeddedServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -215,3 +216,11 @@ async def first_json(
     finally:
         await watcher.stop()
     return None
+
+
+@pytest.fixture
+async def target(nats_url: str, namespace: str) -> AsyncIterator[dict[str, str]]:
+    """The module-level functions' connection arguments for this test's namespace;
+    their pooled connections are closed afterwards."""
+    yield {"nats_url": nats_url, "namespace": namespace}
+    await close_connections()

@@ -4,13 +4,12 @@ every time, and a job handed back by a supervisor that was told to stop."""
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from nats.js import JetStreamContext
 
-from naq import Queue, close_connections, fetch_job_status, list_failed
+from naq import Queue, fetch_job_status, list_failed
 from tests import jobs
 from tests.e2e import jobs as e2e_jobs
 from tests.e2e.conftest import READY, SuperviseFn, stream_name, worker_record
@@ -18,13 +17,6 @@ from tests.e2e.conftest import READY, SuperviseFn, stream_name, worker_record
 pytestmark = pytest.mark.e2e
 
 MAX_STARTS = 5
-
-
-@pytest.fixture
-async def target(nats_url: str, namespace: str) -> AsyncIterator[dict[str, str]]:
-    """The module-level functions' connection arguments for this test's namespace."""
-    yield {"nats_url": nats_url, "namespace": namespace}
-    await close_connections()
 
 
 async def test_a_job_that_kills_its_supervisor_is_dead_lettered_after_its_retries(

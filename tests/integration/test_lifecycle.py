@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from naq import (
     Queue,
     cancel_job,
     cancel_job_sync,
-    close_connections,
     close_sync_connections,
     fetch_job_status,
     fetch_job_status_sync,
@@ -33,13 +31,6 @@ from naq.transport.names import Layout
 from naq.transport.streams import purge_subject
 from tests import jobs
 from tests.conftest import StartSupervisor, first_json
-
-
-@pytest.fixture
-async def target(nats_url: str, namespace: str) -> AsyncIterator[dict[str, str]]:
-    """The module-level functions' connection arguments for this test's namespace."""
-    yield {"nats_url": nats_url, "namespace": namespace}
-    await close_connections()
 
 
 async def _listed_as_running(

@@ -12,7 +12,7 @@ import importlib
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,6 @@ from naq import (
     Queue,
     cancel_job,
     cancel_scheduled_job,
-    close_connections,
     fetch_job_result,
     fetch_job_results,
     fetch_job_status,
@@ -44,12 +43,6 @@ from naq.wire import JobMeta, encode_job
 from tests import jobs
 from tests.conftest import MakeNASQueue, StartSupervisor, first_json
 from tests.trust import App, assert_hostile_jobs_refused, failed_reasons, publish_raw
-
-
-@pytest.fixture
-async def target(nats_url: str, namespace: str) -> AsyncIterator[dict[str, str]]:
-    yield {"nats_url": nats_url, "namespace": namespace}
-    await close_connections()
 
 
 @pytest.fixture
