@@ -437,10 +437,12 @@ async def test_the_admin_cancels_purges_requeues_and_controls_schedules(
     await schedules.list_schedules()
 
 
-# Watches are ordered consumers with flow control: past about 2 MB delivered, the
+# Watches are ordered consumers with flow control: with megabytes in flight, the
 # server waits for a reply on $JS.FC.<stream>.> before it sends more, so without that
-# permission a large bucket stalls the watch (measured: ten 500 kB records never all
-# arrived). Six records of 400 kB make the server ask.
+# permission a large bucket stalls the watch. Measured: four records of 500 kB drew a
+# request now and then; ten never all arrived without the reply.
+
+RECORDS, LARGE = 10, 500_000
 
 
 async def watched_keys(server: RolesServer, role: str, bucket: str, keys: str) -> set[str]:
@@ -471,7 +473,7 @@ async def test_the_schedulers_watch_of_large_schedules_gets_its_flow_control(
 ) -> None:
     """The leader's watch of every schedule, over records a producer wrote."""
     as_role("producer")
-    made = [await schedules.schedule(jobs.echo, "x" * 400_000, interval=3600) for _ in range(6)]
+    made = [await schedules.schedule(jobs.echo, "x" * LARGE, interval=3600) for _ in range(RECORDS)]
     try:
         seen = await watched_keys(nothing_refused, "scheduler", LAYOUT.schedules_bucket, ">")
     finally:
@@ -493,13 +495,13 @@ async def test_a_large_watch_of_a_roles_bucket_gets_its_flow_control(
     nc = await connect_as(nothing_refused, role, asyncio.Queue())
     try:
         js = nc.jetstream()
-        for i in range(6):
+        for i in range(RECORDS):
             key = LAYOUT.kv_subject(bucket, f"flow-check.{i}")
-            await js.publish(key, b"x" * 400_000, headers={"Nats-TTL": "60s"})
+            await js.publish(key, b"x" * LARGE, headers={"Nats-TTL": "60s"})
     finally:
         await nc.close()
     seen = await watched_keys(nothing_refused, role, bucket, "flow-check.>")
-    assert seen == {f"flow-check.{i}" for i in range(6)}
+    assert seen == {f"flow-check.{i}" for i in range(RECORDS)}
 
 
 async def taken_in(server: RolesServer, job_id: str) -> None:
@@ -711,6 +713,34 @@ async def test_a_producer_cannot_listen_to_jobs_or_cancellations(
         finally:
             await nc.close()
         assert error == f'nats: permissions violation for subscription to "{subject.lower()}"'
+
+
+async def test_only_the_admin_creates_the_namespace(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On a server where the namespace does not exist yet, a producer's first enqueue
+    fails (it may look streams up, not create them) and says why in its log; once the
+    admin has run any naq call, the same enqueue goes through."""
+    srv = RolesServer(tmp_path / "jetstream")
+    srv.start()
+    try:
+        producer = srv.settings("producer")
+        with pytest.raises(nats.errors.TimeoutError):
+            async with Queue(settings=producer) as queue:
+                await queue.enqueue(jobs.add, 1, 2)
+        create = stream_api("CREATE", LAYOUT.stream)
+        assert f'permissions violation for publish to "{create.lower()}"' in caplog.text
+        assert srv.wait_for(lambda line: f'Subject "{create}"' in line, 0, 5) is not None
+        admin = srv.settings("admin")
+        client = Client(await connect(admin), admin)
+        try:
+            await client.layout(LAYOUT.namespace)
+        finally:
+            await client.close()
+        async with Queue(settings=producer) as queue:
+            await queue.enqueue(jobs.add, 1, 2)
+    finally:
+        srv.stop()
 
 
 async def test_nobody_connects_without_a_password(server: RolesServer) -> None:
