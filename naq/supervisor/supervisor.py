@@ -34,7 +34,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from nats.aio.msg import Msg
 
@@ -45,6 +45,7 @@ from naq.heartbeat import Counters, Heartbeat
 from naq.middleware import Middleware, Middlewares, WorkerInfo, load_middleware
 from naq.settings import Settings, validate_name
 from naq.state.dependencies import DependencyWatch
+from naq.supervised import keep_running
 from naq.supervisor import deadletter
 from naq.supervisor.intake import take_in_held
 from naq.supervisor.jobs import Jobs
@@ -219,30 +220,25 @@ class Supervisor:
             await client.close()
 
     def _start_background(self, client: Client, info: Heartbeat) -> list[asyncio.Task[None]]:
-        tasks = [
-            asyncio.create_task(p.run(), name=f"naq-pull-{q}") for q, p in self._pullers.items()
-        ]
+        """Every long-lived task of the supervisor, each kept running: an error is logged
+        with its traceback and the task starts again after a backoff (naq.supervised)."""
         running = self.jobs.running
-        tasks.append(
-            asyncio.create_task(
-                keep_leases(lambda: [job.msg for job in running.values()], self.settings.ack_wait),
-                name="naq-leases",
-            )
+        work: dict[str, Callable[[], Awaitable[None]]] = {
+            f"naq-pull-{queue}": _restartable(puller) for queue, puller in self._pullers.items()
+        }
+        work["naq-leases"] = lambda: keep_leases(
+            lambda: [job.msg for job in running.values()], self.settings.ack_wait
         )
-        tasks.append(asyncio.create_task(self._heartbeat(info), name="naq-heartbeat"))
-        tasks.append(
-            asyncio.create_task(
-                deadletter.drain(client, self.layout, self.worker_id, self.settings),
-                name="naq-dead-letter",
-            )
+        work["naq-heartbeat"] = lambda: self._heartbeat(info)
+        work["naq-dead-letter"] = lambda: deadletter.drain(
+            client, self.layout, self.worker_id, self.settings
         )
-        tasks.append(
-            asyncio.create_task(
-                take_in_held(client, self.layout, self._refuse_held), name="naq-held-intake"
-            )
-        )
+        work["naq-held-intake"] = lambda: take_in_held(client, self.layout, self._refuse_held)
         if self.settings.max_memory:
-            tasks.append(asyncio.create_task(self._memory.run(), name="naq-memory"))
+            work["naq-memory"] = self._memory.run
+        tasks = [
+            asyncio.create_task(keep_running(name, run), name=name) for name, run in work.items()
+        ]
         for task in tasks:
             task.add_done_callback(_report_death)
         return tasks
@@ -326,10 +322,24 @@ class Supervisor:
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
+def _restartable(puller: Puller) -> Callable[[], Awaitable[None]]:
+    """The puller's loop; after a failure it moves to a new inbox before asking again,
+    so a request the failed run left open cannot deliver more than the free slots."""
+    starts = 0
+
+    async def run() -> None:
+        nonlocal starts
+        starts += 1
+        if starts > 1:
+            await puller.withdraw()
+        await puller.run()
+
+    return run
+
+
 def _report_death(task: asyncio.Task[None]) -> None:
-    """A background task runs for the supervisor's life: one that ends before the
-    supervisor stops it has failed, and says so with its traceback."""
-    if task.cancelled():
+    """The last word of a background task that ended other than by being cancelled
+    (a puller told to stop ends quietly; anything else is said with its traceback)."""
+    if task.cancelled() or (exc := task.exception()) is None:
         return
-    exc = task.exception()
     log.error("background task %s ended: %r", task.get_name(), exc, exc_info=exc)

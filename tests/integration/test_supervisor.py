@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 
+import pytest
+
 from naq import Outcome, Queue, Settings, close_connections, list_workers
+from naq.executors.asyncio import AsyncioExecutor
 from naq.executors.registry import load_executor
 from naq.middleware import JobContext, Middleware
 from naq.supervisor import Supervisor
@@ -120,3 +124,36 @@ async def test_an_idle_queue_does_not_starve_a_busy_one(
         results = await busy.fetch_results([j.job_id for j in created], timeout=20)
     assert len(results) == 6
     assert time.monotonic() - started < 1.5  # 3 at a time: two rounds of 0.3 s, not six
+
+
+class StumblingExecutor(AsyncioExecutor):
+    """A plugin whose free_slots() raises once: the fault that used to end a puller."""
+
+    stumbled = False
+
+    def free_slots(self) -> int:
+        if not StumblingExecutor.stumbled:
+            StumblingExecutor.stumbled = True
+            raise RuntimeError("free_slots stumbled")
+        return super().free_slots()
+
+
+async def test_a_puller_that_fails_is_logged_and_started_again(
+    queue: Queue, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    StumblingExecutor.stumbled = False
+    conf = settings.replace(concurrency=2)
+    sup = Supervisor(conf, StumblingExecutor(2, conf))
+    with caplog.at_level(logging.WARNING, logger="naq.supervised"):
+        task = await run_until_ready(sup)
+        try:
+            job = await queue.enqueue(jobs.add, 20, 22)
+            assert await queue.fetch_result(job.job_id, timeout=15) == 42
+        finally:
+            await stop_all([(sup, task)])
+    assert StumblingExecutor.stumbled
+    (failure,) = [
+        r for r in caplog.records if r.getMessage().startswith("naq-pull-default failed;")
+    ]
+    assert failure.exc_info is not None
+    assert str(failure.exc_info[1]) == "free_slots stumbled"
