@@ -55,6 +55,7 @@ from naq.state.held import (
 from naq.state.record import ResultStatus, RunFacts
 from naq.state.status import job_status
 from naq.state.store import read_record, store_result
+from naq.supervised import keep_running
 from naq.transport.connect import Client
 from naq.transport.kv import cas, delete, get_entry, stop_watch
 from naq.transport.names import DEPENDS_ON_HEADER, Layout, kv_stream
@@ -282,38 +283,65 @@ class DependencyWatch:
         self._recent: dict[str, tuple[ResultStatus, str | None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._watcher: Any = None
+        self._replayed_up_to = 0
+        self._stopping = False
         self._pending: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
+        """Open the watch (before the supervisor pulls), then follow it for the
+        supervisor's life: a watch that fails is opened again (``keep_running``)."""
+        await self._open()
+        self._task = asyncio.get_running_loop().create_task(
+            keep_running("naq-dependency-watch", self._run), name="naq-dependency-watch"
+        )
+
+    async def _open(self) -> None:
         kv = await bucket(self._client, self._layout)
         # The watch first replays the waiters that exist already. Its "replay over"
-        # marker can arrive before replayed entries (see naq.transport.streams), so the replay
-        # is told apart by revision: at most the bucket's last sequence before the watch.
+        # marker can arrive before replayed entries (see naq.transport.streams), so the
+        # replay is told apart by revision: at most the bucket's last sequence before it.
         info = await self._client.js.stream_info(kv_stream(self._layout.deps_bucket))
+        self._replayed_up_to = info.state.last_seq
         self._watcher = await kv.watch(self._layout.all_waiters)
-        self._task = asyncio.get_running_loop().create_task(
-            self._follow(self._watcher, info.state.last_seq)
-        )
+
+    async def _run(self) -> None:
+        if self._watcher is None:
+            await self._open()
+        watcher = self._watcher
+        try:
+            await self._follow(watcher, self._replayed_up_to)
+        finally:
+            self._watcher = None
+            if not self._stopping:
+                await _stop_quietly(watcher)
+        if not self._stopping:
+            raise RuntimeError("the dependency watch ended by itself")
 
     async def _follow(self, watcher: Any, replayed_up_to: int) -> None:
         async for entry in watcher:
             if entry is None:
                 continue
-            initial = entry.revision is not None and entry.revision <= replayed_up_to
-            dep = self._layout.dep_of_waiters_key(entry.key)
-            if not _valid_id(dep):
-                continue  # not written by naq: no job of ours is named
-            if not entry.value:
-                self._waited.discard(dep)
-                continue
-            self._waited.add(dep)
-            ended = self._recent.get(dep)
-            if ended is None and initial:  # settled while no supervisor was watching
-                found = await read_record(self._client, self._layout, dep)
-                if found is not None and found.final:
-                    ended = (found.status, found.error)
-            if ended is not None:
-                self._release(dep, *ended)
+            try:
+                await self._seen(entry, replayed_up_to)
+            except BadMessage as exc:  # one bad record must not blind the watch
+                log.warning("dependency watch: %s: %s; skipped", entry.key, exc)
+
+    async def _seen(self, entry: Any, replayed_up_to: int) -> None:
+        initial = entry.revision is not None and entry.revision <= replayed_up_to
+        dep = self._layout.dep_of_waiters_key(entry.key)
+        if not _valid_id(dep):
+            return  # not written by naq: no job of ours is named
+        if not entry.value:
+            self._waited.discard(dep)
+            return
+        self._waited.add(dep)
+        ended = self._recent.get(dep)
+        if ended is None and initial:  # settled while no supervisor was watching
+            found = await read_record(self._client, self._layout, dep)
+            if found is not None and found.final:
+                ended = (found.status, found.error)
+        if ended is not None:
+            self._release(dep, *ended)
 
     def settled(self, job_id: str, status: ResultStatus, error: str | None) -> None:
         """Hot path: a set lookup and a dict insert per job, no record built."""
@@ -337,11 +365,20 @@ class DependencyWatch:
             log.error("releasing dependents failed: %r", exc)
 
     async def stop(self) -> None:
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
+        self._stopping = True
+        if self._pending:  # releases under way finish; each logs its own failure
+            await asyncio.wait(self._pending)
         if self._watcher is not None:
-            with contextlib.suppress(Exception):
-                await stop_watch(self._watcher)
+            await _stop_quietly(self._watcher)
         if self._task is not None:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await asyncio.wait([self._task])
+
+
+async def _stop_quietly(watcher: Any) -> None:
+    """Stop a watch that may be broken already: a failure to stop it is said, not raised
+    (its consumer idles out on the server by itself)."""
+    try:
+        await stop_watch(watcher)
+    except Exception as exc:
+        log.warning("stopping the dependency watch: %s", exc)
