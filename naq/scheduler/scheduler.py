@@ -31,17 +31,19 @@ from nats.js.kv import KeyValue
 
 from naq import heartbeat
 from naq.cron import due, following
+from naq.errors import ConfigurationError
 from naq.job import Job
 from naq.middleware import Middleware, Middlewares, load_middleware
 from naq.scheduler.leader import Lease
 from naq.settings import Settings
 from naq.signing import JOB, SCHEDULE, SIGNATURE_HEADER
 from naq.state import schedules as store
-from naq.state.schedules import ACTIVE, Schedule, ScheduleNotFound
+from naq.state.schedules import ACTIVE, FAILED, Schedule, ScheduleNotFound
+from naq.supervised import keep_running
 from naq.transport.connect import Client, connect
 from naq.transport.kv import stop_watch
 from naq.transport.names import Layout
-from naq.wire import decode_job, encode_job
+from naq.wire import BadMessage, decode_job, encode_job
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +177,8 @@ class Scheduler:
         self._schedules.clear()
         lost = asyncio.Event()
         renewer = asyncio.create_task(self._renew(lease, lost))
-        watcher = asyncio.create_task(self._watch(kv))
+        # A watch that fails is opened again; its replay brings the schedules back.
+        watcher = asyncio.create_task(keep_running("naq-schedules-watch", lambda: self._watch(kv)))
         try:
             while not self._stop.is_set() and not lost.is_set():
                 wait = await self._fire_due(client, layout, kv, lease)
@@ -195,8 +198,10 @@ class Scheduler:
         finally:
             for task in (renewer, watcher):
                 task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+            await asyncio.wait([renewer, watcher])
+            for task in (renewer, watcher):
+                if not task.cancelled() and (exc := task.exception()) is not None:
+                    log.error("scheduler task ended: %r", exc, exc_info=exc)
             if lost.is_set():
                 lease.step_down()
 
@@ -219,7 +224,15 @@ class Scheduler:
                 if entry.operation in ("DEL", "PURGE") or not entry.value:
                     self._schedules.pop(entry.key, None)
                 elif entry.revision is not None:
-                    self._schedules[entry.key] = (Schedule.from_json(entry.value), entry.revision)
+                    try:
+                        schedule = Schedule.from_json(entry.value)
+                    except (ValueError, TypeError, KeyError) as exc:  # not one naq wrote
+                        log.warning(
+                            "schedule record %s is unreadable (%s): skipped", entry.key, exc
+                        )
+                        self._schedules.pop(entry.key, None)
+                        continue
+                    self._schedules[entry.key] = (schedule, entry.revision)
                 self._changed.set()
         finally:
             await stop_watch(watcher)
@@ -242,6 +255,20 @@ class Scheduler:
                     return None
                 await self._fire(client, layout, kv, schedule, now)
 
+    async def _mark_failed(self, kv: KeyValue, schedule: Schedule, reason: str) -> None:
+        """A schedule that can never fire: marked failed with the reason, once, so no
+        leader tries it again (it used to take each leader down in turn)."""
+        log.error("schedule %s failed: %s", schedule.schedule_id, reason)
+
+        def mutate(current: Schedule) -> Schedule | None:
+            return (
+                None if current.status == FAILED else current.replace(status=FAILED, error=reason)
+            )
+
+        written = await store.change(kv, schedule.schedule_id, mutate)
+        if written is not None:  # not fired again before the watch brings the change
+            self._schedules[schedule.schedule_id] = written
+
     async def _fire(
         self, client: Client, layout: Layout, kv: KeyValue, schedule: Schedule, now: float
     ) -> None:
@@ -256,7 +283,14 @@ class Scheduler:
                 schedule.schedule_id,
             )
         if not forged and due(fire, now, schedule.missed, MISSED_GRACE):
-            meta, payload = decode_job(schedule.job)
+            try:
+                meta, payload = decode_job(schedule.job)
+                job_subject = layout.job_subject(
+                    schedule.queue, run_job_id(schedule.schedule_id, fire)
+                )
+            except (BadMessage, ConfigurationError) as exc:
+                await self._mark_failed(kv, schedule, f"its job cannot be read: {exc}")
+                return
             job_id = run_job_id(schedule.schedule_id, fire)
             body = encode_job(dataclasses.replace(meta, job_id=job_id, enqueue_time=now), payload)
             headers = {"Nats-Msg-Id": job_id}
@@ -268,9 +302,7 @@ class Scheduler:
                     job_id, meta.function, schedule.queue, meta.options, now, layout.namespace
                 )
                 self.middleware.before_enqueue(job, headers)
-            ack = await client.publisher.publish(
-                layout.job_subject(schedule.queue, job_id), body, headers
-            )
+            ack = await client.publisher.publish(job_subject, body, headers)
             if job is not None:
                 self.middleware.emit_after("after_enqueue", job)
             if not ack.duplicate:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,10 +25,15 @@ from naq.transport.connect import Client
 from naq.transport.kv import cas, current_values
 from naq.transport.names import Layout
 
+log = logging.getLogger(__name__)
+
 ACTIVE = "active"
 PAUSED = "paused"
 DONE = "done"
-STATUSES = (ACTIVE, PAUSED, DONE)
+FAILED = "failed"
+"""A schedule the scheduler cannot fire (its job cannot be read): kept, with the reason
+in ``error``, so that it is seen (``naq list-scheduled``) rather than retried for ever."""
+STATUSES = (ACTIVE, PAUSED, DONE, FAILED)
 
 
 class ScheduleNotFound(JobNotFound):
@@ -55,6 +61,8 @@ class Schedule:
     runs: int = 0
     created_at: float = 0.0
     signature: str | None = None
+    error: str | None = None
+    """Why the schedule is ``failed``."""
     """The producer's signature of ``job`` (purpose ``naq.signing.SCHEDULE``), when it
     had a signing key: a scheduler with the key fires only templates that carry one,
     so writing the schedules KV is not a way to have the scheduler sign a job."""
@@ -159,6 +167,12 @@ async def remove(kv: KeyValue, schedule_id: str) -> bool:
 
 
 async def read_all(client: Client, layout: Layout) -> list[Schedule]:
-    return [
-        Schedule.from_json(value) for value in await current_values(client, layout.schedules_bucket)
-    ]
+    """Every schedule of the namespace; a record naq cannot read (not one it wrote) is
+    left out with a log line rather than failing the whole listing."""
+    found = []
+    for value in await current_values(client, layout.schedules_bucket):
+        try:
+            found.append(Schedule.from_json(value))
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("an unreadable schedule record is left out: %s", exc)
+    return found

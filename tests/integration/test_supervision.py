@@ -3,6 +3,7 @@ log line and the task goes on; it is never the end of the task."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -45,3 +46,44 @@ async def test_the_dependency_watch_skips_a_bad_record_and_keeps_releasing(
         f"dependency watch: {layout.waiters_key('bad-dep')}: "
         "not a naq message: no metadata line; skipped"
     ]
+
+
+async def test_the_scheduler_skips_an_unreadable_schedule_and_fails_an_unfirable_one(
+    queue: Queue,
+    settings: Settings,
+    start_supervisor: StartSupervisor,
+    nc: Any,
+    target: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A schedule record that is not JSON, and one whose job cannot be decoded, used to
+    end the leader's watch and its fire loop in turn; now the first is skipped and the
+    second marked failed with its reason, and the good schedule still fires."""
+    from naq.producer.schedules import list_schedules, schedule
+    from naq.scheduler import Scheduler
+    from naq.state.schedules import FAILED, Schedule
+
+    await queue.connection()
+    layout = Layout(settings.namespace)
+    js = nc.jetstream()
+    await js.publish(layout.kv_subject(layout.schedules_bucket, "not-json"), b"{oops")
+    broken = Schedule(
+        "broken", "default", "tests.jobs:add", b"not a job", None, 1.0, None, None, 0.0
+    )
+    await js.publish(layout.kv_subject(layout.schedules_bucket, "broken"), broken.to_json())
+    sup = await start_supervisor()
+    scheduler = Scheduler(settings)
+    with caplog.at_level(logging.WARNING):
+        task = asyncio.create_task(scheduler.run())
+        try:
+            await schedule(jobs.add, 1, 1, interval=1, repeat=1, **target)  # type: ignore[arg-type]
+            await asyncio.wait_for(sup.wait_until(lambda c: c.processed == 1), 15)
+            failed = await list_schedules(status=FAILED, **target)  # type: ignore[arg-type]
+        finally:
+            scheduler.request_stop()
+            await asyncio.wait_for(task, 15)
+    assert [s.schedule_id for s in failed] == ["broken"]
+    assert failed[0].error is not None
+    assert failed[0].error.startswith("its job cannot be read: not a naq message")
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("schedule record not-json is unreadable" in m for m in messages)
