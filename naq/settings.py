@@ -153,6 +153,13 @@ class Settings:
     heartbeat_interval: float = field(
         default=5.0, metadata={"help": "seconds between worker heartbeats"}
     )
+    ping_interval: float = field(
+        default=5.0,
+        metadata={
+            "help": "seconds between pings to the NATS server; two unanswered mean the "
+            "connection is lost (a silent partition is noticed in seconds)"
+        },
+    )
     shutdown_grace: float = field(
         default=30.0, metadata={"help": "seconds running jobs get to finish on SIGTERM"}
     )
@@ -280,6 +287,7 @@ class Settings:
             "ack_wait",
             "pull_expires",
             "heartbeat_interval",
+            "ping_interval",
             "duplicate_window",
             "scheduler_lock_ttl",
             "scheduler_lock_renew_interval",

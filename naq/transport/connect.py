@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 MIN_SERVER = (2, 12)
 INITIAL_ATTEMPTS = 2
+MAX_OUTSTANDING_PINGS = 2
+"""Unanswered pings after which the connection is taken as lost and reconnected."""
 
 
 class _ErrorLog:
@@ -157,6 +159,10 @@ async def connect(
             reconnect_time_wait=0.5,
             allow_reconnect=True,
             connect_timeout=5,
+            # nats-py's default is a ping every 2 minutes, so a silent partition (a
+            # frozen server, a dropped route) went unnoticed for about 4 minutes.
+            ping_interval=settings.ping_interval,
+            max_outstanding_pings=MAX_OUTSTANDING_PINGS,
             error_cb=errors.log,  # nats-py takes coroutine functions only
             **auth,
             **options,

@@ -87,3 +87,44 @@ async def test_the_scheduler_skips_an_unreadable_schedule_and_fails_an_unfirable
     assert failed[0].error.startswith("its job cannot be read: not a naq message")
     messages = [r.getMessage() for r in caplog.records]
     assert any("schedule record not-json is unreadable" in m for m in messages)
+
+
+async def test_a_frozen_server_is_noticed_within_a_few_ping_intervals(
+    tmp_path: Any, namespace: str
+) -> None:
+    """A silent partition: the server stops answering without closing anything
+    (SIGSTOP). With nats-py's default ping every two minutes it went unnoticed for about
+    four; with ``ping_interval`` the client gives up on it within two missed pings and
+    reconnects once the server answers again."""
+    import os
+    import signal
+    import time
+
+    from naq.transport.connect import connect
+    from naq.transport.server import EmbeddedServer, free_port
+
+    server = EmbeddedServer(free_port(), tmp_path / "js").start()
+    assert server.process is not None
+    lost, back = asyncio.Event(), asyncio.Event()
+
+    async def on_lost() -> None:
+        lost.set()
+
+    async def on_back() -> None:
+        back.set()
+
+    settings = Settings(nats_url=server.url, namespace=namespace, ping_interval=0.5)
+    nc = await connect(settings, disconnected_cb=on_lost, reconnected_cb=on_back)
+    try:
+        frozen_at = time.monotonic()
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            await asyncio.wait_for(lost.wait(), 10)
+            noticed = time.monotonic() - frozen_at
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        await asyncio.wait_for(back.wait(), 15)
+        assert noticed < 3.0, f"a frozen server was noticed after {noticed:.1f}s"
+    finally:
+        await nc.close()
+        server.stop()

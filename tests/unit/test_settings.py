@@ -37,6 +37,7 @@ ENV_SAMPLES: dict[str, tuple[str, Any]] = {
     "max_ack_pending": ("100", 100),
     "pull_expires": ("2.5", 2.5),
     "heartbeat_interval": ("1.5", 1.5),
+    "ping_interval": ("2.5", 2.5),
     "shutdown_grace": ("3", 3.0),
     "result_ttl": ("60", 60),
     "duplicate_window": ("30", 30.0),
