@@ -21,6 +21,7 @@ import psutil
 
 from naq.executors.base import Executor
 from naq.transport.connect import Client
+from naq.transport.kv import purge_key
 from naq.transport.names import Layout
 
 
@@ -72,5 +73,5 @@ async def beat(client: Client, layout: Layout, record: dict[str, Any], ttl: floa
 
 
 async def remove(client: Client, layout: Layout, worker_id: str) -> None:
-    kv = await client.kv(layout.workers_bucket)
-    await kv.purge(worker_id)
+    """Take the record away at a clean exit (its marker expires: see ``purge_key``)."""
+    await purge_key(client, layout.workers_bucket, worker_id)

@@ -97,7 +97,7 @@ async def cancel_recurring(
 ) -> bool:
     """Delete the schedule; runs already published still run. False if unknown."""
     validate_job_id(schedule_id)  # bad ids fail here, before anything connects
-    return await store.remove(await _kv(nats_url, namespace), schedule_id)
+    return await store.remove(*await connected(nats_url, namespace), schedule_id)
 
 
 async def _set_status(

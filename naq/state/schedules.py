@@ -22,7 +22,7 @@ from naq.cron import MissedPolicy, Spec, following
 from naq.errors import JobNotFound, NaqError
 from naq.job import validate_job_id
 from naq.transport.connect import Client
-from naq.transport.kv import cas, current_values
+from naq.transport.kv import cas, current_values, purge_key
 from naq.transport.names import Layout
 
 log = logging.getLogger(__name__)
@@ -157,12 +157,13 @@ async def change(
     return new, revision
 
 
-async def remove(kv: KeyValue, schedule_id: str) -> bool:
+async def remove(client: Client, layout: Layout, schedule_id: str) -> bool:
+    """Delete the schedule; False if there is none (its marker expires: ``purge_key``)."""
     try:
-        await read(kv, schedule_id)
+        await read(await bucket(client, layout), schedule_id)
     except ScheduleNotFound:
         return False
-    await kv.purge(schedule_id)
+    await purge_key(client, layout.schedules_bucket, schedule_id)
     return True
 
 

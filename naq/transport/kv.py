@@ -99,6 +99,21 @@ def delete_marker(bucket: str, key: str, ttl: str) -> Outgoing:
     return Outgoing(kv_subject(bucket, key), b"", {KV_OPERATION: KV_DELETE, "Nats-TTL": ttl})
 
 
+MARKER_TTL = "300s"
+"""How long a purge marker lives: long enough for every watcher to see it, after which
+it only takes room (a supervisor restarting in a loop would pile them up)."""
+
+
+async def purge_key(client: Client, bucket: str, key: str, ttl: str = MARKER_TTL) -> None:
+    """Remove ``key`` and its history, as ``kv.purge`` does, but with a marker that
+    expires: nats-py's purge leaves one for ever, and the bucket's scans read them."""
+    await client.publisher.publish(
+        kv_subject(bucket, key),
+        b"",
+        {KV_OPERATION: KV_PURGE, "Nats-Rollup": "sub", "Nats-TTL": ttl},
+    )
+
+
 async def cas[T](
     kv: KeyValue, key: str, change: Callable[[bytes | None], tuple[bytes | None, T]]
 ) -> tuple[T, int | None]:

@@ -128,3 +128,31 @@ async def test_a_frozen_server_is_noticed_within_a_few_ping_intervals(
     finally:
         await nc.close()
         server.stop()
+
+
+async def test_removal_markers_expire_rather_than_pile_up(
+    settings: Settings, nc: Any, target: dict[str, str]
+) -> None:
+    """A clean stop removes the worker's heartbeat, and cancelling a schedule removes it,
+    each with a purge marker; nats-py's purge leaves that marker for ever, so a
+    supervisor restarting in a loop piled them up in the bucket every scan reads."""
+    from naq.executors.registry import load_executor
+    from naq.producer.schedules import cancel_recurring, schedule
+    from naq.supervisor import Supervisor
+    from naq.transport.names import kv_stream
+    from tests.conftest import run_until_ready, stop_all
+
+    layout = Layout(settings.namespace)
+    sup = Supervisor(settings, load_executor("asyncio")(1, settings))
+    await stop_all([(sup, await run_until_ready(sup))])
+    schedule_id = await schedule(jobs.add, 1, 1, interval=60, **target)  # type: ignore[arg-type]
+    assert await cancel_recurring(schedule_id, **target)
+    js = nc.jetstream()
+    for bucket, key in (
+        (layout.workers_bucket, sup.worker_id),
+        (layout.schedules_bucket, schedule_id),
+    ):
+        marker = await js.get_last_msg(kv_stream(bucket), layout.kv_subject(bucket, key))
+        headers = marker.headers or {}
+        assert headers.get("KV-Operation") == "PURGE", bucket
+        assert headers.get("Nats-TTL") == "300s", bucket
