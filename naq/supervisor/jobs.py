@@ -15,7 +15,6 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
 
 from nats.aio.msg import Msg
 
@@ -81,6 +80,7 @@ class Jobs:
         self._layout = Layout(settings.namespace)
         self._settler: Settler | None = None
         self._signer = settings.signer
+        self._subject_prefixes: dict[str, str] = {}
 
     @property
     def settler(self) -> Settler:
@@ -110,16 +110,17 @@ class Jobs:
         until a hard stop."""
         if not self._tasks:
             return
-        all_done = asyncio.gather(*self._tasks, return_exceptions=True)
-        hard = asyncio.create_task(self._stopping.hard.wait())
-        waiters: list[asyncio.Future[Any]] = [all_done, hard]
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        # asyncio.wait, not gather: each job's failure was logged by _job_done already.
+        all_done = asyncio.ensure_future(asyncio.wait(set(self._tasks)))
+        hard = asyncio.ensure_future(self._stopping.hard.wait())
+        await asyncio.wait([all_done, hard], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        all_done.cancel()  # stops waiting; the jobs themselves run on
         hard.cancel()
 
     async def settle_remaining(self) -> None:
         """After the executor cut the rest short: wait for their outcomes to be settled."""
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.wait(set(self._tasks))  # failures were logged by _job_done
 
     # -- one delivery ------------------------------------------------------------------
     async def _handle(self, queue: str, msg: Msg) -> None:
@@ -201,7 +202,12 @@ class Jobs:
                 "runs only jobs signed with it (refused before decoding)"
             )
         meta, payload = decode_job(msg.data)
-        if meta.queue != queue or msg.subject != self._layout.job_subject(queue, meta.job_id):
+        # decode_job validated the queue and the id: a cached prefix and one
+        # concatenation per job, not two more regex checks.
+        prefix = self._subject_prefixes.get(queue)
+        if prefix is None:
+            prefix = self._subject_prefixes[queue] = self._layout.job_subject_prefix(queue)
+        if meta.queue != queue or msg.subject != prefix + meta.job_id:
             raise BadMessage(
                 f"job {meta.job_id} (queue {meta.queue!r}) arrived on {msg.subject!r}, "
                 "which is not its own subject"
