@@ -124,6 +124,13 @@ class Middlewares:
             if not isinstance(item, Middleware):
                 raise ConfigurationError(f"{item!r} is not a naq Middleware (naq.Middleware)")
 
+    @classmethod
+    def configured(
+        cls, names: Sequence[str], given: Sequence[Middleware] | None = None
+    ) -> Middlewares:
+        """``given`` instances when there are any, else those the settings name."""
+        return cls(load_middleware(names) if given is None else given)
+
     def __bool__(self) -> bool:
         return bool(self.items)
 

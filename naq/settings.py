@@ -12,6 +12,7 @@ be configured by environment alone.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -406,11 +407,9 @@ class Settings:
     @property
     def connection_id(self) -> str:
         """What tells one connection from another: the URL and every auth and TLS
-        setting, hashed so that a pool's key never holds a secret in plain text."""
-        values = [self.url, *(getattr(self, name) for name in CONNECTION_FIELDS[1:])]
-        # A client signs what it writes with its settings' key: the keys part it too.
-        values += [self.signing_key, self.signing_keys_previous]
-        return hashlib.sha256(json.dumps(values).encode()).hexdigest()
+        setting, hashed so that a pool's key never holds a secret in plain text.
+        Memoised: the module-level API looks its connection up on every call."""
+        return _connection_id(self)
 
     @property
     def preload_modules(self) -> tuple[str, ...]:
@@ -509,3 +508,11 @@ def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
 
 
 _ENV_NAMES = tuple(env_name(f.name) for f in dataclasses.fields(Settings))
+
+
+@functools.lru_cache(maxsize=256)
+def _connection_id(settings: Settings) -> str:
+    values = [settings.url, *(getattr(settings, name) for name in CONNECTION_FIELDS[1:])]
+    # A client signs what it writes with its settings' key: the keys part it too.
+    values += [settings.signing_key, settings.signing_keys_previous]
+    return hashlib.sha256(json.dumps(values).encode()).hexdigest()

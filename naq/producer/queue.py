@@ -30,7 +30,7 @@ from naq.job import (
     take_options,
     validate_job_id,
 )
-from naq.middleware import Middleware, Middlewares, load_middleware
+from naq.middleware import Middleware, Middlewares
 from naq.serializers import describe, get_serializer
 from naq.settings import Settings, validate_name
 from naq.signing import JOB, SIGNATURE_HEADER
@@ -87,9 +87,7 @@ class Queue:
         self.layout = Layout(self.settings.namespace)
         self.default_timeout = default_timeout
         self._signer = self.settings.signer
-        self.middleware = Middlewares(
-            load_middleware(self.settings.middleware_names) if middleware is None else middleware
-        )
+        self.middleware = Middlewares.configured(self.settings.middleware_names, middleware)
         self._subject_prefix = self.layout.job_subject_prefix(self.name)  # + job id, per job
         self._client: Client | None = None
         self._sticky = False
@@ -193,8 +191,7 @@ class Queue:
     async def _publish(self, jobs: list[Job], messages: list[Outgoing]) -> list[Job]:
         client = await self.connection()
         self._check_size(client, jobs, messages)
-        if self.settings.max_stream_msgs or self.settings.max_stream_bytes:
-            await self._check_room(client, messages)
+        await self._check_room(client, messages)
         try:
             await self._send(client, messages)
         except NoStream:
@@ -215,9 +212,11 @@ class Queue:
         calls); the hard bound is the account's JetStream storage limit, where the
         server refuses publishes and drops nothing.
         """
+        limits = self.settings
+        if not (limits.max_stream_msgs or limits.max_stream_bytes):
+            return
         state = (await client.js.stream_info(self.layout.stream)).state
         adding = sum(len(m.payload) for m in messages)
-        limits = self.settings
         if (limits.max_stream_msgs and state.messages + len(messages) > limits.max_stream_msgs) or (
             limits.max_stream_bytes and state.bytes + adding > limits.max_stream_bytes
         ):
@@ -267,8 +266,7 @@ class Queue:
         if depends_on:
             client = await self.connection()
             self._check_size(client, [job], [message])
-            if self.settings.max_stream_msgs or self.settings.max_stream_bytes:
-                await self._check_room(client, [message])
+            await self._check_room(client, [message])
             await hold(client, self.layout, job.job_id, message, depends_on)
             self._enqueued([job])
             return job

@@ -33,7 +33,7 @@ from naq import heartbeat
 from naq.cron import due, following
 from naq.errors import ConfigurationError
 from naq.job import Job
-from naq.middleware import Middleware, Middlewares, load_middleware
+from naq.middleware import Middleware, Middlewares
 from naq.scheduler.leader import Lease
 from naq.settings import Settings
 from naq.signing import JOB, SCHEDULE, SIGNATURE_HEADER
@@ -67,9 +67,7 @@ class Scheduler:
         fires; by default those ``settings.middleware`` names."""
         self.settings = settings
         self._signer = settings.signer
-        self.middleware = Middlewares(
-            load_middleware(settings.middleware_names) if middleware is None else middleware
-        )
+        self.middleware = Middlewares.configured(settings.middleware_names, middleware)
         self.scheduler_id = scheduler_id or f"{os.uname().nodename}-{os.getpid()}-{id(self):x}"
         self.ready = asyncio.Event()
         """Connected and contending for the lease."""

@@ -142,11 +142,8 @@ async def take_in(
     earlier = await read_record(client, layout, job_id)
     if earlier is not None and earlier.final:
         return  # cancelled before it was taken in
-    kept = {
-        name: value
-        for name, value in headers.items()
-        if not name.lower().startswith("nats-") and name != DEPENDS_ON_HEADER
-    }
+    # The server's own headers (Nats-*) are dropped by release_headers when it goes out.
+    kept = {name: value for name, value in headers.items() if name != DEPENDS_ON_HEADER}
     message = Outgoing(layout.job_subject(meta.queue, job_id), body, kept)
     held = pack_held(list(depends_on), message, meta.queue, meta.enqueue_time)
     kv = await bucket(client, layout)

@@ -42,7 +42,7 @@ from naq import heartbeat
 from naq.errors import BrokenExecutor
 from naq.executors.base import Executor
 from naq.heartbeat import Counters, Heartbeat
-from naq.middleware import Middleware, Middlewares, WorkerInfo, load_middleware
+from naq.middleware import Middleware, Middlewares, WorkerInfo
 from naq.settings import Settings, validate_name
 from naq.state.dependencies import DependencyWatch
 from naq.supervised import keep_running
@@ -78,9 +78,7 @@ class Supervisor:
         self.queues = [validate_name("queue", q) for q in queues or [settings.default_queue]]
         self.layout = Layout(settings.namespace)
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.middleware = Middlewares(
-            load_middleware(settings.middleware_names) if middleware is None else middleware
-        )
+        self.middleware = Middlewares.configured(settings.middleware_names, middleware)
         self.client: Client | None = None
         self._stopping = Stopping()
         self.jobs = Jobs(
