@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.naq-installed
 
-.PHONY: demo test lint typecheck check bench clean
+.PHONY: demo test faults faults-quick lint typecheck check bench clean
 
 $(STAMP): pyproject.toml scripts/find-python
 	@python=$$(scripts/find-python) || exit 1; \
@@ -20,6 +20,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The fault suite: real faults injected into real processes; prints and writes
+# faults-report.md. faults-quick is its part that CI runs.
+faults: $(STAMP)
+	$(PY) -m pytest -q -m faults tests/faults --timeout 600
+
+faults-quick: $(STAMP)
+	$(PY) -m pytest -q -m "faults and quick" tests/faults --timeout 300
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -38,6 +38,11 @@ from naq.wire import BadMessage, JobMeta, decode_job
 log = logging.getLogger(__name__)
 
 CANCELLED_REMEMBERED = 10_000
+DEATHS_FORGIVEN = 2
+"""Worker deaths a job survives whatever its ``max_retries``. A supervisor SIGKILLed,
+OOM-killed or lost with its machine takes every job it was running with it, and those
+bystanders must run again, not be dead-lettered as failures of their own; a job that
+kills its worker every time is still given up after a few deaths."""
 
 
 class Jobs:
@@ -233,13 +238,14 @@ class Jobs:
         Finished (its ack was lost) or cancelled: ack and stop. Otherwise count the
         earlier deliveries that ended without a word (the worker died: a job that kills
         its supervisor every time) and dead-letter the job once they exceed its
-        retries, so a poison job is never redelivered for ever.
+        retries (and at least ``DEATHS_FORGIVEN``), so a poison job is never
+        redelivered for ever while the bystanders of a dead worker run again.
         """
         record, previous_ended = await self._history(job)
         if record is not None and record.final:
             await job.msg.ack()
             return False
-        if job.crashes > job.meta.options.max_retries:
+        if job.crashes > max(job.meta.options.max_retries, DEATHS_FORGIVEN):
             job.attempt -= 1  # this delivery does not run: count the runs there were
             await settler.fail(
                 job.msg,
