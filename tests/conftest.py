@@ -27,6 +27,7 @@ from naq.settings import Settings
 from naq.supervisor import Supervisor
 from naq.transport.pool import close_connections
 from naq.transport.server import EmbeddedServer, free_port
+from tests.procs import Proc, Spawn
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -224,3 +225,18 @@ async def target(nats_url: str, namespace: str) -> AsyncIterator[dict[str, str]]
     their pooled connections are closed afterwards."""
     yield {"nats_url": nats_url, "namespace": namespace}
     await close_connections()
+
+
+@pytest.fixture
+def spawn() -> Iterator[Spawn]:
+    """Start CLI processes with ``subprocess_env``; all are killed when the test ends."""
+    procs: list[Proc] = []
+
+    def start(*args: str, cwd: Path | None = None, **env: str) -> Proc:
+        proc = Proc(list(args), subprocess_env(**env), cwd)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.kill()

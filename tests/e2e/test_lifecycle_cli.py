@@ -25,8 +25,8 @@ async def test_a_job_that_kills_its_supervisor_is_dead_lettered_after_its_retrie
 ) -> None:
     """``os._exit`` in an asyncio-executor job takes the supervisor down with it. Each
     fresh supervisor gets the job again after ``ack_wait``; once max(max_retries, the
-    deaths forgiven) + 1 deliveries ended with their worker dead, the next supervisor dead-letters the job
-    instead of running it, and lives on."""
+    deaths forgiven) + 1 deliveries ended with their worker dead, the next supervisor
+    dead-letters the job instead of running it, and lives on."""
     runs = tmp_path / "runs"
     poison = await queue.enqueue(jobs.exit_after_record, str(runs), 1, max_retries=1)
     dead_lettered = f"job {poison.job_id} failed for good: its worker died"

@@ -6,12 +6,6 @@ Leases are short (TTL 2 s, renewed every 0.5 s). Waiting follows the server (the
 lease key's watch, stream and consumer counts, the schedules KV); the only fixed
 waits are where time itself is tested: a lease held across its TTL, a SIGSTOP.
 Measured figures are printed; ``pytest -s`` shows them.
-
-Not collected (no ``test_`` prefix): a standby can crash in ``Lease.try_acquire``
-(naq/scheduler/leader.py) when the lease expires between ``kv.create``'s failed
-create and its fallback read, which raises ``KeyNotFoundError``; then no standby is
-left to take over and these tests fail about one run in five. Rename to
-``test_scheduler_failover.py`` once ``try_acquire`` treats that as "try again".
 """
 
 from __future__ import annotations

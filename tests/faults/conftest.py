@@ -24,11 +24,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from naq.errors import ResultTimeout
 from naq.producer.queue import Queue
 from naq.state.record import ResultRecord
-from naq.errors import ResultTimeout
 from naq.state.store import iter_records
-from tests.e2e.conftest import NAQ_SUPERVISE, Proc, Spawn, spawn  # noqa: F401 (a fixture)
+from tests.procs import NAQ_SUPERVISE, Proc, Spawn
 
 HERE = Path(__file__).resolve().parent
 REPORT = HERE.parent.parent / "faults-report.md"
