@@ -158,6 +158,12 @@ async def nc(nats_url: str) -> AsyncIterator[Any]:
 
 
 @pytest.fixture
+def js(nc: Any) -> Any:
+    """JetStream on the plain connection."""
+    return nc.jetstream()
+
+
+@pytest.fixture
 def start_supervisor_sync(settings: Settings) -> Callable[..., Any]:
     """A supervisor on its own loop thread, for tests of the sync API."""
 

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from naq import close_connections
@@ -41,11 +40,6 @@ def supervise(spawn: Spawn, nats_url: str, namespace: str) -> SuperviseFn:
         )  # fmt: skip
 
     return start
-
-
-@pytest.fixture
-def js(nc: NATS) -> JetStreamContext:
-    return nc.jetstream()
 
 
 def stream_name(namespace: str) -> str:

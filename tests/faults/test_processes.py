@@ -11,6 +11,7 @@ from collections import Counter
 from typing import Any
 
 import psutil
+import pytest
 
 from naq.producer.queue import Queue
 from naq.transport.names import Layout
@@ -23,6 +24,7 @@ JOBS = 150
 """More jobs than kills: most are killed once or more, the rest run through."""
 
 
+@pytest.mark.quick
 async def test_children_sigkilled_mid_job_lose_nothing(
     queue: Queue, ledger: Ledger, supervise_at: SuperviseAt, nats_url: str
 ) -> None:
@@ -79,6 +81,7 @@ async def test_children_sigkilled_mid_job_lose_nothing(
     assert result.twice == 0
 
 
+@pytest.mark.quick
 async def test_supervisor_sigkilled_mid_run_loses_nothing(
     queue: Queue, ledger: Ledger, supervise_at: SuperviseAt, nats_url: str, nc: Any
 ) -> None:
