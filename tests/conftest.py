@@ -246,3 +246,13 @@ def spawn() -> Iterator[Spawn]:
     yield start
     for proc in procs:
         proc.kill()
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> float:
+    """Poll ``check`` (a read of the server's state) until true; the seconds it took."""
+    started = time.monotonic()
+    while not await check():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started

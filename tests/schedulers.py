@@ -17,7 +17,7 @@ from nats.js.kv import KeyValue
 
 from naq.producer.schedules import list_schedules, schedule
 from naq.transport.names import LEASE_KEY, Layout
-from tests.conftest import first_json
+from tests.conftest import first_json, until
 from tests.jobs import add
 from tests.procs import NAQ, Proc, Spawn
 
@@ -77,14 +77,6 @@ def start_schedulers(
 async def consumers(js: JetStreamContext, stream: str, n: int) -> bool:
     info = await js.stream_info(stream)
     return info.state.consumer_count >= n
-
-
-async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def lease_kv(js: JetStreamContext, namespace: str) -> KeyValue:

@@ -224,7 +224,7 @@ class Scheduler:
                 elif entry.revision is not None:
                     try:
                         schedule = Schedule.from_json(entry.value)
-                    except (ValueError, TypeError, KeyError) as exc:  # not one naq wrote
+                    except ValueError as exc:  # not a record naq wrote
                         log.warning(
                             "schedule record %s is unreadable (%s): skipped", entry.key, exc
                         )

@@ -11,6 +11,7 @@ import base64
 import dataclasses
 import json
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,8 +19,8 @@ from typing import Any
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from naq.cron import MissedPolicy, Spec, following
-from naq.errors import JobNotFound, NaqError
+from naq.cron import MISSED_POLICIES, MissedPolicy, Spec, following
+from naq.errors import ConfigurationError, JobNotFound, NaqError
 from naq.job import validate_job_id
 from naq.transport.connect import Client
 from naq.transport.kv import cas, current_values, purge_key
@@ -34,6 +35,39 @@ FAILED = "failed"
 """A schedule the scheduler cannot fire (its job cannot be read): kept, with the reason
 in ``error``, so that it is seen (``naq list-scheduled``) rather than retried for ever."""
 STATUSES = (ACTIVE, PAUSED, DONE, FAILED)
+
+
+_NUMBER = (int, float)
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "schedule_id": (str,),
+    "queue": (str,),
+    "function": (str,),
+    "job": (str,),
+    "cron": (str, type(None)),
+    "interval": (*_NUMBER, type(None)),
+    "tz": (str, type(None)),
+    "repeat": (int, type(None)),
+    "next_run": _NUMBER,
+    "status": (str,),
+    "missed": (str,),
+    "last_run": (*_NUMBER, type(None)),
+    "runs": (int,),
+    "created_at": _NUMBER,
+    "signature": (str, type(None)),
+    "error": (str, type(None)),
+}
+"""A stored schedule's fields and the JSON types each may have (``job`` is base64)."""
+_REQUIRED = (
+    "schedule_id",
+    "queue",
+    "function",
+    "job",
+    "cron",
+    "interval",
+    "tz",
+    "repeat",
+    "next_run",
+)
 
 
 class ScheduleNotFound(JobNotFound):
@@ -61,11 +95,11 @@ class Schedule:
     runs: int = 0
     created_at: float = 0.0
     signature: str | None = None
-    error: str | None = None
-    """Why the schedule is ``failed``."""
     """The producer's signature of ``job`` (purpose ``naq.signing.SCHEDULE``), when it
     had a signing key: a scheduler with the key fires only templates that carry one,
     so writing the schedules KV is not a way to have the scheduler sign a job."""
+    error: str | None = None
+    """Why the schedule is ``failed``."""
 
     @property
     def spec(self) -> Spec:
@@ -83,11 +117,41 @@ class Schedule:
 
     @classmethod
     def from_json(cls, raw: bytes) -> Schedule:
-        data: dict[str, Any] = json.loads(raw)
-        data.pop("paused", None)
-        data["job"] = base64.b64decode(data["job"])
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        """The schedule in ``raw``; ValueError, naming the first fault, for anything that
+        is not a record naq wrote: the KV is writable by others, and a field of the wrong
+        type would otherwise surface later, in the middle of the scheduler's fire loop."""
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:  # UnicodeDecodeError included
+            raise ValueError(f"not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
+        fields: dict[str, Any] = {}
+        for name, kinds in _FIELD_TYPES.items():
+            if name not in data:
+                if name in _REQUIRED:
+                    raise ValueError(f"no {name!r}")
+                continue
+            value = data[name]
+            if not isinstance(value, kinds) or isinstance(value, bool) is not (bool in kinds):
+                raise ValueError(f"{name!r} is a {type(value).__name__}")
+            fields[name] = value
+        if fields.get("status", ACTIVE) not in STATUSES:
+            raise ValueError(f"unknown status {fields['status']!r}")
+        if fields.get("missed", "run_once") not in MISSED_POLICIES:
+            raise ValueError(f"unknown missed policy {fields['missed']!r}")
+        if not math.isfinite(fields["next_run"]):
+            raise ValueError(f"'next_run' is {fields['next_run']}")
+        try:
+            fields["job"] = base64.b64decode(fields["job"], validate=True)
+        except ValueError as exc:
+            raise ValueError(f"'job' is not base64: {exc}") from None
+        schedule = cls(**fields)
+        try:
+            schedule.spec  # noqa: B018 (checks cron, interval and time zone)
+        except ConfigurationError as exc:
+            raise ValueError(str(exc)) from None
+        return schedule
 
     def replace(self, **changes: Any) -> Schedule:
         return dataclasses.replace(self, **changes)
@@ -174,6 +238,6 @@ async def read_all(client: Client, layout: Layout) -> list[Schedule]:
     for value in await current_values(client, layout.schedules_bucket):
         try:
             found.append(Schedule.from_json(value))
-        except (ValueError, TypeError, KeyError) as exc:
+        except ValueError as exc:
             log.warning("an unreadable schedule record is left out: %s", exc)
     return found

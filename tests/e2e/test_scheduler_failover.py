@@ -22,6 +22,7 @@ from nats.js import JetStreamContext
 from naq.producer.schedules import list_schedules
 from naq.scheduler import run_job_id
 from naq.state.schedules import DONE
+from tests.conftest import until
 from tests.e2e.conftest import Spawn
 from tests.schedulers import (
     FIRED,
@@ -40,7 +41,6 @@ from tests.schedulers import (
     make_schedules,
     runs_by_schedule,
     start_schedulers,
-    until,
 )
 
 pytestmark = pytest.mark.e2e

@@ -11,7 +11,8 @@ import pytest
 
 from naq.producer.schedules import list_schedules
 from naq.state.schedules import DONE
-from tests.faults.conftest import Row, report, until
+from tests.conftest import until
+from tests.faults.conftest import Row, report
 from tests.procs import Spawn
 from tests.schedulers import (
     TAKEOVER_BOUND,
