@@ -85,6 +85,8 @@ class Supervisor:
             settings, executor, self.worker_id, self._stopping, self.middleware, self._fail_fatally
         )
         self._pullers: dict[str, Puller] = {}
+        self._ack_waits: dict[str, float] = {}
+        """Each queue's consumer's ``ack_wait`` as last read: leases renew from it."""
         self._memory = MemoryWatch(settings.max_memory, executor, self._withdraw, self._resume)
         self.ready = asyncio.Event()
         """Set once the supervisor is pulling: tests and embedders wait on it."""
@@ -146,7 +148,8 @@ class Supervisor:
         try:
             await client.layout(self.settings.namespace)
             for queue in self.queues:
-                await ensure_consumer(client.js, self.layout, queue, self.settings)
+                consumer = await ensure_consumer(client.js, self.layout, queue, self.settings)
+                self._ack_waits[queue] = float(consumer.config.ack_wait or self.settings.ack_wait)
             await self.executor.start()
             deps = DependencyWatch(client, self.layout)
             await deps.start()
@@ -225,7 +228,7 @@ class Supervisor:
             f"naq-pull-{queue}": _restartable(puller) for queue, puller in self._pullers.items()
         }
         work["naq-leases"] = lambda: keep_leases(
-            lambda: [job.msg for job in running.values()], self.settings.ack_wait
+            lambda: [job.msg for job in running.values()], self.lease_ack_wait
         )
         work["naq-heartbeat"] = lambda: self._heartbeat(info)
         work["naq-dead-letter"] = lambda: deadletter.drain(
@@ -292,6 +295,23 @@ class Supervisor:
             await heartbeat.beat(self.client, self.layout, record, ttl)
         except Exception as exc:  # the next beat tries again; three missed and it expires
             log.warning("heartbeat failed: %s", exc)
+
+    async def lease_ack_wait(self) -> float:
+        """The ``ack_wait`` leases must beat: the smallest of the local setting and each
+        queue's consumer's, read again now (another supervisor starting with other
+        settings changes the consumer). A failed read keeps the last value known."""
+        assert self.client is not None
+        for queue in self.queues:
+            try:
+                info = await self.client.js.consumer_info(
+                    self.layout.stream, self.layout.consumer(queue)
+                )
+            except Exception as exc:  # reconnecting, say: the last value known holds
+                log.debug("reading the consumer of queue %s failed: %s", queue, exc)
+                continue
+            if info.config.ack_wait:
+                self._ack_waits[queue] = float(info.config.ack_wait)
+        return min([self.settings.ack_wait, *self._ack_waits.values()])
 
     async def _withdraw(self) -> None:
         for puller in self._pullers.values():
