@@ -20,7 +20,7 @@ from naq.job import capped_ttl
 from naq.signing import SIGNATURE_HEADER
 from naq.state import record as records
 from naq.state.record import ResultRecord, ResultStatus, RunFacts
-from naq.state.store import store_result
+from naq.state.store import store_unless_final
 from naq.transport.connect import Client
 from naq.transport.names import Layout
 from naq.wire import JobMeta
@@ -71,6 +71,10 @@ class Delivery:
     crashes: int = 0
     interruptions: int = 0
     cancel_requested: bool = False
+    record_seq: int = 0
+    """The job's record's last sequence as this delivery knows it (0: none; read on a
+    redelivery, then each record it writes): its writes expect it, so a final record
+    written meanwhile (a cancellation) is never overwritten."""
 
 
 class Settler:
@@ -104,16 +108,31 @@ class Settler:
             serializer=job.meta.serializer,
         )
 
-    async def note(self, job: Delivery, note: Note, error: str | None) -> None:
+    async def note(self, job: Delivery, note: Note, error: str | None) -> bool:
         """A non-final record (retrying, interrupted, running): the job's state for the
-        next run and for ``fetch_job_status``, kept as long as a result would be."""
+        next run and for ``fetch_job_status``, kept as long as a result would be.
+        False when the job's record turned final meanwhile: the job is over, its
+        message was acked, and the caller must not hand it back."""
         ttl = capped_ttl(job.meta.options.record_ttl_or(self._default_ttl), self._max_ttl)
-        record = note(job.meta.job_id, self.facts(job), error)
-        await store_result(self._client, self._layout, record, ttl)
+        return await self._write(job, note(job.meta.job_id, self.facts(job), error), ttl)
+
+    async def _write(self, job: Delivery, record: ResultRecord, ttl: int) -> bool:
+        """Write the job's record unless a final one is there (a cancellation heard
+        too late, say): that one is kept, the job's message acked, and False returned."""
+        job.record_seq, kept = await store_unless_final(
+            self._client, self._layout, record, ttl, job.record_seq
+        )
+        if kept is None:
+            return True
+        log.info(
+            "job %s is %s already: its %s is not recorded", record.job_id, kept.status, record.status
+        )
+        await job.msg.ack()
+        return False
 
     async def settle(self, job: Delivery, outcome: Outcome) -> str:
-        """Act on ``outcome``; returns what was done: finished, failed, retry, requeued
-        or cancelled."""
+        """Act on ``outcome``; returns what was done: finished, failed, retry, requeued,
+        cancelled, or kept (the job's record was final already: nothing recorded)."""
         msg, meta, attempt = job.msg, job.meta, job.attempt
         if job.cancel_requested:
             await msg.ack()  # cancel_job wrote the record and cancelled the dependents
@@ -123,13 +142,15 @@ class Settler:
             if ttl != 0:
                 ttl = capped_ttl(ttl, self._max_ttl)
                 record = records.finished(meta.job_id, self.facts(job), outcome.result or b"")
-                await store_result(self._client, self._layout, record, ttl)
+                if not await self._write(job, record, ttl):
+                    return "kept"
             await msg.ack()
             self._on_final(meta.job_id, "finished", None)
             return "finished"
         if outcome.status == "cancelled":  # cut short by a shutdown: not the job's fault
             job.interruptions += 1
-            await self.note(job, records.interrupted, outcome.error)
+            if not await self.note(job, records.interrupted, outcome.error):
+                return "kept"
             await msg.nak()  # handed back at once, for this or another supervisor
             return "requeued"
         retries_left = attempt <= meta.options.max_retries
@@ -152,10 +173,14 @@ class Settler:
             log.info(
                 "job %s attempt %d: %s; retry in %.1fs", meta.job_id, attempt, outcome.error, delay
             )
-            await self.note(job, records.retrying, outcome.error)
+            if not await self.note(job, records.retrying, outcome.error):
+                return "kept"
             await msg.nak(delay=delay or None)
             return "retry"
-        await self.fail(job.msg, job.queue, job, outcome.error or outcome.status, outcome.traceback)
+        if not await self.fail(
+            job.msg, job.queue, job, outcome.error or outcome.status, outcome.traceback
+        ):
+            return "kept"
         return "failed"
 
     async def fail(
@@ -165,11 +190,13 @@ class Settler:
         job: Delivery | None,
         error: str,
         traceback: str | None,
-    ) -> None:
+    ) -> bool:
         """Record a failure for good: the failed stream keeps the whole job, then ack.
 
         ``job`` is None for a message that is not a readable job at all; it is
-        dead-lettered as it came, with the reason.
+        dead-lettered as it came, with the reason. False when the job's record was
+        final already (cancelled meanwhile): that outcome stays, and the job is acked
+        without a failed-stream copy.
         """
         attempt = job.attempt if job else 1
         headers = failed_headers(error, traceback, attempt, self._worker_id, msg.headers)
@@ -177,8 +204,10 @@ class Settler:
             headers["Naq-Job-Id"] = job.meta.job_id
             record = records.failed(job.meta.job_id, self.facts(job), error, traceback)
             ttl = capped_ttl(job.meta.options.record_ttl_or(self._default_ttl), self._max_ttl)
-            await store_result(self._client, self._layout, record, ttl)
+            if not await self._write(job, record, ttl):
+                return False
             self._on_final(job.meta.job_id, "failed", error)
         await self._client.publisher.publish(self._layout.failed_subject(queue), msg.data, headers)
         log.warning("job %s failed for good: %s", job.meta.job_id if job else "(unreadable)", error)
         await msg.ack()
+        return True
