@@ -25,7 +25,7 @@ from naq.settings import Settings
 from naq.state import record as records
 from naq.state.record import RunFacts
 from naq.state.store import store_unless_final
-from naq.supervisor.settle import failed_headers
+from naq.supervisor.settle import failed_headers, fit_failed_headers
 from naq.transport.connect import Client
 from naq.transport.declare import declare_advisories
 from naq.transport.names import DEAD_LETTER_CONSUMER, UNKNOWN_QUEUE, Layout
@@ -94,6 +94,8 @@ async def _move(
             await client.js.delete_msg(layout.stream, seq)
             log.info("job %s exhausted max_deliver but is %s already", meta.job_id, kept.status)
             return
-    await client.publisher.publish(layout.failed_subject(queue), data, headers)
+    fitted = fit_failed_headers(headers, data, client.nc.max_payload)
+    if fitted is not None:  # else the record says failed, and the job is too big to copy
+        await client.publisher.publish(layout.failed_subject(queue), data, fitted)
     await client.js.delete_msg(layout.stream, seq)
     log.warning("job at sequence %d exhausted max_deliver: moved to the failed stream", seq)

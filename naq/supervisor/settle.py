@@ -21,8 +21,10 @@ from naq.signing import SIGNATURE_HEADER
 from naq.state import record as records
 from naq.state.record import ResultRecord, ResultStatus, RunFacts
 from naq.state.store import store_unless_final
+from naq.errors import PayloadTooLarge
 from naq.transport.connect import Client
 from naq.transport.names import Layout
+from naq.transport.publish import message_size
 from naq.wire import JobMeta
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,9 @@ Note = Callable[[str, RunFacts, str | None], ResultRecord]
 
 TRACEBACK_KEEP = 8000
 """Characters of a traceback kept in the failed stream: its end, where the error is."""
+RECORD_ERROR_KEEP = 1000
+"""Characters of the error a failed record keeps when the whole error and traceback
+would be over the server's limit."""
 
 
 def failed_headers(
@@ -56,6 +61,46 @@ def failed_headers(
     if signature := (original or {}).get(SIGNATURE_HEADER):
         headers[SIGNATURE_HEADER] = signature
     return headers
+
+
+TRIMMABLE = ("Naq-Traceback", "Naq-Reason", "Naq-Worker", "Naq-Failed-At")
+"""The failed-stream headers given up, in this order, for a copy to fit ``max_payload``:
+the job itself, its id, attempts and signature are always kept whole."""
+
+
+def fit_failed_headers(
+    headers: dict[str, str], payload: bytes, limit: int
+) -> dict[str, str] | None:
+    """``headers`` cut so that the failed-stream copy of ``payload`` fits ``limit``
+    (the server's ``max_payload``; a message over it would make the server drop the
+    connection): the traceback is cut from its start (its end holds the error), then
+    the reason from its end, then the worker and time are dropped. None when even the
+    job with the headers it cannot do without is over the limit."""
+    fitted = dict(headers)
+    for name in TRIMMABLE:
+        over = message_size(payload, fitted) - limit
+        if over <= 0:
+            return fitted
+        value = fitted.pop(name, None)
+        if value is None:
+            continue
+        if name == "Naq-Traceback":
+            text: str = json.loads(value)
+            low, high = 0, len(text)  # the longest end of it that fits: a bisection
+            while low < high:
+                mid = (low + high + 1) // 2
+                fits = {name: json.dumps(text[-mid:])}
+                if message_size(payload, fitted | fits) <= limit:
+                    low = mid
+                else:
+                    high = mid - 1
+            if low:
+                fitted[name] = json.dumps(text[-low:])
+        elif name == "Naq-Reason":
+            keep = len(value.encode()) - over - 3
+            if keep > 0:
+                fitted[name] = value.encode()[:keep].decode(errors="ignore") + "..."
+    return fitted if message_size(payload, fitted) <= limit else None
 
 
 @dataclass(slots=True)
@@ -142,7 +187,14 @@ class Settler:
             if ttl != 0:
                 ttl = capped_ttl(ttl, self._max_ttl)
                 record = records.finished(meta.job_id, self.facts(job), outcome.result or b"")
-                if not await self._write(job, record, ttl):
+                try:
+                    written = await self._write(job, record, ttl)
+                except PayloadTooLarge as exc:  # not sent: the job's own failure, for good
+                    size = len(outcome.result or b"")
+                    log.warning("job %s: %s", meta.job_id, exc)
+                    error = f"result too large: {size} bytes"
+                    return "failed" if await self.fail(msg, job.queue, job, error, None) else "kept"
+                if not written:
                     return "kept"
             await msg.ack()
             self._on_final(meta.job_id, "finished", None)
@@ -202,12 +254,30 @@ class Settler:
         headers = failed_headers(error, traceback, attempt, self._worker_id, msg.headers)
         if job is not None:
             headers["Naq-Job-Id"] = job.meta.job_id
-            record = records.failed(job.meta.job_id, self.facts(job), error, traceback)
             ttl = capped_ttl(job.meta.options.record_ttl_or(self._default_ttl), self._max_ttl)
-            if not await self._write(job, record, ttl):
+            record = records.failed(job.meta.job_id, self.facts(job), error, traceback)
+            try:
+                written = await self._write(job, record, ttl)
+            except PayloadTooLarge:  # a huge message or traceback: the record keeps less
+                short = error[:RECORD_ERROR_KEEP]
+                record = records.failed(job.meta.job_id, self.facts(job), short, None)
+                written = await self._write(job, record, ttl)
+            if not written:
                 return False
             self._on_final(job.meta.job_id, "failed", error)
-        await self._client.publisher.publish(self._layout.failed_subject(queue), msg.data, headers)
-        log.warning("job %s failed for good: %s", job.meta.job_id if job else "(unreadable)", error)
+        name = job.meta.job_id if job else "(unreadable)"
+        fitted = fit_failed_headers(headers, msg.data, self._client.nc.max_payload)
+        if fitted is None:
+            log.error(
+                "job %s: its %d bytes leave no room under max_payload for the failed "
+                "stream's headers: no failed-stream copy (its record says failed)",
+                name,
+                len(msg.data),
+            )
+        else:
+            await self._client.publisher.publish(
+                self._layout.failed_subject(queue), msg.data, fitted
+            )
+        log.warning("job %s failed for good: %s", name, error)
         await msg.ack()
         return True
