@@ -87,6 +87,10 @@ class Jobs:
         assert self._settler is not None, "the supervisor is not connected"
         return self._settler
 
+    def storage_full(self) -> bool:
+        """The server refuses writes for lack of storage: no job is taken in."""
+        return self._settler is not None and self._settler.full.is_set()
+
     def attach(self, client: Client, settler: Settler) -> None:
         self._client = client
         self._settler = settler

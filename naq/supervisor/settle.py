@@ -7,10 +7,12 @@ crash in between re-runs the job rather than losing its result.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from nats.aio.msg import Msg
@@ -21,7 +23,8 @@ from naq.signing import SIGNATURE_HEADER
 from naq.state import record as records
 from naq.state.record import ResultRecord, ResultStatus, RunFacts
 from naq.state.store import store_unless_final
-from naq.errors import PayloadTooLarge
+from naq.errors import PayloadTooLarge, ServerFull
+from naq.supervised import backoff
 from naq.transport.connect import Client
 from naq.transport.names import Layout
 from naq.transport.publish import message_size
@@ -35,6 +38,9 @@ Note = Callable[[str, RunFacts, str | None], ResultRecord]
 
 TRACEBACK_KEEP = 8000
 """Characters of a traceback kept in the failed stream: its end, where the error is."""
+FULL_BACKOFF_CAP = 5.0
+"""Seconds at most between two tries of a write the server refused for lack of
+storage: space that returns is used within this."""
 RECORD_ERROR_KEEP = 1000
 """Characters of the error a failed record keeps when the whole error and traceback
 would be over the server's limit."""
@@ -131,6 +137,7 @@ class Settler:
         worker_id: str,
         on_final: Callable[[str, ResultStatus, str | None], None] = lambda *ended: None,
         max_ttl: int = 0,
+        on_storage: Callable[[bool], None] = lambda full: None,
     ) -> None:
         self._client = client
         self._layout = layout
@@ -140,6 +147,14 @@ class Settler:
         self._worker_id = worker_id
         self._on_final = on_final
         """Told of every job settled for good: dependencies release their waiters."""
+        self._on_storage = on_storage
+        """Told when the server's storage turns full (True) and when a write succeeds
+        again (False): the supervisor stops pulling meanwhile."""
+        self.full = asyncio.Event()
+        """Set while the server refuses writes for lack of storage."""
+        self.holding: dict[int, Msg] = {}
+        """Messages of jobs whose outcome waits for storage: their leases are kept."""
+        self._give_up = asyncio.Event()
 
     def facts(self, job: Delivery) -> RunFacts:
         return RunFacts(
@@ -161,12 +176,56 @@ class Settler:
         ttl = capped_ttl(job.meta.options.record_ttl_or(self._default_ttl), self._max_ttl)
         return await self._write(job, note(job.meta.job_id, self.facts(job), error), ttl)
 
+    def give_up(self) -> None:
+        """The supervisor stops: outcomes still waiting for storage are handed back."""
+        self._give_up.set()
+
+    async def _durably[T](self, msg: Msg, write: Callable[[], Awaitable[T]]) -> T | None:
+        """``write()``, tried again while the server's storage is full: the job's
+        outcome is held (its lease kept) rather than its job run again, the supervisor
+        pulls nothing meanwhile, and nothing counts against the job. Tries back off up
+        to ``FULL_BACKOFF_CAP``. When the supervisor stops meanwhile the job is handed
+        back (nak) and None returned: the outcome is lost and the job runs again."""
+        failures = 0
+        try:
+            while True:
+                try:
+                    result = await write()
+                except ServerFull as exc:
+                    failures += 1
+                    if not self.full.is_set():
+                        log.warning("%s: holding outcomes and pulling no jobs until it has room", exc)
+                        self.full.set()
+                        self._on_storage(True)
+                    if self._give_up.is_set():
+                        await msg.nak()
+                        return None
+                    self.holding[id(msg)] = msg
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            self._give_up.wait(), backoff(failures, cap=FULL_BACKOFF_CAP)
+                        )
+                    continue
+                if self.full.is_set():
+                    log.warning("the server's storage takes writes again: pulling resumes")
+                    self.full.clear()
+                    self._on_storage(False)
+                return result
+        finally:
+            self.holding.pop(id(msg), None)
+
     async def _write(self, job: Delivery, record: ResultRecord, ttl: int) -> bool:
         """Write the job's record unless a final one is there (a cancellation heard
-        too late, say): that one is kept, the job's message acked, and False returned."""
-        job.record_seq, kept = await store_unless_final(
-            self._client, self._layout, record, ttl, job.record_seq
+        too late, say): that one is kept, the job's message acked, and False returned.
+        False too when the write waited for storage until the supervisor stopped: the
+        job was handed back. Either way the caller leaves the message alone."""
+        written = await self._durably(
+            job.msg,
+            lambda: store_unless_final(self._client, self._layout, record, ttl, job.record_seq),
         )
+        if written is None:
+            return False
+        job.record_seq, kept = written
         if kept is None:
             return True
         log.info(
@@ -275,9 +334,12 @@ class Settler:
                 len(msg.data),
             )
         else:
-            await self._client.publisher.publish(
-                self._layout.failed_subject(queue), msg.data, fitted
+            subject = self._layout.failed_subject(queue)
+            published = await self._durably(
+                msg, lambda: self._client.publisher.publish(subject, msg.data, fitted)
             )
+            if published is None:  # handed back; the failed record stays and is found
+                return False
         log.warning("job %s failed for good: %s", name, error)
         await msg.ack()
         return True
