@@ -38,7 +38,6 @@ from naq.transport.names import Layout
 from naq.transport.publish import Rejected
 from naq.wire import BadMessage
 
-
 EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 """The header that makes a write conditional on the key's last sequence (0: none)."""
 WRONG_LAST_SEQUENCE = 10071

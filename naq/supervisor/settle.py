@@ -17,13 +17,13 @@ from dataclasses import dataclass
 
 from nats.aio.msg import Msg
 
+from naq.errors import PayloadTooLarge, ServerFull
 from naq.executors.base import Outcome
 from naq.job import capped_ttl
 from naq.signing import SIGNATURE_HEADER
 from naq.state import record as records
 from naq.state.record import ResultRecord, ResultStatus, RunFacts
 from naq.state.store import store_unless_final
-from naq.errors import PayloadTooLarge, ServerFull
 from naq.supervised import backoff
 from naq.transport.connect import Client
 from naq.transport.names import Layout
@@ -194,7 +194,9 @@ class Settler:
                 except ServerFull as exc:
                     failures += 1
                     if not self.full.is_set():
-                        log.warning("%s: holding outcomes and pulling no jobs until it has room", exc)
+                        log.warning(
+                            "%s: holding outcomes and pulling no jobs until it has room", exc
+                        )
                         self.full.set()
                         self._on_storage(True)
                     if self._give_up.is_set():
@@ -229,7 +231,10 @@ class Settler:
         if kept is None:
             return True
         log.info(
-            "job %s is %s already: its %s is not recorded", record.job_id, kept.status, record.status
+            "job %s is %s already: its %s is not recorded",
+            record.job_id,
+            kept.status,
+            record.status,
         )
         await job.msg.ack()
         return False

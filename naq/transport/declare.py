@@ -233,19 +233,18 @@ async def ensure_consumer(
         max_deliver=settings.max_deliver,
     )
     try:
-        info = await js.consumer_info(layout.stream, name)
+        info: ConsumerInfo = await js.consumer_info(layout.stream, name)
     except NotFoundError:
-        return await js.add_consumer(layout.stream, config)
+        created: ConsumerInfo = await js.add_consumer(layout.stream, config)
+        return created
     drift = _drift(info.config, config, DRIFT_CONSUMER)
     if not drift:
         return info
     try:
-        updated = await js.add_consumer(layout.stream, config)
+        updated: ConsumerInfo = await js.add_consumer(layout.stream, config)
     except APIError as exc:
         why = exc.description or str(exc)
-        raise _refused(
-            f"consumer {name}", {k: (*v, why) for k, v in drift.items()}
-        ) from exc
+        raise _refused(f"consumer {name}", {k: (*v, why) for k, v in drift.items()}) from exc
     for field, (server, configured) in drift.items():
         log.warning(
             "consumer %s: %s changed from %r to %r (the configured value)",

@@ -250,8 +250,7 @@ def _parse_ack(msg: Msg, subject: str) -> Ack | NaqError:
                 f"({err.get('description')})"
             )
         return Rejected(
-            f"JetStream rejected a publish to {subject}: {err.get('description')} "
-            f"(code {code})",
+            f"JetStream rejected a publish to {subject}: {err.get('description')} (code {code})",
             code,
         )
     return Ack(seq=int(data.get("seq", 0)), duplicate=bool(data.get("duplicate", False)))

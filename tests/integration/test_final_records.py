@@ -10,20 +10,24 @@ from typing import Any
 import pytest
 
 from naq import Queue
-from naq.state import cancel as cancel_module
-from naq.state import record as records
+from naq.middleware import JobContext, Middleware
+from naq.state import cancel as cancel_module, record as records
 from naq.state.record import RunFacts
 from naq.state.store import read_record, store_result
-from naq.supervisor.supervisor import Supervisor
 from naq.transport.names import Layout, kv_stream
 from tests import jobs
 from tests.conftest import StartSupervisor
 
 
-async def _running(sup: Supervisor, job_id: str) -> None:
-    async with asyncio.timeout(10):
-        while job_id not in sup.running_jobs():
-            await asyncio.sleep(0.01)
+class Started(Middleware):
+    """Tells the test a job started: ``before_job`` runs as the job enters the running
+    map, with nothing awaited in between."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def before_job(self, job: JobContext) -> None:
+        self.event.set()
 
 
 async def _acks(nc: Any, namespace: str) -> Any:
@@ -42,11 +46,13 @@ async def _next_ack(sub: Any) -> Any:
 async def test_a_job_cancelled_while_it_runs_stays_cancelled_when_it_finishes(
     queue: Queue, start_supervisor: StartSupervisor, nc: Any, namespace: str, tmp_path: Path
 ) -> None:
-    sup = await start_supervisor()
+    started = Started()
+    sup = await start_supervisor(middleware=[started])
     acks = await _acks(nc, namespace)
     gate = tmp_path / "gate"
     job = await queue.enqueue(jobs.wait_for_file, str(gate), None, 30)
-    await _running(sup, job.job_id)
+    await asyncio.wait_for(started.event.wait(), 10)
+    assert job.job_id in sup.running_jobs()
     # The cancellation is recorded while the job runs, and its broadcast never reaches
     # this supervisor (it arrives too late): the record alone must keep it.
     client = await queue.connection()
@@ -67,7 +73,8 @@ async def test_a_cancel_racing_the_finish_keeps_finished(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    await start_supervisor()
+    started = Started()
+    await start_supervisor(middleware=[started])
     gate = tmp_path / "gate"
     job = await queue.enqueue(jobs.wait_for_file, str(gate), None, 30)
     real_status = cancel_module.job_status
@@ -79,9 +86,7 @@ async def test_a_cancel_racing_the_finish_keeps_finished(
         return status
 
     monkeypatch.setattr(cancel_module, "job_status", status_then_finish)
-    async with asyncio.timeout(10):
-        while (await queue.status(job.job_id)).status != "running":
-            await asyncio.sleep(0.01)
+    await asyncio.wait_for(started.event.wait(), 10)
     assert await queue.cancel(job.job_id) is False
     record = await read_record(await queue.connection(), Layout(namespace), job.job_id)
     assert record is not None
