@@ -174,7 +174,11 @@ class Settler:
         False when the job's record turned final meanwhile: the job is over, its
         message was acked, and the caller must not hand it back."""
         ttl = capped_ttl(job.meta.options.record_ttl_or(self._default_ttl), self._max_ttl)
-        return await self._write(job, note(job.meta.job_id, self.facts(job), error), ttl)
+        try:
+            return await self._write(job, note(job.meta.job_id, self.facts(job), error), ttl)
+        except PayloadTooLarge:  # an error message of megabytes: the note keeps its start
+            short = (error or "")[:RECORD_ERROR_KEEP]
+            return await self._write(job, note(job.meta.job_id, self.facts(job), short), ttl)
 
     def give_up(self) -> None:
         """The supervisor stops: outcomes still waiting for storage are handed back."""

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 from typing import Any
 
+import nats.errors
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -197,6 +198,9 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
             await js.update_stream(changed)
         except APIError as exc:
             refused[name] = (server, configured, exc.description or str(exc))
+            continue
+        except nats.errors.Error as exc:  # a role without $JS.API.STREAM.UPDATE: no answer
+            refused[name] = (server, configured, f"no answer ({exc!r}): not allowed to update?")
             continue
         log.warning(
             "stream %s: %s changed from %r to %r (the configured value)",

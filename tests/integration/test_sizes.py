@@ -14,8 +14,10 @@ import pytest
 from naq import JobFailed, PayloadTooLarge, Queue, Settings
 from naq.executors import load_executor
 from naq.producer.failed import get_failed
+from naq.state.store import read_record
 from naq.supervisor.supervisor import Supervisor
 from naq.transport.connect import Client, connect
+from naq.transport.names import Layout
 from naq.transport.server import EmbeddedServer, free_port
 from tests import jobs
 from tests.conftest import run_until_ready
@@ -104,3 +106,23 @@ async def test_the_publisher_refuses_a_message_whose_headers_take_it_over_the_li
         await nc.flush()
     finally:
         await client.close()
+
+
+async def test_a_retry_with_an_error_over_max_payload_is_noted_and_retried(
+    small_settings: Settings, small_supervisor: Supervisor, tmp_path: Path
+) -> None:
+    """The retrying note of a huge error keeps the error's start: the job is retried as
+    asked, not taken for a crash."""
+    tries = tmp_path / "tries"
+    async with Queue(settings=small_settings) as queue:
+        job = await queue.enqueue(
+            jobs.fail_loudly, str(tries), MAX_PAYLOAD, max_retries=1, retry_delay=0.1
+        )
+        with pytest.raises(JobFailed):
+            await queue.fetch_result(job.job_id, timeout=15)
+        record = await read_record(
+            await queue.connection(), Layout(small_settings.namespace), job.job_id
+        )
+        assert record is not None
+        assert (record.status, record.attempt, record.crashes) == ("failed", 2, 0)
+    assert len(tries.read_text().splitlines()) == 2
