@@ -32,6 +32,7 @@ _EXPORTS = {
         "ResultTimeout",
         "Retry",
         "SerializationError",
+        "ServerFull",
         "ServerVersionError",
     ],
     "naq.executors.base": [
@@ -163,6 +164,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ serv
         ResultTimeout as ResultTimeout,
         Retry as Retry,
         SerializationError as SerializationError,
+        ServerFull as ServerFull,
         ServerVersionError as ServerVersionError,
     )
     from naq.executors.base import (

@@ -48,11 +48,19 @@ class SignatureError(SerializationError):
 
 
 class PayloadTooLarge(SerializationError):
-    """An encoded job is bigger than the server's ``max_payload``."""
+    """A message naq would send (a job, a result, a failed-stream copy) is bigger than
+    the server's ``max_payload`` or the stream's ``max_msg_size``: it was not sent, so
+    the connection is never broken by it."""
 
 
 class PublishError(NaqError):
     """JetStream refused or never acknowledged a publish, after retries."""
+
+
+class ServerFull(PublishError):
+    """The server's JetStream storage is full (insufficient resources): nothing more
+    can be stored until space is freed. A supervisor holds the outcomes it cannot
+    record and pulls no more jobs until a write succeeds again."""
 
 
 class QueueFull(PublishError):

@@ -198,6 +198,13 @@ def fail_with(path: str, kind: str) -> None:
     raise getattr(builtins, kind)("failing on purpose")
 
 
+def fail_loudly(path: str, size: int) -> None:
+    """Counts the attempt in ``path``, then fails with an error message of ``size``
+    characters (bigger than a server's max_payload, say)."""
+    mark(path, "try")
+    raise ValueError("x" * size)
+
+
 class TransientError(ConnectionError):
     """A subclass, to check that retry_on matches bases too."""
 

@@ -1,6 +1,8 @@
 """``cancel_job``: a queued job never runs; a running one is stopped by its executor.
 
-Order matters. The ``cancelled`` record is written first, so a supervisor that picks
+Order matters. The ``cancelled`` record is written first, never over a final one
+(the write expects the record read at the start; one that turned final meanwhile
+stays, and the job is not cancelled), so a supervisor that picks
 the job up from now on (a redelivery, a race with the purge) sees it. Then the job's
 message is purged from its queue (and its schedule), and the job id is broadcast to
 every supervisor: one running it asks its executor to stop it (task cancel, child
@@ -20,7 +22,7 @@ from naq.state.dependencies import (
 )
 from naq.state.record import RunFacts
 from naq.state.status import job_status
-from naq.state.store import read_record, store_result
+from naq.state.store import read_record_seq, store_unless_final
 from naq.transport.connect import Client, flush
 from naq.transport.names import Layout
 from naq.transport.streams import purge_subject
@@ -28,7 +30,7 @@ from naq.transport.streams import purge_subject
 
 async def cancel(client: Client, layout: Layout, job_id: str, reason: str = "cancelled") -> bool:
     """True if the job was stopped or will never run; False if unknown or already over."""
-    record = await read_record(client, layout, job_id)
+    record, seq = await read_record_seq(client, layout, job_id)
     if record is not None and record.final:
         return False
     if await cancel_held(client, layout, job_id, reason):
@@ -45,7 +47,13 @@ async def cancel(client: Client, layout: Layout, job_id: str, reason: str = "can
         attempt=status.attempt,
         started_at=status.started_at or 0.0,
     )
-    await store_result(client, layout, records.cancelled(job_id, facts, reason), CANCELLED_TTL)
+    # Expecting the record read above: a job that finished or failed meanwhile keeps
+    # its outcome (and its dependents theirs), and nothing below is done.
+    _, kept = await store_unless_final(
+        client, layout, records.cancelled(job_id, facts, reason), CANCELLED_TTL, seq
+    )
+    if kept is not None:
+        return False
     await purge_subject(client, layout.stream, layout.any_queue_subject(job_id))
     await purge_subject(client, layout.stream, layout.sched_subject(job_id))
     await purge_subject(client, layout.stream, layout.held_subject(job_id))

@@ -54,7 +54,7 @@ from naq.state.held import (
 )
 from naq.state.record import ResultStatus, RunFacts
 from naq.state.status import job_status
-from naq.state.store import read_record, store_result
+from naq.state.store import read_record, store_unless_final
 from naq.supervised import keep_running
 from naq.transport.connect import Client
 from naq.transport.kv import cas, delete, get_entry, stop_watch
@@ -257,7 +257,11 @@ async def cancel_held(client: Client, layout: Layout, job_id: str, reason: str) 
         return False
     head, _ = unpack_held(state)
     facts = RunFacts(queue=head["queue"], enqueued_at=head["t"])
-    await store_result(client, layout, records.cancelled(job_id, facts, reason), CANCELLED_TTL)
+    record = records.cancelled(job_id, facts, reason)
+    _, kept = await store_unless_final(client, layout, record, CANCELLED_TTL, expect=0)
+    if kept is not None:
+        log.info("job %s is %s already: not cancelled", job_id, kept.status)
+        return False
     log.info("job %s cancelled: %s", job_id, reason)
     await dependency_ended(client, layout, job_id, "cancelled", reason)
     return True

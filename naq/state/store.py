@@ -23,6 +23,7 @@ from naq.errors import (
     JobCancelled,
     JobFailed,
     JobNotFound,
+    PublishError,
     ResultTimeout,
     SerializationError,
     SignatureError,
@@ -32,20 +33,66 @@ from naq.serializers import get_serializer
 from naq.signing import RESULT, SIGNATURE_HEADER
 from naq.state.record import ResultRecord, decode_result, encode_result
 from naq.transport.connect import Client
-from naq.transport.kv import get_message
+from naq.transport.kv import get_message, get_message_seq
 from naq.transport.names import Layout
+from naq.transport.publish import Rejected
 from naq.wire import BadMessage
 
+EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
+"""The header that makes a write conditional on the key's last sequence (0: none)."""
+WRONG_LAST_SEQUENCE = 10071
+GUARDED_ATTEMPTS = 50
 
-async def store_result(client: Client, layout: Layout, record: ResultRecord, ttl: int) -> None:
+
+async def store_result(
+    client: Client, layout: Layout, record: ResultRecord, ttl: int, expect: int | None = None
+) -> int:
     """Write ``record`` with a per-key TTL (``ttl`` seconds, or ``KEEP_FOREVER``), signed
-    when the client has a signing key."""
+    when the client has a signing key; returns its sequence. ``expect``: the key's last
+    sequence the write requires (0: no record), else the server refuses it
+    (:class:`Rejected`, code 10071). Unguarded writes are for records nothing can have
+    made final before them; :func:`store_unless_final` is for the rest."""
     body = encode_result(record)
     headers = {"Nats-TTL": "never" if ttl == KEEP_FOREVER else f"{max(1, ttl)}s"}
+    if expect is not None:
+        headers[EXPECTED_LAST] = str(expect)
     if client.signer is not None:
         headers[SIGNATURE_HEADER] = client.signer.sign(RESULT, body)
-    await client.publisher.publish(
+    ack = await client.publisher.publish(
         layout.kv_subject(layout.results_bucket, record.job_id), body, headers
+    )
+    return ack.seq
+
+
+async def store_unless_final(
+    client: Client, layout: Layout, record: ResultRecord, ttl: int, expect: int
+) -> tuple[int, ResultRecord | None]:
+    """Write ``record`` unless the job's record is final already: a finished, failed or
+    cancelled record is never overwritten.
+
+    ``expect`` is the key's last sequence as its writer knows it (the record read when
+    the delivery started, 0 on a first delivery, or the sequence of its own last
+    note), so the happy path is one write, no extra round trip. When somebody wrote
+    meanwhile (10071), the record is read again: a final one is kept and returned,
+    ``(its sequence, it)``; a non-final one (a note, a forged record) is written over,
+    expecting its sequence. Returns ``(sequence written, None)`` when written.
+    """
+    for _ in range(GUARDED_ATTEMPTS):
+        try:
+            return await store_result(client, layout, record, ttl, expect), None
+        except Rejected as exc:
+            if exc.code != WRONG_LAST_SEQUENCE:
+                raise
+        try:
+            current, expect = await read_record_seq(client, layout, record.job_id)
+        except BadMessage:  # not a record naq can read: written over
+            _, expect = await get_message_seq(client, layout.results_bucket, record.job_id)
+            continue
+        if current is not None and current.final and current.verified is not False:
+            return expect, current
+    raise PublishError(
+        f"the record of job {record.job_id} kept changing: not written after "
+        f"{GUARDED_ATTEMPTS} attempts"
     )
 
 
@@ -93,6 +140,15 @@ def unpack(record: ResultRecord, allow_pickle: bool = True, signed: bool = False
 async def read_record(client: Client, layout: Layout, job_id: str) -> ResultRecord | None:
     found = await get_message(client, layout.results_bucket, job_id)
     return _decode(client, *found) if found else None
+
+
+async def read_record_seq(
+    client: Client, layout: Layout, job_id: str
+) -> tuple[ResultRecord | None, int]:
+    """The job's record (None: none, or removed) and its key's last sequence (0: none),
+    for a write that must not overwrite what it did not read (:func:`store_unless_final`)."""
+    found, seq = await get_message_seq(client, layout.results_bucket, job_id)
+    return (_decode(client, *found) if found else None), seq
 
 
 async def wait_record(

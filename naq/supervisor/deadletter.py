@@ -24,8 +24,8 @@ from naq.job import capped_ttl
 from naq.settings import Settings
 from naq.state import record as records
 from naq.state.record import RunFacts
-from naq.state.store import store_result
-from naq.supervisor.settle import failed_headers
+from naq.state.store import store_unless_final
+from naq.supervisor.settle import failed_headers, fit_failed_headers
 from naq.transport.connect import Client
 from naq.transport.declare import declare_advisories
 from naq.transport.names import DEAD_LETTER_CONSUMER, UNKNOWN_QUEUE, Layout
@@ -88,8 +88,14 @@ async def _move(
             serializer=meta.serializer,
         )
         record = records.failed(meta.job_id, facts, reason)
-        ttl = meta.options.record_ttl_or(settings.result_ttl)
-        await store_result(client, layout, record, capped_ttl(ttl, settings.max_result_ttl))
-    await client.publisher.publish(layout.failed_subject(queue), data, headers)
+        ttl = capped_ttl(meta.options.record_ttl_or(settings.result_ttl), settings.max_result_ttl)
+        _, kept = await store_unless_final(client, layout, record, ttl, expect=0)
+        if kept is not None:  # it ended meanwhile (cancelled, say): that stays its outcome
+            await client.js.delete_msg(layout.stream, seq)
+            log.info("job %s exhausted max_deliver but is %s already", meta.job_id, kept.status)
+            return
+    fitted = fit_failed_headers(headers, data, client.nc.max_payload)
+    if fitted is not None:  # else the record says failed, and the job is too big to copy
+        await client.publisher.publish(layout.failed_subject(queue), data, fitted)
     await client.js.delete_msg(layout.stream, seq)
     log.warning("job at sequence %d exhausted max_deliver: moved to the failed stream", seq)

@@ -28,7 +28,7 @@ from naq.settings import Settings
 from naq.signing import JOB
 from naq.state import record as records
 from naq.state.record import ResultRecord
-from naq.state.store import read_record
+from naq.state.store import read_record, read_record_seq
 from naq.supervisor.settle import Delivery, Settler
 from naq.supervisor.signals import Stopping
 from naq.transport.connect import Client
@@ -92,6 +92,10 @@ class Jobs:
         assert self._settler is not None, "the supervisor is not connected"
         return self._settler
 
+    def storage_full(self) -> bool:
+        """The server refuses writes for lack of storage: no job is taken in."""
+        return self._settler is not None and self._settler.full.is_set()
+
     def attach(self, client: Client, settler: Settler) -> None:
         self._client = client
         self._settler = settler
@@ -146,8 +150,10 @@ class Jobs:
             if self._stopping.draining:  # reached us during the drain: hand it back
                 await self._history(job)
                 job.interruptions += 1
-                await settler.note(job, records.interrupted, "handed back by a stopping supervisor")
-                await msg.nak()
+                if await settler.note(
+                    job, records.interrupted, "handed back by a stopping supervisor"
+                ):
+                    await msg.nak()
                 return
             if job.attempt > 1 and not await self._resume(settler, job):
                 return
@@ -156,8 +162,8 @@ class Jobs:
                 return
             refusal = self._refuse(meta)
             if refusal:
-                await settler.fail(msg, queue, job, refusal, None)
-                self.count_failure()
+                if await settler.fail(msg, queue, job, refusal, None):
+                    self.count_failure()
                 return
             call = Call(
                 meta.job_id,
@@ -247,17 +253,17 @@ class Jobs:
             return False
         if job.crashes > max(job.meta.options.max_retries, DEATHS_FORGIVEN):
             job.attempt -= 1  # this delivery does not run: count the runs there were
-            await settler.fail(
+            if await settler.fail(
                 job.msg,
                 job.queue,
                 job,
                 f"its worker died while running it {job.crashes} time(s); it is not run again",
                 None,
-            )
-            self.count_failure()
+            ):
+                self.count_failure()
             return False
         if not previous_ended:  # leave a trace, so the next delivery can count this one
-            await settler.note(job, records.running, "the worker running it before died")
+            return await settler.note(job, records.running, "the worker running it before died")
         return True
 
     async def _history(self, job: Delivery) -> tuple[ResultRecord | None, bool]:
@@ -267,7 +273,7 @@ class Jobs:
         if delivery == 1:
             return None, True
         assert self._client is not None, "the supervisor is not connected"
-        record = await read_record(self._client, self._layout, job.meta.job_id)
+        record, job.record_seq = await read_record_seq(self._client, self._layout, job.meta.job_id)
         if record is not None and record.verified is False:  # forged, or from before the key
             log.warning(
                 "job %s: its stored record is not signed with the key: ignored", job.meta.job_id

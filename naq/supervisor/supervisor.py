@@ -85,6 +85,9 @@ class Supervisor:
             settings, executor, self.worker_id, self._stopping, self.middleware, self._fail_fatally
         )
         self._pullers: dict[str, Puller] = {}
+        self._side_tasks: set[asyncio.Task[None]] = set()
+        self._ack_waits: dict[str, float] = {}
+        """Each queue's consumer's ``ack_wait`` as last read: leases renew from it."""
         self._memory = MemoryWatch(settings.max_memory, executor, self._withdraw, self._resume)
         self.ready = asyncio.Event()
         """Set once the supervisor is pulling: tests and embedders wait on it."""
@@ -117,7 +120,7 @@ class Supervisor:
     # -- slots -------------------------------------------------------------------------
     def free(self) -> int:
         """Slots not running, not about to run, and not promised to an open pull."""
-        if self._stopping.draining or self._memory.paused:
+        if self._stopping.draining or self._memory.paused or self.jobs.storage_full():
             return 0
         taken = self.jobs.starting + sum(p.credits for p in self._pullers.values())
         return self.executor.free_slots() - taken
@@ -146,7 +149,8 @@ class Supervisor:
         try:
             await client.layout(self.settings.namespace)
             for queue in self.queues:
-                await ensure_consumer(client.js, self.layout, queue, self.settings)
+                consumer = await ensure_consumer(client.js, self.layout, queue, self.settings)
+                self._ack_waits[queue] = float(consumer.config.ack_wait or self.settings.ack_wait)
             await self.executor.start()
             deps = DependencyWatch(client, self.layout)
             await deps.start()
@@ -159,6 +163,7 @@ class Supervisor:
                     self.worker_id,
                     on_final=deps.settled,
                     max_ttl=self.settings.max_result_ttl,
+                    on_storage=self._on_storage,
                 ),
             )
             await nc.subscribe(self.layout.cancel_subject, cb=self.jobs.on_cancel)
@@ -224,8 +229,10 @@ class Supervisor:
         work: dict[str, Callable[[], Awaitable[None]]] = {
             f"naq-pull-{queue}": _restartable(puller) for queue, puller in self._pullers.items()
         }
+        holding = self.jobs.settler.holding  # outcomes waiting for storage keep leases too
         work["naq-leases"] = lambda: keep_leases(
-            lambda: [job.msg for job in running.values()], self.settings.ack_wait
+            lambda: [job.msg for job in running.values()] + list(holding.values()),
+            self.lease_ack_wait,
         )
         work["naq-heartbeat"] = lambda: self._heartbeat(info)
         work["naq-dead-letter"] = lambda: deadletter.drain(
@@ -246,6 +253,7 @@ class Supervisor:
         for puller in self._pullers.values():
             await puller.stop()
         await self.jobs.wait_all(self.settings.shutdown_grace)
+        self.jobs.settler.give_up()  # outcomes still waiting for storage: handed back
         # Whatever still runs is cut short; its Outcome is "cancelled" and it is nak'd.
         await self.executor.shutdown(0.0)
         await self.jobs.settle_remaining()
@@ -293,12 +301,40 @@ class Supervisor:
         except Exception as exc:  # the next beat tries again; three missed and it expires
             log.warning("heartbeat failed: %s", exc)
 
+    async def lease_ack_wait(self) -> float:
+        """The ``ack_wait`` leases must beat: the smallest of the local setting and each
+        queue's consumer's, read again now (another supervisor starting with other
+        settings changes the consumer). A failed read keeps the last value known."""
+        assert self.client is not None
+        for queue in self.queues:
+            try:
+                info = await self.client.js.consumer_info(
+                    self.layout.stream, self.layout.consumer(queue)
+                )
+            except Exception as exc:  # reconnecting, say: the last value known holds
+                log.debug("reading the consumer of queue %s failed: %s", queue, exc)
+                continue
+            if info.config.ack_wait:
+                self._ack_waits[queue] = float(info.config.ack_wait)
+        return min([self.settings.ack_wait, *self._ack_waits.values()])
+
     async def _withdraw(self) -> None:
         for puller in self._pullers.values():
             await puller.withdraw()
 
     def _resume(self) -> None:
         self.jobs.slots_changed.set()
+
+    def _on_storage(self, full: bool) -> None:
+        """The server's storage turned full (stop pulling: end the open requests) or
+        took a write again (pull again)."""
+        if full:
+            task = asyncio.get_running_loop().create_task(self._withdraw())
+            self._side_tasks.add(task)
+            task.add_done_callback(self._side_tasks.discard)
+            task.add_done_callback(_report_death)
+        else:
+            self._resume()
 
     async def _on_disconnected(self) -> None:
         if not self._stopping.draining:

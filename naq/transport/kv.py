@@ -60,16 +60,28 @@ async def get_message(
     """The key's value with the headers it was stored with (a signature, say); None
     when absent or deleted. nats-py's ``kv.get`` drops the headers, so this asks for the
     key's last message directly (the buckets allow direct gets: any replica answers)."""
+    found, _ = await get_message_seq(client, bucket, key)
+    return found
+
+
+async def get_message_seq(
+    client: Client, bucket: str, key: str
+) -> tuple[tuple[bytes, Mapping[str, str]] | None, int]:
+    """:func:`get_message`, and the key's last sequence in its stream (0: the key has no
+    message, never written or expired by its TTL; a delete marker has its own): what a
+    write expecting nobody changed the key meanwhile names
+    (``Nats-Expected-Last-Subject-Sequence``)."""
     try:
         msg = await client.js.get_msg(
             kv_stream(bucket), subject=kv_subject(bucket, key), direct=True
         )
     except NotFoundError:
-        return None
+        return None, 0
     headers = msg.headers or {}
+    seq = msg.seq or 0
     if headers.get(KV_OPERATION) in (KV_DELETE, KV_PURGE) or not msg.data:
-        return None
-    return msg.data, headers
+        return None, seq
+    return (msg.data, headers), seq
 
 
 async def get_value(kv: KeyValue, key: str) -> bytes:

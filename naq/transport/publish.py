@@ -23,7 +23,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import ConnectionClosedError, MaxPayloadError
 
-from naq.errors import NaqError, PayloadTooLarge, PublishError
+from naq.errors import NaqError, PayloadTooLarge, PublishError, ServerFull
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,37 @@ class Ack:
 
 class NoStream(PublishError):
     """No stream listens on the subject (503 no responders)."""
+
+
+class Rejected(PublishError):
+    """JetStream answered the publish with an error; ``code`` is its ``err_code``
+    (10071: the subject's last sequence is not the one the publish expected)."""
+
+    def __init__(self, message: str, code: int | None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+STORAGE_FULL = (10023, 10047)
+"""JetStream's error codes for a store out of space ("insufficient resources",
+"insufficient storage resources available")."""
+MESSAGE_TOO_BIG = 10054
+"""JetStream's error code for a message over the stream's ``max_msg_size``."""
+_HEADER_LINE = len(b"NATS/1.0\r\n") + len(b"\r\n")
+
+
+def message_size(payload: bytes, headers: dict[str, str] | None) -> int:
+    """The bytes the server counts against ``max_payload``: the payload and the
+    headers block as nats-py encodes it (``NATS/1.0``, ``key: value`` lines, a blank
+    line). nats-py itself checks only the payload, and a message over the limit makes
+    the server drop the connection."""
+    if not headers:
+        return len(payload)
+    return (
+        len(payload)
+        + _HEADER_LINE
+        + sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
+    )
 
 
 class Publisher:
@@ -74,6 +105,7 @@ class Publisher:
 
     async def publish(self, subject: str, payload: bytes, headers: dict[str, str] | None) -> Ack:
         """One message: the supervisor's path for every result, kept lean."""
+        self.check_size(subject, payload, headers)
         await self._ensure_sub()
         loop = asyncio.get_running_loop()
         for attempt in range(1, self._attempts + 1):
@@ -104,6 +136,8 @@ class Publisher:
 
     async def publish_many(self, items: Sequence[Outgoing]) -> list[Ack]:
         """Publish all ``items``; returns their acks in order or raises on the first failure."""
+        for item in items:
+            self.check_size(item.subject, item.payload, item.headers)
         await self._ensure_sub()
         acks: list[Ack | None] = [None] * len(items)
         for start in range(0, len(items), WINDOW):
@@ -163,6 +197,16 @@ class Publisher:
             )
         return retry
 
+    def check_size(self, subject: str, payload: bytes, headers: dict[str, str] | None) -> None:
+        """Raise :class:`PayloadTooLarge` for a message the server would refuse by
+        dropping the connection (payload and headers over its ``max_payload``)."""
+        size = message_size(payload, headers)
+        if size > self._nc.max_payload:
+            raise PayloadTooLarge(
+                f"a message of {size} bytes (payload and headers) to {subject} exceeds the "
+                f"server's max_payload of {self._nc.max_payload} bytes: not sent"
+            )
+
     def _send_failed(self, exc: Exception, payload: bytes) -> NaqError:
         if isinstance(exc, MaxPayloadError):
             return PayloadTooLarge(
@@ -185,7 +229,7 @@ class Publisher:
         self._waiting.clear()
 
 
-def _parse_ack(msg: Msg, subject: str) -> Ack | PublishError:
+def _parse_ack(msg: Msg, subject: str) -> Ack | NaqError:
     if msg.headers and msg.headers.get("Status") == "503":
         return NoStream(f"no JetStream stream accepts {subject} (no responders)")
     try:
@@ -194,8 +238,19 @@ def _parse_ack(msg: Msg, subject: str) -> Ack | PublishError:
         return PublishError(f"unreadable publish ack for {subject}: {msg.data[:200]!r}")
     if "error" in data:
         err = data["error"]
-        return PublishError(
-            f"JetStream rejected a publish to {subject}: {err.get('description')} "
-            f"(code {err.get('err_code')})"
+        code = err.get("err_code")
+        if code in STORAGE_FULL:
+            return ServerFull(
+                f"the server's JetStream storage is full ({err.get('description')}): "
+                f"nothing could be stored on {subject}"
+            )
+        if code == MESSAGE_TOO_BIG:
+            return PayloadTooLarge(
+                f"a message to {subject} is over its stream's max_msg_size "
+                f"({err.get('description')})"
+            )
+        return Rejected(
+            f"JetStream rejected a publish to {subject}: {err.get('description')} (code {code})",
+            code,
         )
     return Ack(seq=int(data.get("seq", 0)), duplicate=bool(data.get("duplicate", False)))

@@ -146,7 +146,7 @@ async def test_a_requeued_job_runs_again_under_its_id(
         await requeue_failed([job.job_id], **target)
 
 
-async def test_a_job_that_failed_twice_is_requeued_once(
+async def test_a_job_sent_again_after_it_failed_keeps_its_record_and_is_requeued_once(
     queue: Queue,
     start_supervisor: StartSupervisor,
     target: dict[str, str],
@@ -154,20 +154,28 @@ async def test_a_job_that_failed_twice_is_requeued_once(
     nc: Any,
     namespace: str,
 ) -> None:
+    """A final record is never overwritten: the same job sent again (as a second
+    producer would) after it failed for good is acked with its failed record kept and
+    no second entry; requeueing it, which removes that record first, runs it again."""
     sup = await start_supervisor()
     tries = tmp_path / "tries"
     job = await _fail(queue, sup, jobs.flaky, str(tries), 2)
     first = await get_failed(job.job_id, **target)
-    before = sup.counters.failed  # the same job sent again, as a second producer would
+    layout = Layout(namespace)
+    acks = await nc.subscribe(f"$JS.ACK.{layout.stream}.>")
     await nc.jetstream().publish(
-        Layout(namespace).job_subject("default", job.job_id),
+        layout.job_subject("default", job.job_id),
         first.body,
         headers={"Nats-Msg-Id": "second-send"},
     )
-    await asyncio.wait_for(sup.wait_until(lambda c: c.failed > before), 10)
+    async with asyncio.timeout(10):
+        while (await acks.next_msg(timeout=10)).data not in (b"", b"+ACK"):
+            pass
     entries = await list_failed(**target)
-    assert [e.job_id for e in entries] == [job.job_id, job.job_id]
-    assert await get_failed(job.job_id, **target) == entries[1]  # the newest
+    assert [e.job_id for e in entries] == [job.job_id]
+    assert await get_failed(job.job_id, **target) == first
+    with pytest.raises(JobFailed, match="failure 1 of 2"):
+        await queue.fetch_result(job.job_id, timeout=5)
 
     assert await requeue_failed(job.job_id, **target) == [job.job_id]  # one id as a string
     assert await queue.fetch_result(job.job_id, timeout=10) == 3

@@ -1,0 +1,91 @@
+"""A full server loses nothing: with JetStream storage exhausted, producers get a
+clear error and supervisors hold the outcomes they cannot record, pulling nothing
+more; once space returns every job ends once."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from nats.js.api import StreamConfig
+
+from naq import Queue, ServerFull, Settings
+from naq.executors import load_executor
+from naq.supervisor.supervisor import Supervisor
+from naq.transport.names import Layout
+from naq.transport.server import EmbeddedServer, free_port
+from tests import jobs
+from tests.conftest import run_until_ready
+
+FILLER = "FILLER"
+JOBS = 12
+
+
+@pytest.fixture
+def small_store(tmp_path: Path) -> Iterator[EmbeddedServer]:
+    conf = tmp_path / "nats.conf"
+    conf.write_text("jetstream { max_file_store: 8MB }\n")
+    with EmbeddedServer(free_port(), tmp_path / "js", extra_args=["-c", str(conf)]) as server:
+        yield server
+
+
+async def _fill(nc: Any) -> None:
+    """Publish to a stream of its own until the server takes not even 20 bytes more."""
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name=FILLER, subjects=["filler"]))
+    for size in (60_000, 4_000, 200, 20):
+        while b'"error"' not in (await nc.request("filler", b"x" * size, timeout=5)).data:
+            pass
+
+
+async def test_jobs_enqueued_before_the_store_filled_each_end_once_after_it_is_freed(
+    small_store: EmbeddedServer, tmp_path: Path
+) -> None:
+    settings = Settings(
+        nats_url=small_store.url,
+        namespace=f"t{uuid.uuid4().hex[:10]}",
+        heartbeat_interval=1.0,
+        shutdown_grace=5.0,
+        pull_expires=2.0,
+        concurrency=2,
+    )
+    runs = tmp_path / "runs"
+    nc = await nats.connect(small_store.url)
+    try:
+        async with Queue(settings=settings) as queue:
+            enqueued = [await queue.enqueue(jobs.record_run, str(runs)) for _ in range(JOBS)]
+            await _fill(nc)
+            with pytest.raises(ServerFull, match="storage is full"):
+                await queue.enqueue(jobs.noop)
+
+            sup = Supervisor(settings, load_executor("asyncio")(2, settings))
+            task = await run_until_ready(sup)
+            await asyncio.wait_for(sup.jobs.settler.full.wait(), 20)
+            # Holding what it cannot record, it takes no more than it has slots for.
+            assert len(runs.read_text().splitlines()) <= 2 * settings.concurrency
+            info = await nc.jetstream().stream_info(Layout(settings.namespace).stream)
+            assert info.state.messages == JOBS, "a job was acked with its outcome unrecorded"
+
+            await nc.jetstream().delete_stream(FILLER)
+            ids = [job.job_id for job in enqueued]
+            results = await queue.fetch_results(ids, timeout=60)
+            assert sorted(results) == sorted(ids)
+            for job_id in ids:
+                status = await queue.status(job_id)
+                assert (status.status, status.attempt) == ("finished", 1)
+            assert len(runs.read_text().splitlines()) == JOBS, "a job ran twice"
+            await asyncio.wait_for(sup.wait_until(lambda c: c.processed == JOBS), 10)
+            assert sup.counters.failed == 0
+            sup.request_stop()
+            assert await asyncio.wait_for(task, 15) == 0
+        info = await nc.jetstream().stream_info(Layout(settings.namespace).stream)
+        assert info.state.messages == 0
+        failed = await nc.jetstream().stream_info(Layout(settings.namespace).failed_stream)
+        assert failed.state.messages == 0
+    finally:
+        await nc.close()
