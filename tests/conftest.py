@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nats.js.api import StreamConfig
 
 from naq.executors.registry import load_executor
 from naq.nasqueue import NASQueue
@@ -256,3 +257,25 @@ async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str)
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.05)
     return time.monotonic() - started
+
+
+FILLER = "FILLER"
+"""The stream ``fill_store`` fills; deleting it frees the store again."""
+
+
+@pytest.fixture
+def small_store(tmp_path: Path) -> Iterator[EmbeddedServer]:
+    """A server of its own whose JetStream store holds 8 MB: small enough to fill."""
+    conf = tmp_path / "nats.conf"
+    conf.write_text("jetstream { max_file_store: 8MB }\n")
+    with EmbeddedServer(free_port(), tmp_path / "js", extra_args=["-c", str(conf)]) as server:
+        yield server
+
+
+async def fill_store(nc: Any) -> None:
+    """Publish to a stream of its own until the server takes not even 20 bytes more."""
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name=FILLER, subjects=["filler"]))
+    for size in (60_000, 4_000, 200, 20):
+        while b'"error"' not in (await nc.request("filler", b"x" * size, timeout=5)).data:
+            pass

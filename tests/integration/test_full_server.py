@@ -6,41 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import nats
 import pytest
-from nats.js.api import StreamConfig
 
 from naq import Queue, ServerFull, Settings
 from naq.executors import load_executor
 from naq.supervisor.supervisor import Supervisor
 from naq.transport.names import Layout
-from naq.transport.server import EmbeddedServer, free_port
+from naq.transport.server import EmbeddedServer
 from tests import jobs
-from tests.conftest import run_until_ready
+from tests.conftest import FILLER, fill_store, run_until_ready
 
-FILLER = "FILLER"
 JOBS = 12
-
-
-@pytest.fixture
-def small_store(tmp_path: Path) -> Iterator[EmbeddedServer]:
-    conf = tmp_path / "nats.conf"
-    conf.write_text("jetstream { max_file_store: 8MB }\n")
-    with EmbeddedServer(free_port(), tmp_path / "js", extra_args=["-c", str(conf)]) as server:
-        yield server
-
-
-async def _fill(nc: Any) -> None:
-    """Publish to a stream of its own until the server takes not even 20 bytes more."""
-    js = nc.jetstream()
-    await js.add_stream(StreamConfig(name=FILLER, subjects=["filler"]))
-    for size in (60_000, 4_000, 200, 20):
-        while b'"error"' not in (await nc.request("filler", b"x" * size, timeout=5)).data:
-            pass
 
 
 async def test_jobs_enqueued_before_the_store_filled_each_end_once_after_it_is_freed(
@@ -59,7 +38,7 @@ async def test_jobs_enqueued_before_the_store_filled_each_end_once_after_it_is_f
     try:
         async with Queue(settings=settings) as queue:
             enqueued = [await queue.enqueue(jobs.record_run, str(runs)) for _ in range(JOBS)]
-            await _fill(nc)
+            await fill_store(nc)
             with pytest.raises(ServerFull, match="storage is full"):
                 await queue.enqueue(jobs.noop)
 
