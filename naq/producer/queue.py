@@ -41,7 +41,7 @@ from naq.state.store import iter_records, unpack, wait_record
 from naq.transport.connect import Client
 from naq.transport.names import SCHEDULE_HEADER, SCHEDULE_TARGET_HEADER, Layout
 from naq.transport.pool import acquire, release
-from naq.transport.publish import NoStream, Outgoing
+from naq.transport.publish import Outgoing
 from naq.transport.streams import purge_subject
 from naq.wire import JobMeta, encode_job
 
@@ -192,12 +192,9 @@ class Queue:
         client = await self.connection()
         self._check_size(client, jobs, messages)
         await self._check_room(client, messages)
-        try:
-            await self._send(client, messages)
-        except NoStream:
-            client.forget_declared()  # the stream was deleted: declare it again, once
-            await client.layout(self.settings.namespace)
-            await self._send(client, messages)
+        # Trouble (a leader election, a restart, a deleted stream declared again) is
+        # ridden through by the publisher, for the connection's retry_window.
+        await self._send(client, messages)
         self._enqueued(jobs)
         return jobs
 

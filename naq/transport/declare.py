@@ -1,7 +1,10 @@
 """Declaring a namespace's streams, buckets and consumers: idempotent, on first use.
 
 Every stream is created if missing and used as it is when present, so any process
-(a producer, a supervisor, the CLI) may be the first to touch a namespace.
+(a producer, a supervisor, the CLI) may be the first to touch a namespace. Each
+declaration (look up, create if missing) is tried again as a whole through NATS
+trouble (``naq.transport.retry``): a producer declaring its namespace during a leader
+election used to die on its first ``nats: timeout``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from nats.js.errors import NotFoundError
 
 from naq.settings import Settings
 from naq.transport.names import Layout, kv_stream, kv_subject
+from naq.transport.retry import retried
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +115,7 @@ def stream_limits(settings: Settings) -> dict[str, Any]:
     }
 
 
+@retried("declaring a stream")
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
     """Create the stream if missing. An existing one is used as it is, except that
     subjects it lacks are added (a newer naq uses a subject an older one did not declare:
@@ -129,6 +134,7 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         await js.update_stream(dataclasses.replace(info.config, subjects=have + missing))
 
 
+@retried("declaring a consumer")
 async def ensure_consumer(
     js: JetStreamContext, layout: Layout, queue: str, settings: Settings
 ) -> None:
