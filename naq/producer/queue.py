@@ -42,6 +42,7 @@ from naq.transport.connect import Client
 from naq.transport.names import SCHEDULE_HEADER, SCHEDULE_TARGET_HEADER, Layout
 from naq.transport.pool import acquire, release
 from naq.transport.publish import Outgoing
+from naq.transport.retry import retry
 from naq.transport.streams import purge_subject
 from naq.wire import JobMeta, encode_job
 
@@ -212,7 +213,12 @@ class Queue:
         limits = self.settings
         if not (limits.max_stream_msgs or limits.max_stream_bytes):
             return
-        state = (await client.js.stream_info(self.layout.stream)).state
+        info = await retry(
+            lambda: client.js.stream_info(self.layout.stream),
+            what="reading the job stream's state",
+            nc=client.nc,
+        )
+        state = info.state
         adding = sum(len(m.payload) for m in messages)
         if (limits.max_stream_msgs and state.messages + len(messages) > limits.max_stream_msgs) or (
             limits.max_stream_bytes and state.bytes + adding > limits.max_stream_bytes

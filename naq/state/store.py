@@ -209,8 +209,8 @@ async def _read_bodies(
     found: list[tuple[str, bytes, Mapping[str, str] | None]] = []
     for start in range(0, len(ids), READ_CONCURRENCY):
         chunk = ids[start : start + READ_CONCURRENCY]
-        reads = await asyncio.gather(
-            *(get_message(client, layout.results_bucket, job_id) for job_id in chunk)
+        reads = await asyncio.gather(  # tried once: the wait reads again on its own clock
+            *(get_message(client, layout.results_bucket, job_id, window=0) for job_id in chunk)
         )
         found += [(job_id, *read) for job_id, read in zip(chunk, reads, strict=True) if read]
     return found

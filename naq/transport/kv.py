@@ -66,17 +66,19 @@ async def get_entry(kv: KeyValue, key: str) -> tuple[bytes | None, int | None]:
 
 
 async def get_message(
-    client: Client, bucket: str, key: str
+    client: Client, bucket: str, key: str, *, window: float | None = None
 ) -> tuple[bytes, Mapping[str, str]] | None:
     """The key's value with the headers it was stored with (a signature, say); None
     when absent or deleted. nats-py's ``kv.get`` drops the headers, so this asks for the
-    key's last message directly (the buckets allow direct gets: any replica answers)."""
+    key's last message directly (the buckets allow direct gets: any replica answers).
+    ``window``: how long to ride out NATS trouble, if not the connection's (0: once)."""
     stream, subject = kv_stream(bucket), kv_subject(bucket, key)
     try:
         msg = await retry(
             lambda: client.js.get_msg(stream, subject=subject, direct=True),
             what=f"reading {subject}",
             nc=client.nc,
+            window=window,
         )
     except NotFoundError:
         return None
@@ -147,13 +149,13 @@ async def cas[T](
             if new is None:
                 await delete(kv, key, revision)
                 return result, None
-            return result, await _write(kv, key, new, revision)
+            return result, await write(kv, key, new, revision)
         except KeyWrongLastSequenceError:
             continue  # somebody else changed it first: read again
     raise TooMuchContention(f"could not update {key}: it kept changing ({CAS_ATTEMPTS} tries)")
 
 
-async def _write(kv: KeyValue, key: str, value: bytes, revision: int | None) -> int:
+async def write(kv: KeyValue, key: str, value: bytes, revision: int | None = None) -> int:
     """Create ``key`` (no revision) or update it expecting ``revision``; the revision
     written. A write whose ack was lost and that is sent again finds its own revision
     (a stale-revision refusal): the compare-and-set loop reads again and sees it done."""

@@ -180,9 +180,9 @@ async def ride_through[T](
     unchanged in type (callers still catch what they caught), with a note saying what
     was tried and for how long.
     """
-    if not is_transient(first, nc):
-        raise first
     window = window_of(nc) if window is None else window
+    if window <= 0 or not is_transient(first, nc):
+        raise first
     deadline = time.monotonic() + window
     _trouble.began(what, first, window)
     failures, last = 1, first
