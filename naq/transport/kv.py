@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
+from nats.js.api import RawStreamMsg
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
@@ -47,19 +48,20 @@ def is_stale_revision(exc: APIError) -> bool:
     return exc.err_code in WRONG_LAST_SEQUENCE
 
 
-async def _riding[T](kv: KeyValue, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+async def _riding[T](kv: KeyValue, doing: str, key: str, attempt: Callable[[], Awaitable[T]]) -> T:
     """``attempt()`` on ``kv``, tried again through NATS trouble for its connection's
-    window (a KV leader election failed writes for about 7 s); nothing more on success."""
+    window (a KV leader election failed writes for about 7 s); nothing more on success
+    (not even the description, built only on failure)."""
     try:
         return await attempt()
     except Exception as exc:
-        return await ride_through(attempt, exc, what=what, nc=compat.kv_connection(kv))
+        return await ride_through(attempt, exc, what=f"{doing} {key}", nc=compat.kv_connection(kv))
 
 
 async def get_entry(kv: KeyValue, key: str) -> tuple[bytes | None, int | None]:
     """The key's value and revision; ``(None, None)`` when absent or deleted."""
     try:
-        entry = await _riding(kv, f"reading {key}", lambda: kv.get(key, validate_keys=False))
+        entry = await _riding(kv, "reading", key, lambda: kv.get(key, validate_keys=False))
     except (KeyNotFoundError, NotFoundError):
         return None, None
     return entry.value or None, entry.revision
@@ -73,14 +75,18 @@ async def get_message(
     key's last message directly (the buckets allow direct gets: any replica answers).
     ``window``: how long to ride out NATS trouble, if not the connection's (0: once)."""
     stream, subject = kv_stream(bucket), kv_subject(bucket, key)
+
+    def read() -> Awaitable[RawStreamMsg]:
+        return client.js.get_msg(stream, subject=subject, direct=True)
+
     try:
-        msg = await retry(
-            lambda: client.js.get_msg(stream, subject=subject, direct=True),
-            what=f"reading {subject}",
-            nc=client.nc,
-            window=window,
-        )
-    except NotFoundError:
+        try:
+            msg = await read()
+        except Exception as exc:  # the retry loop (and its description) only on failure
+            msg = await ride_through(
+                read, exc, what=f"reading {subject}", nc=client.nc, window=window
+            )
+    except NotFoundError:  # final: ride_through raises it at once
         return None
     headers = msg.headers or {}
     if headers.get(KV_OPERATION) in (KV_DELETE, KV_PURGE) or not msg.data:
@@ -102,7 +108,7 @@ async def delete(kv: KeyValue, key: str, revision: int | None) -> None:
     """
     try:
         await _riding(
-            kv, f"deleting {key}", lambda: kv.delete(key, last=revision, validate_keys=False)
+            kv, "deleting", key, lambda: kv.delete(key, last=revision, validate_keys=False)
         )
     except APIError as exc:
         if is_stale_revision(exc):
@@ -160,11 +166,9 @@ async def write(kv: KeyValue, key: str, value: bytes, revision: int | None = Non
     written. A write whose ack was lost and that is sent again finds its own revision
     (a stale-revision refusal): the compare-and-set loop reads again and sees it done."""
     if revision is None:
-        return await _riding(
-            kv, f"writing {key}", lambda: kv.create(key, value, validate_keys=False)
-        )
+        return await _riding(kv, "writing", key, lambda: kv.create(key, value, validate_keys=False))
     return await _riding(
-        kv, f"writing {key}", lambda: kv.update(key, value, last=revision, validate_keys=False)
+        kv, "writing", key, lambda: kv.update(key, value, last=revision, validate_keys=False)
     )
 
 

@@ -203,7 +203,7 @@ async def ride_through[T](
         return result
     last.add_note(
         f"naq tried {what} {failures} time(s) over {window:.0f}s (retry_window) "
-        "and NATS did not answer"
+        "without getting through"
     )
     raise last
 

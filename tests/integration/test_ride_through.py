@@ -218,3 +218,18 @@ async def test_the_puller_backs_off_after_a_503_instead_of_spinning(
         await puller.stop()  # run() returns once stopped
         await asyncio.wait_for(running, 10)
         await puller_nc.close()
+
+
+async def test_a_job_stream_deleted_behind_the_producers_back_is_declared_again(
+    settings: Settings, nc: Any
+) -> None:
+    """No stream answers because the stream is gone (an operator deleted it): the first
+    "no stream" answer makes the client declare its namespace again, and the enqueue
+    lands well within a short window instead of failing at its end."""
+    quick = settings.replace(retry_window=10.0)
+    async with Queue(settings=quick) as queue:
+        await queue.enqueue(jobs.add, 1, 1)
+        await nc.jetstream().delete_stream(queue.layout.stream)
+        job = await queue.enqueue(jobs.add, 2, 2)
+    info = await nc.jetstream().stream_info(queue.layout.stream, subjects_filter=">")
+    assert list(info.state.subjects or {}) == [queue.layout.job_subject("default", job.job_id)]
