@@ -132,13 +132,19 @@ def window_of(nc: NATS | None) -> float:
 
 
 class _Trouble:
-    """Whether a run of trouble is on, so that it is reported once, not per attempt."""
+    """A run of trouble lasts while at least one operation is being tried again: it is
+    reported when it begins and once when something gets through, not per attempt nor
+    per operation."""
 
-    since: float | None = None
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.retrying = 0
+        self.told_over = False
 
     def began(self, what: str, exc: BaseException, window: float) -> None:
+        self.retrying += 1
         if self.since is None:
-            self.since = time.monotonic()
+            self.since, self.told_over = time.monotonic(), False
             log.warning(
                 "NATS trouble while %s: %s; trying again for up to %.0fs",
                 what,
@@ -148,14 +154,17 @@ class _Trouble:
         else:
             log.debug("NATS trouble while %s: %s", what, _describe(exc))
 
-    def ended(self, what: str) -> None:
-        if self.since is not None:
+    def ended(self, what: str, through: bool) -> None:
+        if through and not self.told_over and self.since is not None:
+            self.told_over = True
             log.info(
                 "NATS answers again (%s went through after %.1fs)",
                 what,
                 time.monotonic() - self.since,
             )
-            self.since = None
+        self.retrying -= 1
+        if self.retrying == 0:
+            self.since = None  # the next trouble is a new run, reported again
 
 
 _trouble = _Trouble()
@@ -185,22 +194,22 @@ async def ride_through[T](
         raise first
     deadline = time.monotonic() + window
     _trouble.began(what, first, window)
-    failures, last = 1, first
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        await asyncio.sleep(min(left, backoff(failures, BASE, CAP)))
-        try:
-            result = await attempt()
-        except Exception as exc:
-            if not is_transient(exc, nc):
-                raise
-            failures, last = failures + 1, exc
-            log.debug("%s: try %d failed: %s", what, failures, _describe(exc))
-            continue
-        _trouble.ended(what)
-        return result
+    failures, last, through = 1, first, False
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, backoff(failures, BASE, CAP)))
+            try:
+                result = await attempt()
+            except Exception as exc:
+                if not is_transient(exc, nc):
+                    raise
+                failures, last = failures + 1, exc
+                log.debug("%s: try %d failed: %s", what, failures, _describe(exc))
+                continue
+            through = True
+            return result
+    finally:
+        _trouble.ended(what, through)
     last.add_note(
         f"naq tried {what} {failures} time(s) over {window:.0f}s (retry_window) "
         "without getting through"

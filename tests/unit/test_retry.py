@@ -149,3 +149,20 @@ async def test_cancellation_ends_it_at_once() -> None:
 def test_the_window_is_a_setting() -> None:
     assert Settings().retry_window >= 30.0
     assert Settings.from_env({"NAQ_RETRY_WINDOW": "5"}).retry_window == 5.0
+
+
+async def test_each_run_of_trouble_is_reported_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A run ends when nothing is being tried again any more, whether it got through or
+    gave up: the next trouble is reported again. Operations retried together share one
+    report."""
+    caplog.set_level("INFO", logger=retry_module.__name__)
+    with pytest.raises(TimeoutError):
+        await retry(Flaky(10_000), what="a lost cause", window=0.3)
+    together = await asyncio.gather(*(retry(Flaky(2), what="a read", window=30) for _ in range(5)))
+    assert together == ["done"] * 5
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2, warnings
+    assert "a lost cause" in warnings[0]
+    assert "a read" in warnings[1]
+    over = [r.getMessage() for r in caplog.records if "answers again" in r.getMessage()]
+    assert len(over) == 1, over
