@@ -27,6 +27,9 @@ from naq.redact import has_userinfo, redact
 from naq.signing import Signer, signer_for
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+DEFAULT_RETRY_WINDOW = 30.0
+"""Seconds a NATS operation is retried through transient trouble: a leader election
+on a 3-node cluster made publishes fail for about 8 s, a server restart takes longer."""
 ENV_PREFIX = "NAQ_"
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 MAX_NAME = {"namespace": 240, "queue": 255}
@@ -159,6 +162,13 @@ class Settings:
         metadata={
             "help": "seconds between pings to the NATS server; two unanswered mean the "
             "connection is lost (a silent partition is noticed in seconds)"
+        },
+    )
+    retry_window: float = field(
+        default=DEFAULT_RETRY_WINDOW,
+        metadata={
+            "help": "seconds naq keeps retrying a NATS operation through no-responders, "
+            "503s and timeouts (a leader election, a server restart) before it fails"
         },
     )
     shutdown_grace: float = field(
@@ -295,8 +305,9 @@ class Settings:
         ):
             if not getattr(self, name) > 0:  # also refuses NaN
                 raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)}")
-        if not self.shutdown_grace >= 0:
-            raise ConfigurationError("shutdown_grace must not be negative")
+        for name in ("shutdown_grace", "retry_window"):
+            if not getattr(self, name) >= 0:  # also refuses NaN
+                raise ConfigurationError(f"{name} must not be negative")
         for name in ("max_jobs_per_child", "max_memory_per_child", "max_memory"):
             if getattr(self, name) < 0:
                 raise ConfigurationError(f"{name} must not be negative")

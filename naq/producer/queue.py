@@ -41,7 +41,8 @@ from naq.state.store import iter_records, unpack, wait_record
 from naq.transport.connect import Client
 from naq.transport.names import SCHEDULE_HEADER, SCHEDULE_TARGET_HEADER, Layout
 from naq.transport.pool import acquire, release
-from naq.transport.publish import NoStream, Outgoing
+from naq.transport.publish import Outgoing
+from naq.transport.retry import retry
 from naq.transport.streams import purge_subject
 from naq.wire import JobMeta, encode_job
 
@@ -192,12 +193,9 @@ class Queue:
         client = await self.connection()
         self._check_size(client, jobs, messages)
         await self._check_room(client, messages)
-        try:
-            await self._send(client, messages)
-        except NoStream:
-            client.forget_declared()  # the stream was deleted: declare it again, once
-            await client.layout(self.settings.namespace)
-            await self._send(client, messages)
+        # Trouble (a leader election, a restart, a deleted stream declared again) is
+        # ridden through by the publisher, for the connection's retry_window.
+        await self._send(client, messages)
         self._enqueued(jobs)
         return jobs
 
@@ -215,7 +213,12 @@ class Queue:
         limits = self.settings
         if not (limits.max_stream_msgs or limits.max_stream_bytes):
             return
-        state = (await client.js.stream_info(self.layout.stream)).state
+        info = await retry(
+            lambda: client.js.stream_info(self.layout.stream),
+            what="reading the job stream's state",
+            nc=client.nc,
+        )
+        state = info.state
         adding = sum(len(m.payload) for m in messages)
         if (limits.max_stream_msgs and state.messages + len(messages) > limits.max_stream_msgs) or (
             limits.max_stream_bytes and state.bytes + adding > limits.max_stream_bytes

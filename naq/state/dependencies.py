@@ -57,7 +57,7 @@ from naq.state.status import job_status
 from naq.state.store import read_record, store_unless_final
 from naq.supervised import keep_running
 from naq.transport.connect import Client
-from naq.transport.kv import cas, delete, get_entry, stop_watch
+from naq.transport.kv import cas, delete, get_entry, stop_watch, write
 from naq.transport.names import DEPENDS_ON_HEADER, Layout, kv_stream
 from naq.transport.publish import Outgoing
 from naq.transport.streams import subjects_of
@@ -148,7 +148,7 @@ async def take_in(
     held = pack_held(list(depends_on), message, meta.queue, meta.enqueue_time)
     kv = await bucket(client, layout)
     try:
-        await kv.create(layout.held_key(job_id), held, validate_keys=False)
+        await write(kv, layout.held_key(job_id), held)
     except KeyWrongLastSequenceError:
         return  # taken in already (the message was redelivered)
     for dep in depends_on:

@@ -16,14 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from naq.cron import MISSED_POLICIES, MissedPolicy, Spec, following
 from naq.errors import ConfigurationError, JobNotFound, NaqError
 from naq.job import validate_job_id
 from naq.transport.connect import Client
-from naq.transport.kv import cas, current_values, purge_key
+from naq.transport.kv import cas, current_values, get_entry, purge_key, write
 from naq.transport.names import Layout
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ async def bucket(client: Client, layout: Layout) -> KeyValue:
 
 async def create(kv: KeyValue, schedule: Schedule) -> int:
     try:
-        return await kv.create(schedule.schedule_id, schedule.to_json(), validate_keys=False)
+        return await write(kv, schedule.schedule_id, schedule.to_json())
     except KeyWrongLastSequenceError:
         raise NaqError(f"a schedule with id {schedule.schedule_id!r} exists already") from None
 
@@ -188,13 +188,10 @@ async def create(kv: KeyValue, schedule: Schedule) -> int:
 async def read(kv: KeyValue, schedule_id: str) -> tuple[Schedule, int]:
     """The schedule and its revision. The id is the key, and nats-py's key check is off
     (ids such as ``user:42``), so it is checked here: ``>`` is every key."""
-    try:
-        entry = await kv.get(validate_job_id(schedule_id), validate_keys=False)
-    except KeyNotFoundError:
-        raise ScheduleNotFound(f"no schedule {schedule_id!r}") from None
-    if entry.value is None or entry.revision is None:
+    value, revision = await get_entry(kv, validate_job_id(schedule_id))
+    if value is None or revision is None:
         raise ScheduleNotFound(f"no schedule {schedule_id!r}")
-    return Schedule.from_json(entry.value), entry.revision
+    return Schedule.from_json(value), revision
 
 
 async def change(

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
 
 from naq.errors import JobNotFound
@@ -26,6 +27,7 @@ from naq.state.workers import list_workers
 from naq.transport.connect import Client
 from naq.transport.kv import get_value
 from naq.transport.names import Layout
+from naq.transport.retry import retry
 from naq.wire import BadMessage, decode_job
 
 Status = Literal["queued", "scheduled", "running", "finished", "failed", "cancelled"]
@@ -117,8 +119,12 @@ async def held_status(client: Client, layout: Layout, job_id: str) -> JobStatus 
 async def _waiting(client: Client, layout: Layout, job_id: str) -> JobStatus | None:
     """A job still in the stream: on its queue's subject, on its schedule, or on its
     held subject (enqueued with dependencies, not yet taken in by a supervisor)."""
-    info = await client.js.stream_info(
-        layout.stream, subjects_filter=layout.any_queue_subject(job_id)
+    info = await retry(
+        lambda: client.js.stream_info(
+            layout.stream, subjects_filter=layout.any_queue_subject(job_id)
+        ),
+        what="reading the job stream",
+        nc=client.nc,
     )
     subjects = list(info.state.subjects or {})
     status: Status = "queued"
@@ -129,7 +135,7 @@ async def _waiting(client: Client, layout: Layout, job_id: str) -> JobStatus | N
         )
         for subject, found in where:
             try:
-                await client.js.get_last_msg(layout.stream, subject)
+                await _last_msg(client, layout, subject)
             except NotFoundError:
                 continue
             subjects, status = [subject], found
@@ -137,7 +143,7 @@ async def _waiting(client: Client, layout: Layout, job_id: str) -> JobStatus | N
         else:
             return None
     try:
-        msg = await client.js.get_last_msg(layout.stream, subjects[0])
+        msg = await _last_msg(client, layout, subjects[0])
     except NotFoundError:  # acked between the two reads: it has moved on
         return None
     waiting = tuple(read_depends_on(msg.headers))
@@ -147,4 +153,12 @@ async def _waiting(client: Client, layout: Layout, job_id: str) -> JobStatus | N
         return JobStatus(job_id, status, waiting_for=waiting)
     return JobStatus(
         job_id, status, queue=meta.queue, enqueued_at=meta.enqueue_time, waiting_for=waiting
+    )
+
+
+async def _last_msg(client: Client, layout: Layout, subject: str) -> RawStreamMsg:
+    return await retry(
+        lambda: client.js.get_last_msg(layout.stream, subject),
+        what=f"reading {subject}",
+        nc=client.nc,
     )

@@ -33,14 +33,13 @@ from naq.serializers import get_serializer
 from naq.signing import RESULT, SIGNATURE_HEADER
 from naq.state.record import ResultRecord, decode_result, encode_result
 from naq.transport.connect import Client
-from naq.transport.kv import get_message, get_message_seq
+from naq.transport.kv import WRONG_LAST_SEQUENCE, get_message, get_message_seq
 from naq.transport.names import Layout
-from naq.transport.publish import Rejected
+from naq.transport.retry import Rejected
 from naq.wire import BadMessage
 
 EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 """The header that makes a write conditional on the key's last sequence (0: none)."""
-WRONG_LAST_SEQUENCE = 10071
 GUARDED_ATTEMPTS = 50
 
 
@@ -50,7 +49,7 @@ async def store_result(
     """Write ``record`` with a per-key TTL (``ttl`` seconds, or ``KEEP_FOREVER``), signed
     when the client has a signing key; returns its sequence. ``expect``: the key's last
     sequence the write requires (0: no record), else the server refuses it
-    (:class:`Rejected`, code 10071). Unguarded writes are for records nothing can have
+    (:class:`Rejected`, err_code 10071). Unguarded writes are for records nothing can have
     made final before them; :func:`store_unless_final` is for the rest."""
     body = encode_result(record)
     headers = {"Nats-TTL": "never" if ttl == KEEP_FOREVER else f"{max(1, ttl)}s"}
@@ -81,7 +80,7 @@ async def store_unless_final(
         try:
             return await store_result(client, layout, record, ttl, expect), None
         except Rejected as exc:
-            if exc.code != WRONG_LAST_SEQUENCE:
+            if exc.err_code not in WRONG_LAST_SEQUENCE:
                 raise
         try:
             current, expect = await read_record_seq(client, layout, record.job_id)
@@ -265,8 +264,8 @@ async def _read_bodies(
     found: list[tuple[str, bytes, Mapping[str, str] | None]] = []
     for start in range(0, len(ids), READ_CONCURRENCY):
         chunk = ids[start : start + READ_CONCURRENCY]
-        reads = await asyncio.gather(
-            *(get_message(client, layout.results_bucket, job_id) for job_id in chunk)
+        reads = await asyncio.gather(  # tried once: the wait reads again on its own clock
+            *(get_message(client, layout.results_bucket, job_id, window=0) for job_id in chunk)
         )
         found += [(job_id, *read) for job_id, read in zip(chunk, reads, strict=True) if read]
     return found

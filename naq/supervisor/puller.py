@@ -26,12 +26,17 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from naq.supervised import backoff
 from naq.transport.connect import drain
 
 log = logging.getLogger(__name__)
 
 LOST_AFTER = 2.0
 """Seconds past ``expires`` after which a silent request is taken as lost."""
+BACKOFF_BASE = 0.25
+BACKOFF_CAP = 5.0
+"""The wait before asking again after a pull ended in trouble (``naq.supervised.backoff``):
+a leader election answers pulls with 503 for seconds, and asking again at once spun."""
 
 
 class Puller:
@@ -62,6 +67,13 @@ class Puller:
         self._stopping = False
         self._delivered = 0
         """Jobs delivered for the open request."""
+        self._failures = 0
+        """Pull requests in a row that ended in trouble (a 503 during a leader election,
+        a failed send); back to 0 once one delivers a job or ends normally."""
+        self._back_off_due = False
+        """The next request waits ``backoff(failures)`` first."""
+        self._wake = asyncio.Event()
+        """Cuts a backoff short: a stop, or a reconnect."""
         self.idle = asyncio.Event()
         """Set while the queue is idle (its last request expired empty)."""
 
@@ -70,6 +82,8 @@ class Puller:
 
     def reset(self) -> None:
         """Forget the open request (after a reconnect): the next one is sent at once."""
+        self._failures, self._back_off_due = 0, False
+        self._wake.set()
         self._release()
 
     async def withdraw(self) -> None:
@@ -92,6 +106,9 @@ class Puller:
     async def run(self) -> None:
         """Keep one pull request open while there is room; returns when stopped."""
         while not self._stopping:
+            if self._back_off_due:
+                await self._back_off()
+                continue
             want = min(self._free(), 1) if self.idle.is_set() else self._free()
             if want <= 0:
                 self._slots_changed.clear()
@@ -105,10 +122,10 @@ class Puller:
                 await self._nc.publish(
                     self._pull_subject, json.dumps(request).encode(), reply=self._inbox
                 )
-            except Exception as exc:  # disconnected: wait for the reconnect to reset us
+            except Exception as exc:  # disconnected: back off until the reconnect resets us
                 log.warning("pull request for queue %s failed: %s", self.queue, exc)
                 self.credits = 0
-                await asyncio.sleep(0.5)
+                self._trouble()
                 continue
             started = time.monotonic()
             try:
@@ -119,10 +136,25 @@ class Puller:
                 )
                 self._release()
 
+    async def _back_off(self) -> None:
+        """Wait before the next request after trouble, so a consumer in a leader election
+        is not asked again at once, again and again; a stop or a reconnect ends it."""
+        self._back_off_due = False
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                self._wake.wait(), backoff(self._failures, BACKOFF_BASE, BACKOFF_CAP)
+            )
+
+    def _trouble(self) -> None:
+        self._failures += 1
+        self._back_off_due = True
+
     async def _on_msg(self, msg: Msg) -> None:
         headers = msg.headers or {}
         status = headers.get("Status")
         if status is None:
+            self._failures = 0
             self.idle.clear()
             self._delivered += 1
             self.credits = max(0, self.credits - 1)
@@ -135,10 +167,19 @@ class Puller:
         description = headers.get("Description", "")
         if status == "409" and "Consumer Deleted" in description:
             self._on_consumer_gone(self.queue)
-        elif status == "408" and self._delivered == 0:
-            self.idle.set()  # expired with nothing delivered
-        elif status not in ("404", "408"):
-            log.warning("pull on queue %s ended: %s %s", self.queue, status, description)
+        elif status in ("404", "408"):  # the consumer answers as it should
+            self._failures = 0
+            if status == "408" and self._delivered == 0:
+                self.idle.set()  # expired with nothing delivered
+        else:  # a 503 in a leader election, say: ask again after a backoff, not at once
+            self._trouble()
+            log.log(
+                logging.WARNING if self._failures == 1 else logging.DEBUG,
+                "pull on queue %s ended: %s %s; asking again after a backoff",
+                self.queue,
+                status,
+                description,
+            )
         self._release()
 
     async def stop(self) -> None:
@@ -149,6 +190,7 @@ class Puller:
         unanswered until ``ack_wait``.
         """
         self._stopping = True
+        self._wake.set()
         self._request_done.set()
         if self._sub is not None:
             try:

@@ -13,6 +13,7 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 CHECKED_WITH = "2.16.0"
@@ -46,3 +47,15 @@ def watch_consumer(watcher: KeyValue.KeyWatcher) -> tuple[Any, str, str] | None:
     if sub is None:
         return None
     return sub._js, sub._stream, sub._consumer
+
+
+def js_connection(js: JetStreamContext) -> NATS:
+    """The connection a JetStream context works on: naq's retry window belongs to it
+    (``naq.transport.retry``), and helpers handed only a context need it."""
+    nc: NATS = js._nc
+    return nc
+
+
+def kv_connection(kv: KeyValue) -> NATS:
+    """The connection a KV handle works on (see :func:`js_connection`)."""
+    return js_connection(kv._js)

@@ -25,6 +25,7 @@ from naq.transport import compat
 from naq.transport.declare import declare
 from naq.transport.names import Layout
 from naq.transport.publish import Publisher
+from naq.transport.retry import set_window
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +229,8 @@ class Client:
     def __init__(self, nc: NATS, settings: Settings) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
-        self.publisher = Publisher(nc)
+        set_window(nc, settings.retry_window)  # what this connection's operations ride out
+        self.publisher = Publisher(nc, on_no_stream=self.declare_again)
         self.settings = settings
         self.signer: Signer | None = settings.signer
         """Signs what this client writes (jobs, results) and checks what it reads."""
@@ -257,6 +259,14 @@ class Client:
     def forget_declared(self) -> None:
         """Declare again on next use (a stream was deleted behind our back)."""
         self._declared.clear()
+
+    async def declare_again(self) -> None:
+        """Declare the namespaces used here again, now: a publish found no stream (one
+        deleted behind our back is made again; one in a leader election is left as it
+        is). Called by the publisher once per run of trouble."""
+        async with self._declare_lock:
+            for namespace in sorted(self._declared):
+                await declare(self.js, Layout(namespace), self.settings)
 
     async def close(self) -> None:
         await self.publisher.close()

@@ -4,6 +4,9 @@ Every stream is created if missing, so any process (a producer, a supervisor, th
 CLI) may be the first to touch a namespace; one that exists is brought to the
 configuration where it drifted, or refused with a :class:`ConfigurationError` naming
 the field (``ensure_stream``, ``ensure_consumer``): never used silently as it is.
+Each declaration is tried again as a whole through NATS trouble
+(``naq.transport.retry``): a producer declaring its namespace during a leader
+election used to die on its first ``nats: timeout``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from nats.js.errors import APIError, NotFoundError
 from naq.errors import ConfigurationError
 from naq.settings import Settings
 from naq.transport.names import Layout, kv_stream, kv_subject
+from naq.transport.retry import retried
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +173,7 @@ def _refused(what: str, refused: dict[str, tuple[Any, Any, str]]) -> Configurati
     )
 
 
+@retried("declaring a stream")
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
     """Create the stream if missing. An existing one is brought to the configuration:
     subjects it lacks are added (a newer naq uses a subject an older one did not
@@ -214,6 +219,7 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         raise _refused(f"stream {config.name}", refused)
 
 
+@retried("declaring a consumer")
 async def ensure_consumer(
     js: JetStreamContext, layout: Layout, queue: str, settings: Settings
 ) -> ConsumerInfo:

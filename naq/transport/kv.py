@@ -5,14 +5,16 @@ its consumer behind.
 Why these are here and not in each writer: the dependency records, the schedules
 and the leader lease all change keys that others change at the same moment. One
 loop (read, change, write expecting the revision read; on a lost race, read again)
-and one reading of nats-py's errors for a stale revision keep them alike.
+and one reading of nats-py's errors for a stale revision keep them alike. Every read
+and write here is tried again through NATS trouble (``naq.transport.retry``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
+from nats.js.api import RawStreamMsg
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
@@ -21,6 +23,7 @@ from naq.transport import compat
 from naq.transport.connect import Client
 from naq.transport.names import kv_stream, kv_subject
 from naq.transport.publish import Outgoing
+from naq.transport.retry import retry, ride_through
 from naq.transport.streams import scan
 
 log = logging.getLogger(__name__)
@@ -45,37 +48,56 @@ def is_stale_revision(exc: APIError) -> bool:
     return exc.err_code in WRONG_LAST_SEQUENCE
 
 
+async def _riding[T](kv: KeyValue, doing: str, key: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    """``attempt()`` on ``kv``, tried again through NATS trouble for its connection's
+    window (a KV leader election failed writes for about 7 s); nothing more on success
+    (not even the description, built only on failure)."""
+    try:
+        return await attempt()
+    except Exception as exc:
+        return await ride_through(attempt, exc, what=f"{doing} {key}", nc=compat.kv_connection(kv))
+
+
 async def get_entry(kv: KeyValue, key: str) -> tuple[bytes | None, int | None]:
     """The key's value and revision; ``(None, None)`` when absent or deleted."""
     try:
-        entry = await kv.get(key, validate_keys=False)
+        entry = await _riding(kv, "reading", key, lambda: kv.get(key, validate_keys=False))
     except (KeyNotFoundError, NotFoundError):
         return None, None
     return entry.value or None, entry.revision
 
 
 async def get_message(
-    client: Client, bucket: str, key: str
+    client: Client, bucket: str, key: str, *, window: float | None = None
 ) -> tuple[bytes, Mapping[str, str]] | None:
     """The key's value with the headers it was stored with (a signature, say); None
     when absent or deleted. nats-py's ``kv.get`` drops the headers, so this asks for the
-    key's last message directly (the buckets allow direct gets: any replica answers)."""
-    found, _ = await get_message_seq(client, bucket, key)
+    key's last message directly (the buckets allow direct gets: any replica answers).
+    ``window``: how long to ride out NATS trouble, if not the connection's (0: once)."""
+    found, _ = await get_message_seq(client, bucket, key, window=window)
     return found
 
 
 async def get_message_seq(
-    client: Client, bucket: str, key: str
+    client: Client, bucket: str, key: str, *, window: float | None = None
 ) -> tuple[tuple[bytes, Mapping[str, str]] | None, int]:
     """:func:`get_message`, and the key's last sequence in its stream (0: the key has no
     message, never written or expired by its TTL; a delete marker has its own): what a
     write expecting nobody changed the key meanwhile names
     (``Nats-Expected-Last-Subject-Sequence``)."""
+    stream, subject = kv_stream(bucket), kv_subject(bucket, key)
+
+    def read() -> Awaitable[RawStreamMsg]:
+        return client.js.get_msg(stream, subject=subject, direct=True)
+
     try:
-        msg = await client.js.get_msg(
-            kv_stream(bucket), subject=kv_subject(bucket, key), direct=True
-        )
-    except NotFoundError:
+        try:
+            msg = await read()
+        except Exception as exc:  # the retry loop (and its description) only on failure
+            msg = await ride_through(
+                read, exc, what=f"reading {subject}", nc=client.nc, window=window
+            )
+    except NotFoundError:  # final: ride_through raises it at once
         return None, 0
     headers = msg.headers or {}
     seq = msg.seq or 0
@@ -97,7 +119,9 @@ async def delete(kv: KeyValue, key: str, revision: int | None) -> None:
     stale, where ``update`` raises ``KeyWrongLastSequenceError``.
     """
     try:
-        await kv.delete(key, last=revision, validate_keys=False)
+        await _riding(
+            kv, "deleting", key, lambda: kv.delete(key, last=revision, validate_keys=False)
+        )
     except APIError as exc:
         if is_stale_revision(exc):
             raise KeyWrongLastSequenceError(description=str(exc)) from exc
@@ -143,28 +167,42 @@ async def cas[T](
             if new is None:
                 await delete(kv, key, revision)
                 return result, None
-            if revision is None:
-                return result, await kv.create(key, new, validate_keys=False)
-            return result, await kv.update(key, new, last=revision, validate_keys=False)
+            return result, await write(kv, key, new, revision)
         except KeyWrongLastSequenceError:
             continue  # somebody else changed it first: read again
     raise TooMuchContention(f"could not update {key}: it kept changing ({CAS_ATTEMPTS} tries)")
 
 
+async def write(kv: KeyValue, key: str, value: bytes, revision: int | None = None) -> int:
+    """Create ``key`` (no revision) or update it expecting ``revision``; the revision
+    written. A write whose ack was lost and that is sent again finds its own revision
+    (a stale-revision refusal): the compare-and-set loop reads again and sees it done."""
+    if revision is None:
+        return await _riding(kv, "writing", key, lambda: kv.create(key, value, validate_keys=False))
+    return await _riding(
+        kv, "writing", key, lambda: kv.update(key, value, last=revision, validate_keys=False)
+    )
+
+
 async def current_values(client: Client, bucket: str) -> list[bytes]:
     """The current value of every key of a KV bucket; deleted keys left out (delete,
-    purge and the server's expiry markers have no body)."""
-    return [
-        msg.data
-        async for msg in scan(
-            client,
-            kv_stream(bucket),
-            kv_subject(bucket, ">"),
-            last_per_subject=True,
-            batch=KV_BATCH,
-        )
-        if msg.data
-    ]
+    purge and the server's expiry markers have no body). A read that meets NATS trouble
+    is made again from the start."""
+
+    async def read() -> list[bytes]:
+        return [
+            msg.data
+            async for msg in scan(
+                client,
+                kv_stream(bucket),
+                kv_subject(bucket, ">"),
+                last_per_subject=True,
+                batch=KV_BATCH,
+            )
+            if msg.data
+        ]
+
+    return await retry(read, what=f"reading the bucket {bucket}", nc=client.nc)
 
 
 async def stop_watch(watcher: KeyValue.KeyWatcher) -> None:

@@ -5,8 +5,9 @@ never resolves (nats.py#985), so a rejected job would hang the producer; and pla
 ``js.publish`` waits one round trip per message. This publisher sends many
 messages with their own reply subjects under one wildcard inbox and matches the
 acks as they come, so a window of thousands is in flight and each one is checked.
-A message not acknowledged in time is sent again with the same ``Nats-Msg-Id``, so a
-retry can never store a job twice.
+A message not acknowledged in time, or met by trouble that passes, is sent again
+with the same ``Nats-Msg-Id`` for the connection's retry window, so a retry can never
+store a job twice.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from nats.aio.client import Client as NATS
@@ -24,6 +25,7 @@ from nats.aio.subscription import Subscription
 from nats.errors import ConnectionClosedError, MaxPayloadError
 
 from naq.errors import NaqError, PayloadTooLarge, PublishError, ServerFull
+from naq.transport.retry import Rejected, Transient, is_transient, ride_through
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +46,13 @@ class Ack:
     duplicate: bool
 
 
-class NoStream(PublishError):
-    """No stream listens on the subject (503 no responders)."""
+class NoStream(Transient):
+    """No stream listens on the subject (503 no responders): during a leader election or
+    a restart, or for a stream deleted behind the connection's back."""
 
 
-class Rejected(PublishError):
-    """JetStream answered the publish with an error; ``code`` is its ``err_code``
-    (10071: the subject's last sequence is not the one the publish expected)."""
-
-    def __init__(self, message: str, code: int | None) -> None:
-        super().__init__(message)
-        self.code = code
+class Unacknowledged(Transient):
+    """The publish's ack did not come in time."""
 
 
 STORAGE_FULL = (10023, 10047)
@@ -80,12 +78,25 @@ def message_size(payload: bytes, headers: dict[str, str] | None) -> int:
 
 
 class Publisher:
-    """One per connection; safe to share between tasks on the connection's loop."""
+    """One per connection; safe to share between tasks on the connection's loop.
 
-    def __init__(self, nc: NATS, timeout: float = 5.0, attempts: int = 4) -> None:
+    A publish that meets trouble (no ack in time, no stream answering, JetStream not
+    ready) is sent again with backoff for the connection's retry window
+    (``naq.transport.retry``), with the same headers: where a ``Nats-Msg-Id`` is set, a
+    message stored before its ack was lost is not stored twice. ``on_no_stream`` is
+    called once per run of trouble in which no stream answered: the client declares its
+    namespaces again, for a stream that was deleted.
+    """
+
+    def __init__(
+        self,
+        nc: NATS,
+        timeout: float = 5.0,
+        on_no_stream: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._nc = nc
         self._timeout = timeout
-        self._attempts = attempts
+        self._on_no_stream = on_no_stream
         self._prefix = nc.new_inbox()
         self._sub: Subscription | None = None
         self._waiting: dict[str, asyncio.Future[Msg]] = {}
@@ -104,54 +115,111 @@ class Publisher:
             fut.set_result(msg)
 
     async def publish(self, subject: str, payload: bytes, headers: dict[str, str] | None) -> Ack:
-        """One message: the supervisor's path for every result, kept lean."""
+        """One message: the supervisor's path for every result, kept lean (the retry
+        loop is entered only when the first try fails)."""
         self.check_size(subject, payload, headers)
         await self._ensure_sub()
-        loop = asyncio.get_running_loop()
-        for attempt in range(1, self._attempts + 1):
-            token = str(self._next)
-            self._next += 1
-            fut: asyncio.Future[Msg] = loop.create_future()
-            self._waiting[token] = fut
+        try:
+            return await self._publish_once(subject, payload, headers)
+        except Exception as exc:
+            return await ride_through(
+                self._recovering(lambda: self._publish_once(subject, payload, headers), exc),
+                exc,
+                what=f"publishing to {subject}",
+                nc=self._nc,
+            )
+
+    async def _publish_once(
+        self, subject: str, payload: bytes, headers: dict[str, str] | None
+    ) -> Ack:
+        token = str(self._next)
+        self._next += 1
+        fut: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        self._waiting[token] = fut
+        try:
+            await self._nc.publish(
+                subject, payload, reply=f"{self._prefix}.{token}", headers=headers
+            )
+            async with asyncio.timeout(self._timeout):
+                reply = await fut
+        except TimeoutError:
+            raise Unacknowledged(
+                f"a publish to {subject} was not acknowledged within {self._timeout}s"
+            ) from None
+        except (MaxPayloadError, ConnectionClosedError) as exc:
+            raise self._send_failed(exc, payload) from exc
+        finally:
+            self._waiting.pop(token, None)
+        ack = _parse_ack(reply, subject)
+        if isinstance(ack, Ack):
+            return ack
+        raise ack
+
+    def _recovering[T](
+        self, attempt: Callable[[], Awaitable[T]], first: BaseException
+    ) -> Callable[[], Awaitable[T]]:
+        """``attempt`` for the retry loop: before the first try that follows a "no
+        stream" answer, let the client declare its streams again (once per run)."""
+        hook = self._on_no_stream
+        if hook is None:
+            return attempt
+        due, done = isinstance(first, NoStream), False
+
+        async def again() -> T:
+            nonlocal due, done
+            if due and not done:
+                done = True
+                await _best_effort(hook, self._timeout)
             try:
-                await self._nc.publish(
-                    subject, payload, reply=f"{self._prefix}.{token}", headers=headers
-                )
-                async with asyncio.timeout(self._timeout):
-                    reply = await fut
-            except TimeoutError:
-                continue
-            except (MaxPayloadError, ConnectionClosedError) as exc:
-                raise self._send_failed(exc, payload) from exc
-            finally:
-                self._waiting.pop(token, None)
-            ack = _parse_ack(reply, subject)
-            if isinstance(ack, Ack):
-                return ack
-            if not isinstance(ack, NoStream) or attempt == self._attempts:
-                raise ack
-        raise PublishError(
-            f"a publish to {subject} was not acknowledged after {self._attempts} attempts"
-        )
+                return await attempt()
+            except NoStream:
+                due = True
+                raise
+
+        return again
 
     async def publish_many(self, items: Sequence[Outgoing]) -> list[Ack]:
-        """Publish all ``items``; returns their acks in order or raises on the first failure."""
+        """Publish all ``items``; returns their acks in order or raises on the first
+        failure that is final, or when the retry window is spent."""
         for item in items:
             self.check_size(item.subject, item.payload, item.headers)
         await self._ensure_sub()
         acks: list[Ack | None] = [None] * len(items)
         for start in range(0, len(items), WINDOW):
             todo = list(range(start, min(start + WINDOW, len(items))))
-            for attempt in range(1, self._attempts + 1):
-                todo = await self._send_window(items, todo, acks, last=attempt == self._attempts)
+            try:
+                todo = await self._send_window(items, todo, acks)
+            except Exception as exc:  # a closed connection, say: final or not, decided below
+                first: BaseException = exc
+            else:
                 if not todo:
-                    break
-                log.warning("retrying %d unacknowledged publishes (attempt %d)", len(todo), attempt)
+                    continue
+                first = self._unacknowledged(items, todo)
+            pending = todo
+
+            async def rest() -> None:
+                nonlocal pending
+                pending = await self._send_window(items, pending, acks)
+                if pending:
+                    raise self._unacknowledged(items, pending)
+
+            await ride_through(
+                self._recovering(rest, first), first, what="publishing a batch", nc=self._nc
+            )
         return [a for a in acks if a is not None]
 
+    @staticmethod
+    def _unacknowledged(items: Sequence[Outgoing], todo: list[int]) -> Exception:
+        return Unacknowledged(
+            f"{len(todo)} publishes to {items[todo[0]].subject} (and others) were not "
+            "acknowledged, or no stream answered them"
+        )
+
     async def _send_window(
-        self, items: Sequence[Outgoing], todo: list[int], acks: list[Ack | None], last: bool
+        self, items: Sequence[Outgoing], todo: list[int], acks: list[Ack | None]
     ) -> list[int]:
+        """Send ``todo``, fill in ``acks``; the indexes to send again (no ack in time, or
+        trouble that passes). A final refusal is raised."""
         loop = asyncio.get_running_loop()
         futures: dict[int, asyncio.Future[Msg]] = {}
         tokens: list[str] = []
@@ -173,28 +241,32 @@ class Publisher:
         except (MaxPayloadError, ConnectionClosedError) as exc:
             self._forget(tokens)
             raise self._send_failed(exc, items[i].payload) from exc
+        except Exception:  # reconnecting, the buffer full: what was not sent goes again
+            self._forget(tokens)
+            raise
         if futures:
             await asyncio.wait(futures.values(), timeout=self._timeout)
         retry: list[int] = []
-        for i, fut in futures.items():
-            if not fut.done():
-                fut.cancel()
-                retry.append(i)
-                continue
-            ack = _parse_ack(fut.result(), items[i].subject)
-            if isinstance(ack, NoStream) and not last:
-                retry.append(i)
-            elif isinstance(ack, Exception):
-                self._forget(tokens)
-                raise ack
-            else:
-                acks[i] = ack
-        self._forget(tokens)
-        if retry and last:
-            raise PublishError(
-                f"{len(retry)} publishes to {items[retry[0]].subject} were not acknowledged "
-                f"after {self._attempts} attempts"
-            )
+        no_stream: NoStream | None = None
+        try:
+            for i, fut in futures.items():
+                if not fut.done():
+                    fut.cancel()
+                    retry.append(i)
+                    continue
+                ack = _parse_ack(fut.result(), items[i].subject)
+                if isinstance(ack, Ack):
+                    acks[i] = ack
+                elif is_transient(ack):
+                    retry.append(i)
+                    if isinstance(ack, NoStream):
+                        no_stream = ack
+                else:
+                    raise ack
+        finally:
+            self._forget(tokens)
+        if no_stream is not None and len(retry) == len(futures):
+            raise no_stream  # nothing got through: say why (and let the stream be declared)
         return retry
 
     def check_size(self, subject: str, payload: bytes, headers: dict[str, str] | None) -> None:
@@ -251,6 +323,17 @@ def _parse_ack(msg: Msg, subject: str) -> Ack | NaqError:
             )
         return Rejected(
             f"JetStream rejected a publish to {subject}: {err.get('description')} (code {code})",
+            err.get("code"),
             code,
         )
     return Ack(seq=int(data.get("seq", 0)), duplicate=bool(data.get("duplicate", False)))
+
+
+async def _best_effort(action: Callable[[], Awaitable[None]], timeout: float) -> None:
+    """Run a recovery step, within ``timeout``, whose failure must not end the retry it
+    helps (the retry's window is what bounds the whole)."""
+    try:
+        async with asyncio.timeout(timeout):
+            await action()
+    except Exception as exc:
+        log.debug("recovery step failed (the retry goes on): %s", exc)

@@ -74,3 +74,14 @@ async def test_watch_consumer_names_the_consumer_behind_a_kv_watch(
         assert stream == kv_stream(Layout(settings.namespace).workers_bucket)
     finally:
         await watcher.stop()  # type: ignore[no-untyped-call]
+
+
+async def test_js_and_kv_connection_name_the_connection_they_work_on(
+    nc: NATS, settings: Settings
+) -> None:
+    """The retry window is found from these (``naq.transport.retry``)."""
+    client = Client(nc, settings)
+    layout = await client.layout(settings.namespace)
+    kv = await client.kv(layout.workers_bucket)
+    assert compat.js_connection(client.js) is nc
+    assert compat.kv_connection(kv) is nc

@@ -38,6 +38,7 @@ ENV_SAMPLES: dict[str, tuple[str, Any]] = {
     "pull_expires": ("2.5", 2.5),
     "heartbeat_interval": ("1.5", 1.5),
     "ping_interval": ("2.5", 2.5),
+    "retry_window": ("12.5", 12.5),
     "shutdown_grace": ("3", 3.0),
     "result_ttl": ("60", 60),
     "duplicate_window": ("30", 30.0),
