@@ -465,6 +465,16 @@ class EmbeddedCluster:
                 found.extend((node.name, detail) for detail in acc.get("stream_detail") or [])
         return found
 
+    @staticmethod
+    def _placed(reporter: str, cluster: dict[str, Any], live: set[str]) -> Placement | None:
+        """A placement from one node's report, if a live node leads it."""
+        leader = cluster.get("leader")
+        if leader not in live:  # none elected, or one just lost its followers have not noticed
+            return None
+        # a node lists the other peers only: it holds a replica itself
+        others = {str(replica["name"]) for replica in cluster.get("replicas") or []}
+        return Placement(str(leader), tuple(sorted(others | {reporter})))
+
     def _placement(
         self, pick: Callable[[dict[str, Any]], dict[str, Any] | None], what: str, timeout: float
     ) -> Placement:
@@ -473,11 +483,9 @@ class EmbeddedCluster:
         def known() -> bool:
             live = {node.name for node in self._live()}
             for reporter, detail in self._details("$G"):
-                cluster = (pick(detail) or {}).get("cluster") or {}
-                if (leader := cluster.get("leader")) in live:  # not one just lost
-                    # a node lists the other peers only: it holds a replica itself
-                    others = {str(r["name"]) for r in cluster.get("replicas") or []}
-                    placement[:] = [Placement(leader, tuple(sorted(others | {reporter})))]
+                found = self._placed(reporter, (pick(detail) or {}).get("cluster") or {}, live)
+                if found is not None:
+                    placement[:] = [found]
                     return True
             return False
 
@@ -503,14 +511,16 @@ class EmbeddedCluster:
         return self._placement(pick, f"consumer {consumer} of {stream}", timeout)
 
     def placements(self, stream: str) -> list[tuple[str | None, Placement]]:
-        """(consumer, placement) of the stream (consumer None) and of each of its consumers."""
+        """(consumer, placement) of the stream (consumer None), once a live node leads
+        it, and of each of its consumers that has a live leader, as that node reports."""
         found: list[tuple[str | None, Placement]] = [(None, self.stream_placement(stream))]
-        for _, detail in self._details("$G"):
-            if detail.get("name") == stream:
+        live = {node.name for node in self._live()}
+        for reporter, detail in self._details("$G"):
+            if detail.get("name") == stream and reporter == found[0][1].leader:
                 for consumer in detail.get("consumer_detail") or []:
-                    name = str(consumer["name"])
-                    found.append((name, self.consumer_placement(stream, name)))
-                break
+                    placed = self._placed(reporter, consumer.get("cluster") or {}, live)
+                    if placed is not None:
+                        found.append((str(consumer["name"]), placed))
         return found
 
     async def move_leaders(
@@ -524,7 +534,9 @@ class EmbeddedCluster:
             for consumer, placement in await asyncio.to_thread(self.placements, stream):
                 if placement.leader != away_from:
                     continue
-                successor = next(p for p in placement.peers if p != away_from)
+                successor = next((p for p in placement.peers if p != away_from), None)
+                if successor is None:  # one replica (a KV watch's consumer): it cannot move
+                    continue
                 subject = (
                     stream_stepdown_api_subject(stream)
                     if consumer is None
@@ -537,7 +549,7 @@ class EmbeddedCluster:
 
         def moved() -> bool:
             return all(
-                placement.leader != away_from
+                placement.leader != away_from or len(placement.peers) == 1
                 for stream in streams
                 for _, placement in self.placements(stream)
             )
