@@ -95,6 +95,7 @@ class EmbeddedServer:
     ``sync_always=True`` makes the server fsync every write before it acknowledges it
     (``sync_interval: always``); by default it syncs every two minutes, which loses
     what was acknowledged since if the machine (not the process) crashes.
+    ``http_port`` opens the monitoring endpoint (``/healthz``, ``/jsz``) there.
     """
 
     def __init__(
@@ -105,8 +106,10 @@ class EmbeddedServer:
         extra_args: list[str] | None = None,
         jetstream: bool = True,
         sync_always: bool = False,
+        http_port: int | None = None,
     ) -> None:
         self.port = port
+        self.http_port = http_port
         self.jetstream = jetstream
         self.sync_always = sync_always
         self.host = host
@@ -141,6 +144,7 @@ class EmbeddedServer:
             str(self.port),
             "-sd",
             str(self.store_dir),
+            *(["-m", str(self.http_port)] if self.http_port else []),
             *self.extra_args,
         ]
         self.paused = False
@@ -208,6 +212,28 @@ class EmbeddedServer:
             self.process.send_signal(signal.SIGCONT)
             self.paused = False
 
+    def monitor(self, path: str) -> dict[str, Any] | None:
+        """The monitoring endpoint's JSON answer; None if it gives none (none opened,
+        down, paused, or unhealthy: ``/healthz`` answers 503 with a reason)."""
+        if not self.http_port or not self.running or self.paused:
+            return None
+        url = f"http://{self.host}:{self.http_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=MONITOR_TIMEOUT) as reply:
+                answer: dict[str, Any] = json.loads(reply.read())
+                return answer
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            log.debug("%s: %s", url, exc)
+            return None
+
+    def healthy(self) -> bool:
+        """The server's own verdict: JetStream on, a meta leader known, and every stream
+        and consumer it holds current (``/healthz``)."""
+        return (self.monitor("/healthz") or {}).get("status") == "ok"
+
+    def meta_leader(self) -> str | None:
+        return ((self.monitor("/jsz") or {}).get("meta_cluster") or {}).get("leader") or None
+
     def __enter__(self) -> EmbeddedServer:
         return self.start()
 
@@ -253,10 +279,9 @@ class ClusterNode(EmbeddedServer):
         sync_always: bool = True,
         cluster_name: str = CLUSTER_NAME,
     ) -> None:
-        super().__init__(port, store_dir, host=host, sync_always=sync_always)
+        super().__init__(port, store_dir, host=host, sync_always=sync_always, http_port=http_port)
         self.name = name
         self.route_port = route_port
-        self.http_port = http_port
         self.routes = routes
         self.cluster_name = cluster_name
 
@@ -265,33 +290,10 @@ class ClusterNode(EmbeddedServer):
         sync = "  sync_interval: always\n" if self.sync_always else ""
         return (
             f"server_name: {self.name}\n"
-            f"http: {self.host}:{self.http_port}\n"
             f"jetstream {{\n{sync}}}\n"  # the store dir is a flag (-sd): said once only
             f"cluster {{\n  name: {self.cluster_name}\n"
             f"  listen: {self.host}:{self.route_port}\n  routes: [{routes}]\n}}\n"
         )
-
-    def monitor(self, path: str) -> dict[str, Any] | None:
-        """The node's monitoring endpoint's JSON answer; None if it gives none (down,
-        paused, or unhealthy: ``/healthz`` answers 503 with a reason)."""
-        if not self.running or self.paused:
-            return None
-        url = f"http://{self.host}:{self.http_port}{path}"
-        try:
-            with urllib.request.urlopen(url, timeout=MONITOR_TIMEOUT) as reply:
-                answer: dict[str, Any] = json.loads(reply.read())
-                return answer
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            log.debug("%s: %s", url, exc)
-            return None
-
-    def healthy(self) -> bool:
-        """The node's own verdict: JetStream on, a meta leader known, and every stream
-        and consumer it holds current (``/healthz``)."""
-        return (self.monitor("/healthz") or {}).get("status") == "ok"
-
-    def meta_leader(self) -> str | None:
-        return ((self.monitor("/jsz") or {}).get("meta_cluster") or {}).get("leader") or None
 
 
 @dataclass(frozen=True, slots=True)

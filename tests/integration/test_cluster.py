@@ -272,3 +272,13 @@ def test_a_cluster_node_restarts_on_its_ports_and_store(tmp_path: Path, sync_alw
         cluster.resume("n2")
         cluster.wait_ready()
     assert not any(n.running for n in cluster.nodes)
+
+
+@pytest.mark.parametrize("sync_always", [True, False])
+def test_sync_always_reaches_the_single_server(tmp_path: Path, sync_always: bool) -> None:
+    with EmbeddedServer(
+        free_port(), tmp_path, sync_always=sync_always, http_port=free_port()
+    ) as srv:
+        jsz = srv.monitor("/jsz")
+        assert jsz is not None
+        assert jsz["config"].get("sync_always", False) is sync_always
