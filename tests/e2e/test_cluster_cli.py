@@ -43,7 +43,8 @@ async def test_naq_server_cluster_serves_replicated_jobs_until_sigterm(
     assert len(set(pids)) == 3, server.output()
     assert {p.name for p in store.iterdir()} >= {"n1", "n2", "n3"}
 
-    supervisor = spawn(NAQ_SUPERVISE, NAQ_NATS_URL=urls, NAQ_NAMESPACE=namespace, NAQ_REPLICAS="3")
+    # the URLs as the flag here; the hint's NAQ_NATS_URL takes the same list
+    supervisor = spawn(NAQ_SUPERVISE, "--nats-url", urls, NAQ_NAMESPACE=namespace, NAQ_REPLICAS="3")
     await supervisor.line(READY, timeout=30)
     settings = Settings(nats_url=urls, namespace=namespace, replicas=3)
     async with Queue(settings=settings) as queue:
