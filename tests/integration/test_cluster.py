@@ -282,3 +282,30 @@ def test_sync_always_reaches_the_single_server(tmp_path: Path, sync_always: bool
         jsz = srv.monitor("/jsz")
         assert jsz is not None
         assert jsz["config"].get("sync_always", False) is sync_always
+
+
+@pytest.mark.parametrize("sync_always", [False, True])
+async def test_a_killed_server_keeps_every_acknowledged_job(
+    tmp_path: Path,
+    namespace: str,
+    sync_always: bool,
+    supervisors: list[tuple[Supervisor, asyncio.Task[int]]],
+) -> None:
+    """A process crash loses no acknowledged job, whatever the fsync mode: the server
+    hands each write to the OS before it acknowledges it (what an OS crash or a power
+    loss does is the README's Guarantees: it cannot be made here)."""
+    server = EmbeddedServer(free_port(), tmp_path, sync_always=sync_always).start()
+    try:
+        settings = Settings(nats_url=server.url, namespace=namespace)
+        async with Queue(settings=settings) as queue:
+            enqueued = await queue.enqueue_many([(jobs.add, (i, i)) for i in range(1000)])
+        await close_connections()
+        server.kill()  # SIGKILL right after the last acknowledgement
+        server.start()
+        async with Queue(settings=settings) as queue:
+            await start_supervisor(supervisors, settings)
+            results = await queue.fetch_results([j.job_id for j in enqueued], timeout=60)
+        assert results == {j.job_id: 2 * i for i, j in enumerate(enqueued)}
+        await stop_all(supervisors)
+    finally:
+        server.stop()
