@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
 import sys
 import threading
@@ -76,25 +77,24 @@ are in the README's Guarantees (``bench/durability.py``)."""
 )
 def server(port: int, store_dir: str | None, nodes: int | None, sync: bool | None) -> None:
     """Run the embedded nats-server with JetStream on 127.0.0.1 until interrupted;
-    with --cluster, a local JetStream cluster of that many nodes."""
-    stop = threading.Event()
+    with --cluster, a local JetStream cluster of that many nodes (a node that dies
+    leaves the others running; SIGHUP starts the dead ones again)."""
+    stop, hup = threading.Event(), threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     running: EmbeddedServer | EmbeddedCluster
-    processes: list[EmbeddedServer]
     if nodes is None:
-        single = EmbeddedServer(
+        running = EmbeddedServer(
             port or free_port(),
             store_dir,
             sync_always=SINGLE_SYNC_ALWAYS if sync is None else sync,
         )
-        running, processes = single, [single]
     else:
+        signal.signal(signal.SIGHUP, lambda *_: hup.set())
         ports = None if port == 0 else [port + i for i in range(nodes)]
-        cluster = EmbeddedCluster(
+        running = EmbeddedCluster(
             nodes, store_dir, ports=ports, sync_always=True if sync is None else sync
         )
-        running, processes = cluster, list(cluster.nodes)
     try:
         running.start()
     except ServerError as exc:
@@ -102,12 +102,46 @@ def server(port: int, store_dir: str | None, nodes: int | None, sync: bool | Non
         sys.exit(EXIT_FAILURE)
     try:
         _announce(running)
-        while not stop.wait(0.5):
-            if any(not process.running for process in processes):
-                click.echo("nats-server exited", err=True)
-                sys.exit(EXIT_FAILURE)
+        if isinstance(running, EmbeddedCluster):
+            _watch_cluster(running, stop, hup)
+        else:
+            while not stop.wait(0.5):
+                if not running.running:
+                    click.echo("nats-server exited", err=True)
+                    sys.exit(EXIT_FAILURE)
     finally:
         running.stop()
+
+
+def _watch_cluster(cluster: EmbeddedCluster, stop: threading.Event, hup: threading.Event) -> None:
+    """Until ``stop``: say when a node dies (the others go on: that is what a cluster is
+    for, and what someone trying it wants to see), start the dead ones again on
+    SIGHUP, and give up (exit 1) only when every node is gone."""
+    told: set[str] = set()
+    while not stop.wait(0.5):
+        down = [node for node in cluster.nodes if not node.running]
+        for node in down:
+            if node.name not in told:
+                told.add(node.name)
+                click.echo(
+                    f"node {node.name} exited; the others go on "
+                    f"(SIGHUP to pid {os.getpid()} starts it again)",
+                    err=True,
+                )
+        if len(down) == len(cluster.nodes):
+            click.echo("every node exited", err=True)
+            sys.exit(EXIT_FAILURE)
+        if hup.is_set():
+            hup.clear()
+            for node in down:
+                try:
+                    cluster.restart(node.name)
+                except ServerError as exc:
+                    click.echo(f"node {node.name} did not come back: {exc}", err=True)
+                    continue
+                told.discard(node.name)
+                pid = node.process.pid if node.process else "-"
+                click.echo(f"node {node.name} restarted (pid {pid})", err=True)
 
 
 def _announce(running: EmbeddedServer | EmbeddedCluster) -> None:

@@ -66,6 +66,31 @@ async def test_naq_server_cluster_serves_replicated_jobs_until_sigterm(
     assert all(gone(pid) for pid in pids), f"nats-server children left: {pids}"
 
 
+async def test_naq_server_cluster_outlives_a_node_and_restarts_it_on_sighup(
+    spawn: Spawn, tmp_path: Path
+) -> None:
+    server = spawn(NAQ, "server", "--cluster", "3", "--port", "0", "--store-dir", str(tmp_path))
+    urls = (await server.line(r"^client URLs: (\S+)$", stream="stdout", timeout=60))[1]
+    nodes = [re.search(NODE_LINE, line) for line in server.matching(NODE_LINE, "stdout")]
+    victim = nodes[1]
+    assert victim is not None, server.output()
+    os.kill(int(victim["pid"]), signal.SIGKILL)
+    await server.line(rf"^node {victim['name']} exited; the others go on", timeout=10)
+    assert server.popen.poll() is None, server.output()
+
+    server.send(signal.SIGHUP)
+    back = await server.line(rf"^node {victim['name']} restarted \(pid (\d+)\)", timeout=60)
+    nc = await nats.connect(victim["url"])  # on its own port again
+    try:
+        assert nc.is_connected
+    finally:
+        await nc.close()
+    assert urls.split(",")[1] == victim["url"]
+    server.send(signal.SIGTERM)
+    assert await server.exit_code(20) == 0, server.output()
+    assert gone(int(back[1]))
+
+
 async def test_naq_server_sync_writes_sync_interval_always(spawn: Spawn, tmp_path: Path) -> None:
     store = tmp_path / "store"
     server = spawn(NAQ, "server", "--port", "0", "--store-dir", str(store), "--sync")
