@@ -286,11 +286,11 @@ class ClusterNode(EmbeddedServer):
         self.cluster_name = cluster_name
 
     def config_text(self) -> str:
+        """The node's name and routes, after what a single server writes (its fsync);
+        the ports and the store dir are flags, and a value given twice is refused."""
         routes = ", ".join(self.routes)
-        sync = "  sync_interval: always\n" if self.sync_always else ""
         return (
-            f"server_name: {self.name}\n"
-            f"jetstream {{\n{sync}}}\n"  # the store dir is a flag (-sd): said once only
+            f"server_name: {self.name}\n{super().config_text()}"
             f"cluster {{\n  name: {self.cluster_name}\n"
             f"  listen: {self.host}:{self.route_port}\n  routes: [{routes}]\n}}\n"
         )
