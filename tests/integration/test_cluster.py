@@ -222,6 +222,7 @@ async def test_a_cluster_client_works_with_its_first_node_dead(
     nc = await connect(settings, dont_randomize=True)
     try:
         assert nc.connected_url is not None
+        assert nc.connected_url.port is not None
         assert nats_cluster.node_serving(nc.connected_url.port) is not first
     finally:
         await nc.close()
