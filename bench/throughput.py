@@ -221,6 +221,7 @@ async def one_run(
     settings = Settings(
         nats_url=url,
         namespace=namespace,
+        replicas=args.replicas,
         middleware=args.middleware,
         signing_key=secrets.token_urlsafe(32) if args.sign else None,
     )
@@ -355,6 +356,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="producer and supervisor sign jobs and results with a key (NAQ_SIGNING_KEY)",
     )
+    parser.set_defaults(replicas=1)  # bench/durability.py sets 3 for its cluster
     args = parser.parse_args(argv)
     for name in ("jobs", "concurrency", "runs", "chunk"):
         if getattr(args, name) < 1:

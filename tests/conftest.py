@@ -27,7 +27,7 @@ from naq.queue import Queue
 from naq.settings import Settings
 from naq.supervisor import Supervisor
 from naq.transport.pool import close_connections
-from naq.transport.server import EmbeddedServer, free_port
+from naq.transport.server import EmbeddedCluster, EmbeddedServer, free_port
 from tests.procs import Proc, Spawn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +39,36 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSe
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedCluster]:
+    """A 3-node JetStream cluster on loopback (``sync_interval: always``), shared by the
+    session. A test that kills or pauses a node need not bring it back:
+    ``cluster_settings`` restores every node before the next test uses it."""
+    cluster = EmbeddedCluster(3, tmp_path_factory.mktemp("cluster"))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster_settings(nats_cluster: EmbeddedCluster, namespace: str) -> Settings:
+    """Settings for the test's namespace on the whole cluster (every node's URL), with
+    every stream and bucket replicated to all three nodes (``replicas=3``)."""
+    for node in nats_cluster.nodes:
+        node.resume()
+        if not node.running:
+            nats_cluster.restart(node.name)
+    nats_cluster.wait_ready()
+    return Settings(
+        nats_url=nats_cluster.url,
+        namespace=namespace,
+        replicas=3,
+        heartbeat_interval=1.0,
+        shutdown_grace=5.0,
+        pull_expires=2.0,
+    )
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
 import sys
 import threading
@@ -22,38 +23,151 @@ from naq.errors import EXIT_FAILURE
 from naq.producer.info import QueueInfo, current_leader, list_workers, queues_info
 from naq.producer.queue import Queue
 from naq.settings import Settings
-from naq.transport.server import EmbeddedServer, binary_version
+from naq.transport.server import (
+    EmbeddedCluster,
+    EmbeddedServer,
+    ServerError,
+    binary_version,
+    free_port,
+)
 
 QUEUE_COLUMNS = tuple(f.name for f in dataclasses.fields(QueueInfo) if f.name != "name")
 """The table's count columns, in the dataclass's order, so a new count shows up by itself."""
 
 
+SINGLE_SYNC_ALWAYS = False
+"""``naq server`` alone fsyncs as nats-server does by default (every two minutes);
+``--sync`` turns ``sync_interval: always`` on. The measurements behind this choice
+are in the README's Guarantees (``bench/durability.py``)."""
+
+
 @click.command()
-@click.option("--port", "-p", type=int, default=4222, show_default=True, envvar="NAQ_SERVER_PORT")
+@click.option(
+    "--port",
+    "-p",
+    type=click.IntRange(0, 65535),
+    default=4222,
+    show_default=True,
+    envvar="NAQ_SERVER_PORT",
+    help="client port; with --cluster the first node's, the others the next ones; "
+    "0 picks free ports",
+)
 @click.option(
     "--store-dir",
     type=click.Path(),
     default=None,
     envvar="NAQ_STORE_DIR",
-    help="JetStream store dir  [default: per-user data dir]",
+    help="JetStream store dir (with --cluster, one subdirectory per node)  "
+    "[default: per-user data dir]",
 )
-def server(port: int, store_dir: str | None) -> None:
-    """Run the embedded nats-server with JetStream on 127.0.0.1 until interrupted."""
-    srv = EmbeddedServer(port, store_dir)
-    stop = threading.Event()
+@click.option(
+    "--cluster",
+    "nodes",
+    type=click.IntRange(min=3),
+    metavar="NODES",
+    default=None,
+    help="run NODES nats-servers on 127.0.0.1 as one JetStream cluster (3 or more), "
+    "to try high availability: set NAQ_REPLICAS=3",
+)
+@click.option(
+    "--sync/--no-sync",
+    default=None,
+    help="fsync every write before acknowledging it (sync_interval: always)  "
+    f"[default: on with --cluster, {'on' if SINGLE_SYNC_ALWAYS else 'off'} alone]",
+)
+def server(port: int, store_dir: str | None, nodes: int | None, sync: bool | None) -> None:
+    """Run the embedded nats-server with JetStream on 127.0.0.1 until interrupted;
+    with --cluster, a local JetStream cluster of that many nodes (a node that dies
+    leaves the others running; SIGHUP starts the dead ones again)."""
+    stop, hup = threading.Event(), threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    srv.start()
-    click.echo(
-        f"nats-server {binary_version()} on {srv.url} (store {srv.store_dir}); Ctrl-C stops it"
-    )
+    running: EmbeddedServer | EmbeddedCluster
+    if nodes is None:
+        running = EmbeddedServer(
+            port or free_port(),
+            store_dir,
+            sync_always=SINGLE_SYNC_ALWAYS if sync is None else sync,
+        )
+    else:
+        signal.signal(signal.SIGHUP, lambda *_: hup.set())
+        ports = None if port == 0 else [port + i for i in range(nodes)]
+        running = EmbeddedCluster(
+            nodes, store_dir, ports=ports, sync_always=True if sync is None else sync
+        )
     try:
-        while not stop.wait(0.5):
-            if srv.process is None or srv.process.poll() is not None:
-                click.echo("nats-server exited", err=True)
-                sys.exit(EXIT_FAILURE)
+        running.start()
+    except ServerError as exc:
+        click.echo(f"naq server: {exc}", err=True)
+        sys.exit(EXIT_FAILURE)
+    try:
+        _announce(running)
+        if isinstance(running, EmbeddedCluster):
+            _watch_cluster(running, stop, hup)
+        else:
+            while not stop.wait(0.5):
+                if not running.running:
+                    click.echo("nats-server exited", err=True)
+                    sys.exit(EXIT_FAILURE)
     finally:
-        srv.stop()
+        running.stop()
+
+
+def _watch_cluster(cluster: EmbeddedCluster, stop: threading.Event, hup: threading.Event) -> None:
+    """Until ``stop``: say when a node dies (the others go on: that is what a cluster is
+    for, and what someone trying it wants to see), start the dead ones again on
+    SIGHUP, and give up (exit 1) only when every node is gone."""
+    told: set[str] = set()
+    while not stop.wait(0.5):
+        down = [node for node in cluster.nodes if not node.running]
+        for node in down:
+            if node.name not in told:
+                told.add(node.name)
+                click.echo(
+                    f"node {node.name} exited; the others go on "
+                    f"(SIGHUP to pid {os.getpid()} starts it again)",
+                    err=True,
+                )
+        if len(down) == len(cluster.nodes):
+            click.echo("every node exited", err=True)
+            sys.exit(EXIT_FAILURE)
+        if hup.is_set():
+            hup.clear()
+            for node in down:
+                try:
+                    cluster.restart(node.name)
+                except ServerError as exc:
+                    click.echo(f"node {node.name} did not come back: {exc}", err=True)
+                    continue
+                told.discard(node.name)
+                pid = node.process.pid if node.process else "-"
+                click.echo(f"node {node.name} restarted (pid {pid})", err=True)
+
+
+def _announce(running: EmbeddedServer | EmbeddedCluster) -> None:
+    """What runs where, and how to point naq at it."""
+    version = binary_version()
+    if isinstance(running, EmbeddedServer):
+        sync = ", sync_interval: always" if running.sync_always else ""
+        click.echo(
+            f"nats-server {version} on {running.url} (store {running.store_dir}{sync}); "
+            "Ctrl-C stops it"
+        )
+        return
+    first = running.nodes[0]
+    sync = "sync_interval: always" if first.sync_always else "default sync_interval"
+    click.echo(
+        f"nats-server {version}: a {len(running.nodes)}-node JetStream cluster on "
+        f"{first.host} ({sync}); Ctrl-C stops every node"
+    )
+    for node in running.nodes:
+        click.echo(
+            f"  {node.name}  {node.url}  pid {node.process.pid if node.process else '-'}  "
+            f"routes {node.host}:{node.route_port}  "
+            f"monitoring http://{node.host}:{node.http_port}  store {node.store_dir}"
+        )
+    click.echo(f"client URLs: {running.url}")
+    click.echo(f"use it: NAQ_NATS_URL={running.url} NAQ_REPLICAS=3 naq-supervise")
 
 
 @click.command()

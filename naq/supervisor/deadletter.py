@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 async def drain(client: Client, layout: Layout, worker_id: str, settings: Settings) -> None:
     """Run for the supervisor's life: move every exhausted job to the failed stream."""
-    await declare_advisories(client.js, layout)
+    await declare_advisories(client.js, layout, settings)
     sub = await client.js.pull_subscribe(
         layout.advisory_subject,
         durable=DEAD_LETTER_CONSUMER,

@@ -266,7 +266,7 @@ async def ensure_consumer(
     return updated
 
 
-async def declare_advisories(js: JetStreamContext, layout: Layout) -> None:
+async def declare_advisories(js: JetStreamContext, layout: Layout, settings: Settings) -> None:
     """The stream capturing the server's advisories of jobs that ran out of deliveries
     (declared by supervisors only: nobody else reads it)."""
     await ensure_stream(
@@ -276,6 +276,7 @@ async def declare_advisories(js: JetStreamContext, layout: Layout) -> None:
             subjects=[layout.advisory_subject],
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
+            num_replicas=settings.replicas,
             max_age=ADVISORY_MAX_AGE,
         ),
     )

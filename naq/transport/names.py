@@ -99,6 +99,15 @@ def purge_api_subject(stream: str) -> str:
     return f"{API_PREFIX}.STREAM.PURGE.{stream}"
 
 
+def stream_stepdown_api_subject(stream: str) -> str:
+    """Asks a replicated stream's leader to hand over (to a preferred peer, if named)."""
+    return f"{API_PREFIX}.STREAM.LEADER.STEPDOWN.{stream}"
+
+
+def consumer_stepdown_api_subject(stream: str, consumer: str) -> str:
+    return f"{API_PREFIX}.CONSUMER.LEADER.STEPDOWN.{stream}.{consumer}"
+
+
 def stream_info_api_subject(stream: str) -> str:
     """The stream info API (nats-py's ``stream_info`` cannot page the subjects it
     lists: past 100,000 the server sends them in pages, by ``offset``)."""

@@ -15,6 +15,7 @@ leaves out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -186,3 +187,43 @@ def supervise_at(spawn: Spawn, namespace: str) -> SuperviseAt:
         )  # fmt: skip
 
     return start
+
+
+class Progress:
+    """The ledger's count sampled every 20 ms while a scenario runs, to measure how long
+    processing stood still after a fault."""
+
+    EVERY = 0.02
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._samples: list[tuple[float, int]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Progress:
+        self._task = asyncio.create_task(self._sample())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _sample(self) -> None:
+        while True:
+            self._samples.append((time.monotonic(), self._ledger.done()))
+            await asyncio.sleep(self.EVERY)
+
+    def stall_after(self, moment: float) -> float:
+        """The longest time after ``moment`` (a fault) during which no run was recorded."""
+        longest, last_growth, last_count = 0.0, moment, None
+        for at, count in self._samples:
+            if at < moment:
+                last_count = count
+                continue
+            if last_count is not None and count > last_count:
+                longest = max(longest, at - last_growth)
+                last_growth = at
+            last_count = count
+        return longest

@@ -32,8 +32,9 @@ def mark(ledger: str, n: int, seconds: float = 0.0) -> int:
     return n
 
 
-async def amark(ledger: str, n: int) -> int:
-    """``mark`` for the asyncio executor: yields to the loop once, as real I/O would."""
-    await asyncio.sleep(0)
+async def amark(ledger: str, n: int, seconds: float = 0.0) -> int:
+    """``mark`` for the asyncio executor: waits ``seconds`` (at least one turn of the
+    loop), as real I/O would."""
+    await asyncio.sleep(seconds)
     _append(ledger, f"{n}\n")
     return n
