@@ -17,7 +17,7 @@ import asyncio
 import queue
 import threading
 
-from naq.executors import Call, Executor, Outcome
+from naq.executors import Call, Executor, NoFreeSlot, Outcome
 from naq.executors.calls import cancelled, run_blocking, timed_out
 from naq.settings import Settings
 
@@ -62,6 +62,8 @@ class SlotThreadExecutor(Executor):
         return self.concurrency - self._busy
 
     async def run(self, call: Call) -> Outcome:
+        if self._busy >= self.concurrency:  # the contract: refuse, never queue
+            raise NoFreeSlot(self.name, self.concurrency, call.job_id)
         self._busy += 1  # before the first await, so free_slots() is exact
         self._all_idle.clear()
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()

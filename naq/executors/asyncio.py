@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from naq.executors.base import Call, Executor, Outcome
+from naq.executors.base import Call, Executor, NoFreeSlot, Outcome
 from naq.executors.calls import Rejected, cancelled, load, raised, rejected, succeeded, timed_out
 from naq.executors.thread import ThreadExecutor
 from naq.settings import Settings
@@ -32,6 +32,8 @@ class AsyncioExecutor(Executor):
         return self.concurrency - len(self._tasks) - self._threads.busy
 
     async def run(self, call: Call) -> Outcome:
+        if self.free_slots() <= 0:
+            raise NoFreeSlot(self.name, self.concurrency, call.job_id)
         if not call.is_async:
             return await self._threads.run(call)
         task = asyncio.current_task()

@@ -14,13 +14,13 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 
 from nats.aio.msg import Msg
 
 from naq.errors import BrokenExecutor, ConfigurationError
 from naq.executors.allow import AllowList, Refused
-from naq.executors.base import Call, Executor, Outcome
+from naq.executors.base import Call, Executor, NoFreeSlot, Outcome
 from naq.heartbeat import Counters
 from naq.job import validate_job_id
 from naq.middleware import JobContext, Middlewares
@@ -93,9 +93,25 @@ class Jobs:
 
     # -- dispatch ----------------------------------------------------------------------
     def dispatch(self, queue: str, msg: Msg) -> None:
-        """Called by a puller for each message: its slot is taken from now on."""
+        """Called by a puller for each message: its slot is taken from now on.
+
+        A message with no slot free for it (a puller that miscounted) is handed back
+        rather than given to a full executor."""
+        if self.executor.free_slots() - self.starting <= 0:
+            self.hand_back(queue, msg)
+            return
         self.starting += 1
-        task = asyncio.create_task(self._handle(queue, msg))
+        self._track(self._handle(queue, msg))
+
+    def hand_back(self, queue: str, msg: Msg) -> None:
+        """A message beyond the free slots (a pull request left open on the server
+        across a reconnect delivers more than was asked): handed back at once, without
+        counting as a run, so it runs as soon as a slot frees, here or elsewhere,
+        instead of waiting out ``ack_wait``."""
+        self._track(self._give_back(queue, msg, "more jobs arrived than free slots"))
+
+    def _track(self, coro: Coroutine[None, None, None]) -> None:
+        task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._job_done)
 
@@ -128,22 +144,16 @@ class Jobs:
         assert settler is not None, "the supervisor is not connected"
         started = False
         try:
+            if self._stopping.draining:  # reached us during the drain: hand it back
+                await self._give_back(queue, msg, "handed back by a stopping supervisor")
+                return
             try:
                 meta, payload = self._admit(msg, queue)
             except BadMessage as exc:
-                if self._stopping.draining:
-                    await msg.nak()
-                else:
-                    await settler.fail(msg, queue, None, str(exc), None)
-                    self.count_failure()
+                await settler.fail(msg, queue, None, str(exc), None)
+                self.count_failure()
                 return
             job = Delivery(msg, queue, meta, _attempt(msg))
-            if self._stopping.draining:  # reached us during the drain: hand it back
-                await self._history(job)
-                job.interruptions += 1
-                await settler.note(job, records.interrupted, "handed back by a stopping supervisor")
-                await msg.nak()
-                return
             if job.attempt > 1 and not await self._resume(settler, job):
                 return
             if await self._was_cancelled(meta.job_id):
@@ -178,6 +188,10 @@ class Jobs:
                 await msg.nak()  # not the job's fault: hand it back untouched
                 self._on_broken(exc)
                 return
+            except NoFreeSlot as exc:  # an executor whose free_slots overstated its room
+                log.warning("%s: handed back", exc)
+                await self._interrupted(job, str(exc))
+                return
             finally:
                 self.running.pop(meta.job_id, None)
             if context is not None:
@@ -188,6 +202,26 @@ class Jobs:
         finally:
             if not started:
                 self.starting -= 1
+
+    async def _give_back(self, queue: str, msg: Msg, reason: str) -> None:
+        """Nak a message that is not run here now; an unreadable one is nak'd as it
+        came (its next delivery dead-letters it)."""
+        try:
+            meta, _ = self._admit(msg, queue)
+        except BadMessage:
+            await msg.nak()
+            return
+        await self._interrupted(Delivery(msg, queue, meta, _attempt(msg)), reason)
+
+    async def _interrupted(self, job: Delivery, reason: str) -> None:
+        """Hand ``job`` back without counting it as a run: its record says it was
+        interrupted (the next delivery subtracts it), then nak, so it comes back at
+        once. A final record is left as it is (that delivery only acks)."""
+        record, _ = await self._history(job)
+        if record is None or not record.final:
+            job.interruptions += 1
+            await self.settler.note(job, records.interrupted, reason)
+        await job.msg.nak()
 
     def _admit(self, msg: Msg, queue: str) -> tuple[JobMeta, bytes]:
         """The job's metadata and still-encoded payload, once the message has shown it

@@ -174,6 +174,7 @@ class Supervisor:
                     self.jobs.slots_changed,
                     self.jobs.dispatch,
                     self._recreate_consumer,
+                    self.jobs.hand_back,
                 )
                 await puller.start()
                 self._pullers[queue] = puller

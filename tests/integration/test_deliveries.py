@@ -1,0 +1,91 @@
+"""Deliveries counted exactly: a message beyond the free slots is handed back at once
+(never given to a full executor), and two deliveries of one job id in flight at once
+each keep their own lease and cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from naq import Queue
+from naq.state.record import ResultRecord, decode_result
+from naq.transport.names import Layout
+from tests import jobs
+from tests.conftest import StartSupervisor
+
+
+async def _record_until(
+    nc: Any, namespace: str, job_id: str, predicate: Callable[[ResultRecord], bool], timeout: float
+) -> ResultRecord:
+    """The first stored record of ``job_id`` that satisfies ``predicate``, through a
+    KV watch (the current value first, then every update)."""
+    kv = await nc.jetstream().key_value(Layout(namespace).results_bucket)
+    watcher = await kv.watch(job_id)
+    seen: list[str] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                entry = await watcher.updates(timeout=timeout)
+                if entry is None or not entry.value:
+                    continue
+                record = decode_result(entry.value)
+                if predicate(record):
+                    return record
+                seen.append(record.status)
+    except TimeoutError:
+        raise AssertionError(f"job {job_id}: no such record in {timeout}s; saw {seen}") from None
+    finally:
+        await watcher.stop()
+
+
+async def _started(path: Path) -> None:
+    """Until a job marks ``path`` (written by the job itself, in another process: a
+    short bounded poll)."""
+    async with asyncio.timeout(20):
+        while not path.exists():
+            await asyncio.sleep(0.01)
+
+
+async def test_a_message_beyond_the_free_slots_is_handed_back_at_once_and_runs(
+    queue: Queue,
+    start_supervisor: StartSupervisor,
+    nc: Any,
+    namespace: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A pull request left open on the server across a reconnect delivers more jobs
+    than the supervisor has slots. Made here by opening a second request on the
+    supervisor's own inbox while its one slot is busy."""
+    caplog.set_level(logging.WARNING)
+    sup = await start_supervisor(executor="process", concurrency=1, ack_wait=60.0)
+    gate, started = tmp_path / "gate", tmp_path / "started"
+    busy = await queue.enqueue(jobs.wait_for_file, str(gate), str(started), 30.0)
+    await _started(started)  # the only slot is busy: the supervisor asks for nothing
+
+    inbox = sup._pullers["default"]._inbox
+    request = {"batch": 1, "expires": int(10e9)}
+    await nc.publish(Layout(namespace).pull_subject("default"), json.dumps(request).encode(), inbox)
+    await nc.flush()
+    extra = await queue.enqueue(jobs.add, 1, 2)
+
+    # Handed back at once, as a run that did not happen (not a crash, not a run).
+    handed = await _record_until(nc, namespace, extra.job_id, lambda r: True, 10)
+    assert (handed.status, handed.interruptions) == ("interrupted", 1)
+    assert handed.error == "more jobs arrived than free slots"
+
+    gate.touch()
+    assert isinstance(await queue.fetch_result(busy.job_id, timeout=20), int)  # its pid
+    # It runs as soon as the slot frees, long before ack_wait (60 s) would bring it back.
+    assert await queue.fetch_result(extra.job_id, timeout=20) == 3
+    done = await _record_until(nc, namespace, extra.job_id, lambda r: r.final, 5)
+    assert (done.attempt, done.crashes, done.interruptions) == (1, 0, 1)
+    await asyncio.wait_for(sup.wait_until(lambda c: c.processed >= 2), 10)
+    assert (sup.counters.processed, sup.counters.failed) == (2, 0)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
