@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,9 +48,10 @@ async def _record_until(
 async def _started(path: Path) -> None:
     """Until a job marks ``path`` (written by the job itself, in another process: a
     short bounded poll)."""
-    async with asyncio.timeout(20):
-        while not path.exists():
-            await asyncio.sleep(0.01)
+    deadline = time.monotonic() + 20
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        await asyncio.sleep(0.01)
 
 
 async def test_a_message_beyond_the_free_slots_is_handed_back_at_once_and_runs(
