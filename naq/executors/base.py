@@ -108,7 +108,8 @@ class Executor(abc.ABC):
 
     @abc.abstractmethod
     async def cancel(self, job_id: str) -> bool:
-        """Stop a running job; its ``run`` returns a ``cancelled`` Outcome. False if unknown."""
+        """Stop every running call of ``job_id`` (a job delivered twice may run twice at
+        once); each ``run`` returns a ``cancelled`` Outcome. False if none runs here."""
 
     @abc.abstractmethod
     async def shutdown(self, grace: float) -> None:

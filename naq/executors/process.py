@@ -301,11 +301,12 @@ class ProcessExecutor(Executor):
                     )
 
     async def cancel(self, job_id: str) -> bool:
-        for slot in self._slots:
+        found = False
+        for slot in self._slots:  # every run of the job: it may be delivered twice at once
             if slot.child is not None and slot.child.job_id == job_id:
                 slot.child.kill("cancelled")
-                return True
-        return False
+                found = True
+        return found
 
     async def shutdown(self, grace: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -57,6 +57,9 @@ class Jobs:
         self.worker_id = worker_id
         self.counters = Counters()
         self.running: dict[str, Delivery] = {}
+        """Jobs running now, by delivery (:func:`delivery_key`), not by job id: two
+        deliveries of one job (a redelivery while the first still runs, a job published
+        twice) each keep their own lease and entry."""
         self.starting = 0
         """Jobs handed over by a puller that do not run yet: their slots are taken."""
         self.slots_changed = asyncio.Event()
@@ -179,7 +182,8 @@ class Jobs:
             context = self._context(job) if self._middleware else None
             if context is not None:
                 self._middleware.emit("before_job", context)
-            self.running[meta.job_id] = job
+            key = delivery_key(msg)
+            self.running[key] = job
             self.starting -= 1
             started = True
             try:
@@ -193,7 +197,7 @@ class Jobs:
                 await self._interrupted(job, str(exc))
                 return
             finally:
-                self.running.pop(meta.job_id, None)
+                del self.running[key]
             if context is not None:
                 self._middleware.emit_after("after_outcome", context, outcome)
             action = await self._settle(settler, job, outcome)
@@ -357,7 +361,7 @@ class Jobs:
             job_id = validate_job_id(msg.data.decode())
         except (UnicodeDecodeError, ConfigurationError):
             return  # not a job id: nothing of ours is named
-        if job_id not in self.running:
+        if not any(job.meta.job_id == job_id for job in self.running.values()):
             _remember(self._hinted, job_id)
             return
         try:
@@ -387,6 +391,12 @@ class Jobs:
             return False  # verified False: a record a signing key does not vouch for
         _remember(self._cancelled, job_id)
         return True
+
+
+def delivery_key(msg: Msg) -> str:
+    """What tells one delivery from another: its ack subject, which names the stream
+    sequence and the delivery count (unique per delivery, where the job id is not)."""
+    return msg.reply or f"unacknowledgeable-{id(msg)}"
 
 
 def _remember(ids: dict[str, None], job_id: str) -> None:

@@ -97,8 +97,8 @@ class Supervisor:
         return self.jobs.counters
 
     def running_jobs(self) -> list[str]:
-        """Ids of the jobs running now (what the heartbeat reports)."""
-        return list(self.jobs.running)
+        """Ids of the jobs running now (what the heartbeat reports), one per delivery."""
+        return [job.meta.job_id for job in self.jobs.running.values()]
 
     async def wait_until(self, predicate: Callable[[Counters], bool]) -> None:
         """Wait until ``predicate(counters)`` holds; woken by each settled job, no polling."""
@@ -280,13 +280,13 @@ class Supervisor:
         record = info.record(self.executor, len(self.jobs.running), self.counters)
         record["running"] = [
             {
-                "job_id": job_id,
+                "job_id": job.meta.job_id,
                 "queue": job.queue,
                 "attempt": job.attempt,
                 "started_at": job.started_at,
                 "enqueued_at": job.meta.enqueue_time,
             }
-            for job_id, job in list(self.jobs.running.items())
+            for job in list(self.jobs.running.values())
         ]
         ttl = self.settings.heartbeat_interval * 3
         try:

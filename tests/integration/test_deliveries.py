@@ -91,3 +91,63 @@ async def test_a_message_beyond_the_free_slots_is_handed_back_at_once_and_runs(
     await asyncio.wait_for(sup.wait_until(lambda c: c.processed >= 2), 10)
     assert (sup.counters.processed, sup.counters.failed) == (2, 0)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+async def _delivered_twice(queue: Queue, nc: Any, namespace: str, func: Any, *args: Any) -> str:
+    """A job enqueued once and its message published a second time under another
+    message id: two deliveries of one job id, as a redelivery overlapping its first
+    run would make them."""
+    job = await queue.enqueue(func, *args)
+    layout = Layout(namespace)
+    js = nc.jetstream()
+    subject = layout.job_subject("default", job.job_id)
+    first = await js.get_last_msg(layout.stream, subject)
+    await js.publish(subject, first.data, headers={"Nats-Msg-Id": f"{job.job_id}-again"})
+    return job.job_id
+
+
+async def _both_running(sup: Any, job_id: str) -> None:
+    """Until two deliveries of ``job_id`` run at once (job starts are not events the
+    test can await: a short bounded poll)."""
+    deadline = time.monotonic() + 20
+    while sup.running_jobs() != [job_id, job_id]:
+        assert time.monotonic() < deadline, f"running: {sup.running_jobs()}"
+        await asyncio.sleep(0.01)
+
+
+async def test_two_deliveries_of_one_job_each_keep_their_lease(
+    queue: Queue, start_supervisor: StartSupervisor, nc: Any, namespace: str
+) -> None:
+    """Both run longer than ack_wait: each lives only if its own lease is renewed
+    (keyed by job id, the second delivery replaced the first's entry, and the first
+    run's end removed the second's)."""
+    # A third slot keeps a pull request open: a lapsed lease shows as a redelivery.
+    sup = await start_supervisor(executor="thread", concurrency=3, ack_wait=1.0)
+    await _delivered_twice(queue, nc, namespace, jobs.sleep, 3.5)  # both start at once
+    await asyncio.wait_for(sup.wait_until(lambda c: c.processed >= 2), 20)
+    consumer = await nc.jetstream().consumer_info(
+        Layout(namespace).stream, Layout(namespace).consumer("default")
+    )
+    # A lapsed lease brings a running delivery back: taken for a dead worker, it fails.
+    assert (sup.counters.processed, sup.counters.failed) == (2, 0)
+    assert consumer.num_redelivered == 0
+    assert sup.running_jobs() == []
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+async def test_a_cancel_stops_both_deliveries_of_one_job(
+    queue: Queue,
+    start_supervisor: StartSupervisor,
+    nc: Any,
+    namespace: str,
+    tmp_path: Path,
+    executor: str,
+) -> None:
+    sup = await start_supervisor(executor=executor, concurrency=2)
+    gate = tmp_path / "gate"  # never opened: only a cancellation ends these runs
+    job_id = await _delivered_twice(queue, nc, namespace, jobs.wait_for_file, str(gate), None, 60)
+    await _both_running(sup, job_id)
+    assert await queue.cancel(job_id) is True
+    await asyncio.wait_for(sup.wait_until(lambda _: sup.running_jobs() == []), 10)
+    record = await _record_until(nc, namespace, job_id, lambda r: r.final, 5)
+    assert record.status == "cancelled"
