@@ -151,8 +151,9 @@ async def take_in(
         await kv.create(layout.held_key(job_id), held, validate_keys=False)
     except KeyWrongLastSequenceError:
         return  # taken in already (the message was redelivered)
+    ttl = client.settings.marker_ttl
     for dep in depends_on:
-        await cas(kv, layout.waiters_key(dep), lambda v: (_add(v, job_id), None))
+        await cas(kv, layout.waiters_key(dep), lambda v: (_add(v, job_id), None), ttl)
     for dep in depends_on:  # a dependency may have ended before its waiter was registered
         record = await read_record(client, layout, dep)
         if record is not None and record.final:
@@ -201,7 +202,7 @@ async def dependency_ended(
             await cancel_held(client, layout, job_id, f"dependency {dep} {status}: {error}")
     # A waiter added meanwhile keeps the key: its producer checks the record itself.
     with contextlib.suppress(KeyWrongLastSequenceError):
-        await delete(kv, layout.waiters_key(dep), revision)
+        await delete(kv, layout.waiters_key(dep), revision, client.settings.marker_ttl)
 
 
 async def _satisfied(client: Client, layout: Layout, kv: KeyValue, job_id: str, dep: str) -> None:
@@ -212,7 +213,8 @@ async def _satisfied(client: Client, layout: Layout, kv: KeyValue, job_id: str, 
         head["waiting"] = [d for d in head["waiting"] if d != dep]
         return json.dumps(head).encode() + b"\n" + body, (head, body)
 
-    state, _ = await cas(kv, layout.held_key(job_id), change)
+    ttl = client.settings.marker_ttl
+    state, _ = await cas(kv, layout.held_key(job_id), change, ttl)
     if state is None:
         return
     head, body = state
@@ -225,7 +227,7 @@ async def _satisfied(client: Client, layout: Layout, kv: KeyValue, job_id: str, 
         return
     await client.publisher.publish(subject, body, release_headers(head, job_id))
     log.info("job %s released: its dependencies finished", job_id)
-    await cas(kv, layout.held_key(job_id), lambda v: (None, None))
+    await cas(kv, layout.held_key(job_id), lambda v: (None, None), ttl)
 
 
 def release_headers(head: dict[str, Any], job_id: str) -> dict[str, str]:
@@ -252,7 +254,9 @@ def _valid_id(job_id: Any) -> bool:
 async def cancel_held(client: Client, layout: Layout, job_id: str, reason: str) -> bool:
     """Cancel a held job and, down the chain, the jobs waiting on it."""
     kv = await bucket(client, layout)
-    state, _ = await cas(kv, layout.held_key(job_id), lambda v: (None, v))
+    state, _ = await cas(
+        kv, layout.held_key(job_id), lambda v: (None, v), client.settings.marker_ttl
+    )
     if state is None:
         return False
     head, _ = unpack_held(state)

@@ -13,6 +13,7 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.subscription import Subscription
+from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
 CHECKED_WITH = "2.16.0"
@@ -46,3 +47,9 @@ def watch_consumer(watcher: KeyValue.KeyWatcher) -> tuple[Any, str, str] | None:
     if sub is None:
         return None
     return sub._js, sub._stream, sub._consumer
+
+
+def kv_bucket(kv: KeyValue) -> tuple[JetStreamContext, str]:
+    """The JetStream context and bucket name behind a ``KeyValue``: no public accessor,
+    and a delete marker with a TTL (``naq.transport.kv.delete``) is published there."""
+    return kv._js, kv._name

@@ -39,6 +39,7 @@ ENV_SAMPLES: dict[str, tuple[str, Any]] = {
     "heartbeat_interval": ("1.5", 1.5),
     "ping_interval": ("2.5", 2.5),
     "shutdown_grace": ("3", 3.0),
+    "marker_ttl": ("60", 60.0),
     "result_ttl": ("60", 60),
     "duplicate_window": ("30", 30.0),
     "replicas": ("3", 3),
