@@ -165,15 +165,16 @@ async def cas[T](
     raise TooMuchContention(f"could not update {key}: it kept changing ({CAS_ATTEMPTS} tries)")
 
 
-async def current_values(client: Client, bucket: str) -> list[bytes]:
-    """The current value of every key of a KV bucket; deleted keys left out (delete,
-    purge and the server's expiry markers have no body)."""
+async def current_values(client: Client, bucket: str, keys: str = ">") -> list[bytes]:
+    """The current value of every key of a KV bucket (or those ``keys`` matches, a
+    subject pattern); deleted keys left out (delete, purge and the server's expiry
+    markers have no body)."""
     return [
         msg.data
         async for msg in scan(
             client,
             kv_stream(bucket),
-            kv_subject(bucket, ">"),
+            kv_subject(bucket, keys),
             last_per_subject=True,
             batch=KV_BATCH,
         )
