@@ -462,6 +462,15 @@ class DependencyWatch:
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("releasing dependents failed: %r", exc)
 
+    def abandon(self) -> None:
+        """Stop at once, waiting for nothing (a stop past its deadline): releases under
+        way end at their next failure, left to the re-check of held jobs."""
+        self._stopping = True
+        self._stopped.set()
+        for task in (self._task, self._recheck):
+            if task is not None:
+                task.cancel()
+
     async def stop(self) -> None:
         self._stopping = True
         self._stopped.set()

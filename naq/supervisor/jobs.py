@@ -136,6 +136,10 @@ class Jobs:
         all_done.cancel()  # stops waiting; the jobs themselves run on
         hard.cancel()
 
+    def unsettled(self) -> int:
+        """Deliveries in hand not settled yet (starting, running or settling)."""
+        return len(self._tasks)
+
     async def settle_remaining(self) -> None:
         """After the executor cut the rest short: wait for their outcomes to be settled."""
         if self._tasks:
