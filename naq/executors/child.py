@@ -25,7 +25,10 @@ from naq.executors.frames import HEADER, pack, pack_outcome, unpack, unpack_call
 def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
     chunks = []
     while size:
-        chunk = sock.recv(min(size, 1 << 20))
+        try:
+            chunk = sock.recv(min(size, 1 << 20))
+        except ConnectionResetError:  # the supervisor is gone without closing: the same
+            return None
         if not chunk:
             return None
         chunks.append(chunk)

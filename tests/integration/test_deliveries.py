@@ -19,6 +19,7 @@ from naq.state.record import ResultRecord, decode_result
 from naq.transport.names import Layout
 from tests import jobs
 from tests.conftest import StartSupervisor
+from tests.proxy import Proxy
 
 
 async def _record_until(
@@ -151,3 +152,76 @@ async def test_a_cancel_stops_both_deliveries_of_one_job(
     await asyncio.wait_for(sup.wait_until(lambda _: sup.running_jobs() == []), 10)
     record = await _record_until(nc, namespace, job_id, lambda r: r.final, 5)
     assert record.status == "cancelled"
+
+
+async def _waiting_requests(nc: Any, namespace: str, count: int) -> int:
+    """The consumer's open pull requests, once there are ``count`` (or 10 s passed):
+    the server has no event for it, a short bounded poll."""
+    layout = Layout(namespace)
+    deadline = time.monotonic() + 10
+    while True:
+        info = await nc.jetstream().consumer_info(layout.stream, layout.consumer("default"))
+        if info.num_waiting >= count or time.monotonic() > deadline:
+            return int(info.num_waiting)
+        await asyncio.sleep(0.02)
+
+
+async def test_a_reconnect_blip_delivers_no_more_jobs_than_slots(
+    queue: Queue,
+    nats_server: Any,
+    start_supervisor: StartSupervisor,
+    nc: Any,
+    namespace: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The blip for real: the supervisor's connection is cut and comes back at once.
+    Its old pull request stays open on the server beside the one it makes on
+    reconnecting, so jobs for twice its slots arrive."""
+    caplog.set_level(logging.INFO)
+    proxy = await Proxy(nats_server.port).start()
+    reconnected = asyncio.Event()
+
+    class Heard(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "reconnected to NATS" in record.getMessage():
+                reconnected.set()
+
+    heard = Heard()
+    logging.getLogger("naq.supervisor.supervisor").addHandler(heard)
+    try:
+        sup = await start_supervisor(
+            executor="process", concurrency=2, pull_expires=30.0, nats_url=proxy.url
+        )
+        assert await _waiting_requests(nc, namespace, 1) == 1
+        await proxy.cut()
+        await proxy.start()
+        await asyncio.wait_for(reconnected.wait(), 20)
+        assert await _waiting_requests(nc, namespace, 2) == 2, "the old request is gone"
+
+        gate = tmp_path / "gate"
+        started = [tmp_path / f"started-{i}" for i in range(4)]
+        four = [await queue.enqueue(jobs.wait_for_file, str(gate), str(s), 30.0) for s in started]
+        deadline = time.monotonic() + 20  # two run (jobs start in children: a short poll)
+        while sum(s.exists() for s in started) < 2:
+            assert time.monotonic() < deadline, "two jobs never started"
+            await asyncio.sleep(0.01)
+        others = [job for job, s in zip(four, started, strict=True) if not s.exists()]
+        assert len(others) == 2, "more jobs ran than the supervisor has slots"
+        for job in others:  # handed back at once, not counted as runs
+            record = await _record_until(nc, namespace, job.job_id, lambda r: True, 10)
+            assert (record.status, record.error) == (
+                "interrupted",
+                "more jobs arrived than free slots",
+            )
+        gate.touch()
+        results = await queue.fetch_results([j.job_id for j in four], timeout=30)
+        assert len(results) == 4
+        await asyncio.wait_for(sup.wait_until(lambda c: c.processed >= 4), 10)
+        assert (sup.counters.processed, sup.counters.failed) == (4, 0)
+        # No job crashed in the executor (the blip itself may make other tasks restart).
+        ours = ("naq.supervisor.jobs", "naq.executors.process")
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR and r.name in ours]
+        assert not errors, caplog.text
+    finally:
+        logging.getLogger("naq.supervisor.supervisor").removeHandler(heard)
