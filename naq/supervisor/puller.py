@@ -83,7 +83,7 @@ class Puller:
     async def withdraw(self) -> None:
         """End the open request now: move to a new inbox, so the server, finding no
         interest in the old one, delivers nothing more to it. Jobs already on their way
-        still arrive and run."""
+        still arrive: run against a new request's credits, else handed back at once."""
         old, self._inbox = self._sub, self._nc.new_inbox()
         self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg)
         self._release()
