@@ -20,6 +20,10 @@ EXIT_CHILD_PRELOAD = 4
 """A process-executor child whose ``--preload`` imports failed: a start-up failure."""
 EXIT_CHILD_ORPHANED = 5
 """A process-executor child whose supervisor went away (it exits, even mid-job)."""
+EXIT_STOP_CUT = 6
+"""A supervisor whose stop outran ``shutdown_grace`` plus a few seconds (NATS frozen
+or gone): it exited anyway, leaving the jobs it had not settled to redelivery after
+``ack_wait`` (nothing is lost; non-zero so that the unclean stop is seen)."""
 
 
 class NaqError(Exception):

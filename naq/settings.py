@@ -174,6 +174,13 @@ class Settings:
     shutdown_grace: float = field(
         default=30.0, metadata={"help": "seconds running jobs get to finish on SIGTERM"}
     )
+    marker_ttl: float = field(
+        default=300.0,
+        metadata={
+            "help": "seconds a KV delete or purge marker lives (at least 1): long enough "
+            "for every watcher to see it, after which it only takes room"
+        },
+    )
     result_ttl: int = field(
         default=7 * 24 * 3600, metadata={"help": "default seconds a result is kept"}
     )
@@ -308,6 +315,8 @@ class Settings:
         for name in ("shutdown_grace", "retry_window"):
             if not getattr(self, name) >= 0:  # also refuses NaN
                 raise ConfigurationError(f"{name} must not be negative")
+        if not self.marker_ttl >= 1:  # the server refuses a Nats-TTL under a second
+            raise ConfigurationError(f"marker_ttl must be at least 1 s, got {self.marker_ttl}")
         for name in ("max_jobs_per_child", "max_memory_per_child", "max_memory"):
             if getattr(self, name) < 0:
                 raise ConfigurationError(f"{name} must not be negative")

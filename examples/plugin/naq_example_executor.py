@@ -17,7 +17,7 @@ import asyncio
 import queue
 import threading
 
-from naq.executors import Call, Executor, Outcome
+from naq.executors import Call, Executor, NoFreeSlot, Outcome
 from naq.executors.calls import cancelled, run_blocking, timed_out
 from naq.settings import Settings
 
@@ -32,7 +32,7 @@ class SlotThreadExecutor(Executor):
         self._work: queue.Queue[tuple[Call, asyncio.Future[Outcome]] | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._busy = 0
-        self._waiting: dict[str, asyncio.Future[Outcome]] = {}
+        self._waiting: dict[asyncio.Future[Outcome], str] = {}  # by run: a job may run twice
         self._loop: asyncio.AbstractEventLoop | None = None
         self._all_idle = asyncio.Event()
         self._all_idle.set()
@@ -62,10 +62,12 @@ class SlotThreadExecutor(Executor):
         return self.concurrency - self._busy
 
     async def run(self, call: Call) -> Outcome:
+        if self._busy >= self.concurrency:  # the contract: refuse, never queue
+            raise NoFreeSlot(self.name, self.concurrency, call.job_id)
         self._busy += 1  # before the first await, so free_slots() is exact
         self._all_idle.clear()
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._waiting[call.job_id] = future
+        self._waiting[future] = call.job_id
         self._work.put((call, future))
         try:
             return await asyncio.wait_for(asyncio.shield(future), call.timeout)
@@ -76,14 +78,13 @@ class SlotThreadExecutor(Executor):
                 return cancelled(call)
             raise
         finally:
-            self._waiting.pop(call.job_id, None)
+            del self._waiting[future]
 
     async def cancel(self, job_id: str) -> bool:
-        future = self._waiting.get(job_id)
-        if future is None or future.done():
-            return False
-        future.cancel()
-        return True
+        found = [f for f, running in self._waiting.items() if running == job_id and not f.done()]
+        for future in found:
+            future.cancel()
+        return bool(found)
 
     async def shutdown(self, grace: float) -> None:
         """Wait up to ``grace`` for every slot's thread, timed-out jobs' included, since a
@@ -91,7 +92,7 @@ class SlotThreadExecutor(Executor):
         try:
             await asyncio.wait_for(self._all_idle.wait(), grace)
         except TimeoutError:
-            for future in self._waiting.values():
+            for future in self._waiting:
                 future.cancel()
         for _ in self._threads:
             self._work.put(_STOP)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from naq.executors.base import Call, Executor, Outcome
+from naq.executors.base import Call, Executor, NoFreeSlot, Outcome
 from naq.executors.calls import Rejected, cancelled, load, raised, rejected, succeeded, timed_out
 from naq.executors.thread import ThreadExecutor
 from naq.settings import Settings
@@ -22,8 +22,10 @@ class AsyncioExecutor(Executor):
     def __init__(self, concurrency: int, settings: Settings) -> None:
         super().__init__(concurrency, settings)
         self._threads = ThreadExecutor(concurrency, settings)
-        self._tasks: dict[str, asyncio.Task[object]] = {}
-        self._cancelled: set[str] = set()
+        self._tasks: dict[asyncio.Task[object], str] = {}
+        """Each running coroutine job's task and its job id: by task, since one job may
+        run twice at once (delivered twice)."""
+        self._cancelled: set[asyncio.Task[object]] = set()
 
     async def start(self) -> None:
         await self._threads.start()
@@ -32,11 +34,13 @@ class AsyncioExecutor(Executor):
         return self.concurrency - len(self._tasks) - self._threads.busy
 
     async def run(self, call: Call) -> Outcome:
+        if self.free_slots() <= 0:
+            raise NoFreeSlot(self.name, self.concurrency, call.job_id)
         if not call.is_async:
             return await self._threads.run(call)
         task = asyncio.current_task()
         assert task is not None
-        self._tasks[call.job_id] = task
+        self._tasks[task] = call.job_id
         try:
             try:
                 func, args, kwargs = load(call)
@@ -50,7 +54,7 @@ class AsyncioExecutor(Executor):
                     return timed_out(call)
                 return raised(call, exc)
             except asyncio.CancelledError:
-                if call.job_id in self._cancelled:
+                if task in self._cancelled:
                     task.uncancel()
                     return cancelled(call)
                 raise
@@ -58,24 +62,25 @@ class AsyncioExecutor(Executor):
                 return raised(call, exc)
             return succeeded(call, value)
         finally:
-            self._tasks.pop(call.job_id, None)
-            self._cancelled.discard(call.job_id)
+            del self._tasks[task]
+            self._cancelled.discard(task)
 
     async def cancel(self, job_id: str) -> bool:
-        task = self._tasks.get(job_id)
-        if task is None:
-            return await self._threads.cancel(job_id)
-        self._cancelled.add(job_id)
-        task.cancel()
-        return True
+        tasks = [task for task, running in self._tasks.items() if running == job_id]
+        for task in tasks:
+            self._cancelled.add(task)
+            task.cancel()
+        in_threads = await self._threads.cancel(job_id)
+        return bool(tasks) or in_threads
 
     async def shutdown(self, grace: float) -> None:
         deadline = asyncio.get_running_loop().time() + grace
         if self._tasks:
-            done = asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            done = asyncio.gather(*self._tasks, return_exceptions=True)
             try:
                 await asyncio.wait_for(asyncio.shield(done), grace)
             except TimeoutError:
-                for job_id in list(self._tasks):
-                    await self.cancel(job_id)
+                for task in list(self._tasks):
+                    self._cancelled.add(task)
+                    task.cancel()
         await self._threads.shutdown(max(0.0, deadline - asyncio.get_running_loop().time()))

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
+from naq.errors import NaqError
 from naq.executors.allow import AllowList
 
 if TYPE_CHECKING:
@@ -59,6 +60,18 @@ class Outcome:
     """``module.Qualname`` of the exception's class and its bases, for retry_on/ignore_on."""
 
 
+class NoFreeSlot(NaqError):
+    """``run`` was called with every slot busy: the call is refused, not queued or run
+    beside the others. The supervisor never asks this (it hands the job back), so it
+    is a defence against a caller that miscounted, stated instead of a crash deep in
+    the executor."""
+
+    def __init__(self, executor: str, concurrency: int, job_id: str) -> None:
+        super().__init__(
+            f"{executor} executor: all {concurrency} slot(s) are busy; job {job_id} refused"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class SlotInfo:
     index: int
@@ -72,7 +85,8 @@ class Executor(abc.ABC):
     """Runs calls, at most ``concurrency`` at once.
 
     ``run`` must mark its slot busy before its first ``await`` so ``free_slots`` is
-    exact when the supervisor sizes its next fetch.
+    exact when the supervisor sizes its next fetch, and must raise :class:`NoFreeSlot`
+    (never run, queue or crash) when called with no slot free.
     """
 
     name: ClassVar[str]
@@ -94,7 +108,8 @@ class Executor(abc.ABC):
 
     @abc.abstractmethod
     async def cancel(self, job_id: str) -> bool:
-        """Stop a running job; its ``run`` returns a ``cancelled`` Outcome. False if unknown."""
+        """Stop every running call of ``job_id`` (a job delivered twice may run twice at
+        once); each ``run`` returns a ``cancelled`` Outcome. False if none runs here."""
 
     @abc.abstractmethod
     async def shutdown(self, grace: float) -> None:

@@ -25,7 +25,10 @@ from naq.executors.frames import HEADER, pack, pack_outcome, unpack, unpack_call
 def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
     chunks = []
     while size:
-        chunk = sock.recv(min(size, 1 << 20))
+        try:
+            chunk = sock.recv(min(size, 1 << 20))
+        except ConnectionResetError:  # the supervisor is gone without closing: the same
+            return None
         if not chunk:
             return None
         chunks.append(chunk)
@@ -56,9 +59,11 @@ def _exit_with_supervisor(sock: socket.socket) -> None:
 def main(sock: socket.socket, preload: tuple[str, ...]) -> None:
     """Entry point of a child process (the ``target`` of its ``Process``)."""
     _exit_with_supervisor(sock)
-    # Ctrl-C reaches the whole process group; the supervisor decides what stops.
+    # Ctrl-C, systemd's stop (KillMode=control-group) and ``kill 0`` signal the whole
+    # process group: the supervisor's drain decides what stops, and ends a child by
+    # closing its socket or with SIGKILL, never with these.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     me = psutil.Process()
     try:
         for module in preload:

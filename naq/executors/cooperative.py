@@ -15,12 +15,13 @@ from naq.executors.calls import cancelled, timed_out
 
 class CooperativeJobs:
     def __init__(self) -> None:
-        self._waiters: dict[str, asyncio.Future[Outcome]] = {}
+        self._waiters: dict[asyncio.Future[Outcome], str] = {}
+        """Each run's waiter and its job id: by run, since one job may run twice at once."""
 
     async def wait(self, call: Call, job: asyncio.Future[Outcome]) -> Outcome:
         """The outcome of ``job``, or ``timeout``/``cancelled`` as soon as they happen."""
         waiter: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._waiters[call.job_id] = waiter
+        self._waiters[waiter] = call.job_id
         job.add_done_callback(lambda done: _settle(waiter, done))
         try:
             return await asyncio.wait_for(asyncio.shield(waiter), call.timeout)
@@ -31,19 +32,21 @@ class CooperativeJobs:
                 return cancelled(call)
             raise
         finally:
-            self._waiters.pop(call.job_id, None)
+            del self._waiters[waiter]
 
     def cancel(self, job_id: str) -> bool:
-        """Report the job cancelled now; False if it is not waited on here."""
-        waiter = self._waiters.get(job_id)
-        if waiter is None or waiter.done():
-            return False
-        waiter.cancel()
-        return True
+        """Report every run of the job cancelled now; False if none is waited on here."""
+        found = False
+        for waiter, running in list(self._waiters.items()):
+            if running == job_id and not waiter.done():
+                waiter.cancel()
+                found = True
+        return found
 
     def cancel_all(self) -> None:
-        for job_id in list(self._waiters):
-            self.cancel(job_id)
+        for waiter in list(self._waiters):
+            if not waiter.done():
+                waiter.cancel()
 
 
 def _settle(waiter: asyncio.Future[Outcome], job: asyncio.Future[Outcome]) -> None:

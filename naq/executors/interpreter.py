@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from naq.errors import BrokenExecutor, ConfigurationError
-from naq.executors.base import Call, Executor, Outcome
+from naq.executors.base import Call, Executor, NoFreeSlot, Outcome
 from naq.executors.cooperative import CooperativeJobs
 from naq.executors.frames import pack_call, unpack, unpack_outcome
 from naq.settings import Settings
@@ -145,6 +145,8 @@ class InterpreterExecutor(Executor):
             self._all_idle.set()
 
     async def run(self, call: Call) -> Outcome:
+        if not self._idle:
+            raise NoFreeSlot(self.name, self.concurrency, call.job_id)
         slot = self._idle.pop()
         slot.job_id = call.job_id
         self._busy += 1

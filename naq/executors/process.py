@@ -37,7 +37,7 @@ import psutil
 
 from naq.errors import BrokenExecutor
 from naq.executors import child
-from naq.executors.base import Call, Executor, Outcome, SlotInfo
+from naq.executors.base import Call, Executor, NoFreeSlot, Outcome, SlotInfo
 from naq.executors.calls import cancelled, timed_out
 from naq.executors.frames import HEADER, pack_call, unpack, unpack_outcome
 from naq.settings import Settings
@@ -217,7 +217,9 @@ class ProcessExecutor(Executor):
         return sum(not slot.busy for slot in self._slots)
 
     async def run(self, call: Call) -> Outcome:
-        slot = next(s for s in self._slots if not s.busy)
+        slot = next((s for s in self._slots if not s.busy), None)
+        if slot is None:
+            raise NoFreeSlot(self.name, self.concurrency, call.job_id)
         slot.busy = True
         self._idle.clear()
         try:
@@ -299,11 +301,12 @@ class ProcessExecutor(Executor):
                     )
 
     async def cancel(self, job_id: str) -> bool:
-        for slot in self._slots:
+        found = False
+        for slot in self._slots:  # every run of the job: it may be delivered twice at once
             if slot.child is not None and slot.child.job_id == job_id:
                 slot.child.kill("cancelled")
-                return True
-        return False
+                found = True
+        return found
 
     async def shutdown(self, grace: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
-from naq.executors.base import Call, Executor, Outcome
+from naq.executors.base import Call, Executor, NoFreeSlot, Outcome
 from naq.executors.calls import run_blocking
 from naq.executors.cooperative import CooperativeJobs
 from naq.settings import Settings
@@ -43,6 +43,8 @@ class ThreadExecutor(Executor):
             self._idle.set()
 
     async def run(self, call: Call) -> Outcome:
+        if self._busy >= self.concurrency:  # the pool would queue it: a hidden extra slot
+            raise NoFreeSlot(self.name, self.concurrency, call.job_id)
         self._busy += 1
         self._idle.clear()
         loop = asyncio.get_running_loop()

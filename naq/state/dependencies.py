@@ -55,9 +55,9 @@ from naq.state.held import (
 from naq.state.record import ResultStatus, RunFacts
 from naq.state.status import job_status
 from naq.state.store import read_record, store_unless_final
-from naq.supervised import keep_running
+from naq.supervised import backoff, keep_running
 from naq.transport.connect import Client
-from naq.transport.kv import cas, delete, get_entry, stop_watch, write
+from naq.transport.kv import cas, current_values, delete, get_entry, stop_watch, write
 from naq.transport.names import DEPENDS_ON_HEADER, Layout, kv_stream
 from naq.transport.publish import Outgoing
 from naq.transport.streams import subjects_of
@@ -147,12 +147,14 @@ async def take_in(
     message = Outgoing(layout.job_subject(meta.queue, job_id), body, kept)
     held = pack_held(list(depends_on), message, meta.queue, meta.enqueue_time)
     kv = await bucket(client, layout)
-    try:
+    # Taken in already, perhaps only half-way (a supervisor that died before its waiters
+    # were written leaves the message to come back): the steps below are finished, each
+    # of which may be done twice.
+    with contextlib.suppress(KeyWrongLastSequenceError):
         await write(kv, layout.held_key(job_id), held)
-    except KeyWrongLastSequenceError:
-        return  # taken in already (the message was redelivered)
+    ttl = client.settings.marker_ttl
     for dep in depends_on:
-        await cas(kv, layout.waiters_key(dep), lambda v: (_add(v, job_id), None))
+        await cas(kv, layout.waiters_key(dep), lambda v: (_add(v, job_id), None), ttl)
     for dep in depends_on:  # a dependency may have ended before its waiter was registered
         record = await read_record(client, layout, dep)
         if record is not None and record.final:
@@ -195,16 +197,66 @@ async def dependency_ended(
         if not _valid_id(job_id):
             log.warning("waiters of %s name %r, which is no job id: skipped", dep, job_id)
             continue
-        if status == "finished":
-            await _satisfied(client, layout, kv, job_id, dep)
-        else:
-            await cancel_held(client, layout, job_id, f"dependency {dep} {status}: {error}")
+        await _one_ended(client, layout, kv, job_id, dep, status, error)
     # A waiter added meanwhile keeps the key: its producer checks the record itself.
     with contextlib.suppress(KeyWrongLastSequenceError):
-        await delete(kv, layout.waiters_key(dep), revision)
+        await delete(kv, layout.waiters_key(dep), revision, client.settings.marker_ttl)
 
 
-async def _satisfied(client: Client, layout: Layout, kv: KeyValue, job_id: str, dep: str) -> None:
+async def _one_ended(
+    client: Client,
+    layout: Layout,
+    kv: KeyValue,
+    job_id: str,
+    dep: str,
+    status: ResultStatus,
+    error: str | None,
+) -> None:
+    """``dep``, which ``job_id`` waits for, ended with ``status``: release or cancel it."""
+    if status == "finished":
+        await _satisfied(client, layout, kv, job_id, dep)
+    else:
+        await cancel_held(client, layout, job_id, f"dependency {dep} {status}: {error}")
+
+
+async def recheck_held(client: Client, layout: Layout) -> int:
+    """Release or cancel every held job one of whose dependencies already ended;
+    returns how many dependencies were acted on.
+
+    The backstop for a hold or a release cut off half-way (a supervisor killed between
+    two of its writes, a release that failed until the supervisor stopped): whatever
+    state was left, the held record says what the job still waits for, and each
+    dependency's record says whether it ended. Every step may be done twice.
+    """
+    kv = await bucket(client, layout)
+    acted = 0
+    for value in await current_values(client, layout.deps_bucket, layout.all_held):
+        try:
+            head, body = unpack_held(value)
+            job_id = decode_job(body)[0].job_id
+            waiting = [dep for dep in head["waiting"] if _valid_id(dep)]
+        except (BadMessage, ValueError, KeyError, TypeError) as exc:
+            log.warning("a held record naq cannot read was skipped: %s", exc)
+            continue
+        if not waiting:  # every dependency removed, the release itself cut short
+            await _satisfied(client, layout, kv, job_id, None)
+            acted += 1
+        for dep in waiting:
+            record = await read_record(client, layout, dep)
+            if record is not None and record.final:
+                await _one_ended(client, layout, kv, job_id, dep, record.status, record.error)
+                acted += 1
+    if acted:
+        log.info("re-check of held jobs: %d ended dependencies acted on", acted)
+    return acted
+
+
+async def _satisfied(
+    client: Client, layout: Layout, kv: KeyValue, job_id: str, dep: str | None
+) -> None:
+    """``dep`` no longer holds ``job_id`` back (None: nothing more to remove); the
+    change that empties its list publishes it."""
+
     def change(value: bytes | None) -> tuple[bytes | None, tuple[dict[str, Any], bytes] | None]:
         if value is None:
             return None, None  # released or cancelled already
@@ -212,7 +264,8 @@ async def _satisfied(client: Client, layout: Layout, kv: KeyValue, job_id: str, 
         head["waiting"] = [d for d in head["waiting"] if d != dep]
         return json.dumps(head).encode() + b"\n" + body, (head, body)
 
-    state, _ = await cas(kv, layout.held_key(job_id), change)
+    ttl = client.settings.marker_ttl
+    state, _ = await cas(kv, layout.held_key(job_id), change, ttl)
     if state is None:
         return
     head, body = state
@@ -225,7 +278,7 @@ async def _satisfied(client: Client, layout: Layout, kv: KeyValue, job_id: str, 
         return
     await client.publisher.publish(subject, body, release_headers(head, job_id))
     log.info("job %s released: its dependencies finished", job_id)
-    await cas(kv, layout.held_key(job_id), lambda v: (None, None))
+    await cas(kv, layout.held_key(job_id), lambda v: (None, None), ttl)
 
 
 def release_headers(head: dict[str, Any], job_id: str) -> dict[str, str]:
@@ -252,7 +305,9 @@ def _valid_id(job_id: Any) -> bool:
 async def cancel_held(client: Client, layout: Layout, job_id: str, reason: str) -> bool:
     """Cancel a held job and, down the chain, the jobs waiting on it."""
     kv = await bucket(client, layout)
-    state, _ = await cas(kv, layout.held_key(job_id), lambda v: (None, v))
+    state, _ = await cas(
+        kv, layout.held_key(job_id), lambda v: (None, v), client.settings.marker_ttl
+    )
     if state is None:
         return False
     head, _ = unpack_held(state)
@@ -276,6 +331,8 @@ class DependencyWatch:
     """
 
     RECENT = 10_000
+    RECHECK_INTERVAL = 300.0
+    """Seconds between re-checks of the held jobs (one scan of the held records)."""
 
     def __init__(self, client: Client, layout: Layout) -> None:
         self._client = client
@@ -283,18 +340,31 @@ class DependencyWatch:
         self._waited: set[str] = set()
         self._recent: dict[str, tuple[ResultStatus, str | None]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._recheck: asyncio.Task[None] | None = None
         self._watcher: Any = None
         self._replayed_up_to = 0
         self._stopping = False
+        self._stopped = asyncio.Event()
         self._pending: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Open the watch (before the supervisor pulls), then follow it for the
         supervisor's life: a watch that fails is opened again (``keep_running``)."""
         await self._open()
-        self._task = asyncio.get_running_loop().create_task(
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(
             keep_running("naq-dependency-watch", self._run), name="naq-dependency-watch"
         )
+        self._recheck = loop.create_task(
+            keep_running("naq-held-recheck", self._recheck_held), name="naq-held-recheck"
+        )
+
+    async def _recheck_held(self) -> None:
+        """At start and every ``RECHECK_INTERVAL``: release what a hold or a release
+        cut off half-way left held (:func:`recheck_held`)."""
+        while True:
+            await recheck_held(self._client, self._layout)
+            await asyncio.sleep(self.RECHECK_INTERVAL)
 
     async def _open(self) -> None:
         kv = await bucket(self._client, self._layout)
@@ -353,7 +423,38 @@ class DependencyWatch:
             self._release(job_id, status, error)
 
     def _release(self, dep: str, status: ResultStatus, error: str | None) -> None:
-        self._spawn(dependency_ended(self._client, self._layout, dep, status, error))
+        self._spawn(self._release_until_done(dep, status, error))
+
+    async def _release_until_done(self, dep: str, status: ResultStatus, error: str | None) -> None:
+        """``dependency_ended``, tried again with a capped, jittered backoff while it
+        fails (the server busy, a leader election, the connection lost): a dependent
+        is never left held because one release failed. Each step may be done twice.
+        A release still failing when the supervisor stops is left to the re-check of
+        held jobs (:func:`recheck_held`) of the next start, here or elsewhere."""
+        failures = 0
+        while True:
+            try:
+                await dependency_ended(self._client, self._layout, dep, status, error)
+                return
+            except Exception as exc:
+                failures += 1
+                if self._stopping:
+                    log.warning(
+                        "releasing the dependents of %s failed (%r); left to the re-check "
+                        "of held jobs",
+                        dep,
+                        exc,
+                    )
+                    return
+                delay = backoff(failures)
+                log.warning(
+                    "releasing the dependents of %s failed (%r); trying again in %.1fs",
+                    dep,
+                    exc,
+                    delay,
+                )
+                with contextlib.suppress(TimeoutError):  # a stop cuts the wait short
+                    await asyncio.wait_for(self._stopped.wait(), delay)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -365,15 +466,27 @@ class DependencyWatch:
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("releasing dependents failed: %r", exc)
 
+    def abandon(self) -> None:
+        """Stop at once, waiting for nothing (a stop past its deadline): releases under
+        way end at their next failure, left to the re-check of held jobs."""
+        self._stopping = True
+        self._stopped.set()
+        for task in (self._task, self._recheck):
+            if task is not None:
+                task.cancel()
+
     async def stop(self) -> None:
         self._stopping = True
+        self._stopped.set()
         if self._pending:  # releases under way finish; each logs its own failure
             await asyncio.wait(self._pending)
         if self._watcher is not None:
             await _stop_quietly(self._watcher)
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait([self._task])
+        tasks = [t for t in (self._task, self._recheck) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
 
 
 async def _stop_quietly(watcher: Any) -> None:

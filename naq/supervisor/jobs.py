@@ -14,13 +14,13 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 
 from nats.aio.msg import Msg
 
 from naq.errors import BrokenExecutor, ConfigurationError
 from naq.executors.allow import AllowList, Refused
-from naq.executors.base import Call, Executor, Outcome
+from naq.executors.base import Call, Executor, NoFreeSlot, Outcome
 from naq.heartbeat import Counters
 from naq.job import validate_job_id
 from naq.middleware import JobContext, Middlewares
@@ -62,6 +62,9 @@ class Jobs:
         self.worker_id = worker_id
         self.counters = Counters()
         self.running: dict[str, Delivery] = {}
+        """Jobs running now, by delivery (:func:`delivery_key`), not by job id: two
+        deliveries of one job (a redelivery while the first still runs, a job published
+        twice) each keep their own lease and entry."""
         self.starting = 0
         """Jobs handed over by a puller that do not run yet: their slots are taken."""
         self.slots_changed = asyncio.Event()
@@ -102,9 +105,25 @@ class Jobs:
 
     # -- dispatch ----------------------------------------------------------------------
     def dispatch(self, queue: str, msg: Msg) -> None:
-        """Called by a puller for each message: its slot is taken from now on."""
+        """Called by a puller for each message: its slot is taken from now on.
+
+        A message with no slot free for it (a puller that miscounted) is handed back
+        rather than given to a full executor."""
+        if self.executor.free_slots() - self.starting <= 0:
+            self.hand_back(queue, msg)
+            return
         self.starting += 1
-        task = asyncio.create_task(self._handle(queue, msg))
+        self._track(self._handle(queue, msg))
+
+    def hand_back(self, queue: str, msg: Msg) -> None:
+        """A message beyond the free slots (a pull request left open on the server
+        across a reconnect delivers more than was asked): handed back at once, without
+        counting as a run, so it runs as soon as a slot frees, here or elsewhere,
+        instead of waiting out ``ack_wait``."""
+        self._track(self._give_back(queue, msg, "more jobs arrived than free slots"))
+
+    def _track(self, coro: Coroutine[None, None, None]) -> None:
+        task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._job_done)
 
@@ -126,6 +145,10 @@ class Jobs:
         all_done.cancel()  # stops waiting; the jobs themselves run on
         hard.cancel()
 
+    def unsettled(self) -> int:
+        """Deliveries in hand not settled yet (starting, running or settling)."""
+        return len(self._tasks)
+
     async def settle_remaining(self) -> None:
         """After the executor cut the rest short: wait for their outcomes to be settled."""
         if self._tasks:
@@ -137,24 +160,16 @@ class Jobs:
         assert settler is not None, "the supervisor is not connected"
         started = False
         try:
+            if self._stopping.draining:  # reached us during the drain: hand it back
+                await self._give_back(queue, msg, "handed back by a stopping supervisor")
+                return
             try:
                 meta, payload = self._admit(msg, queue)
             except BadMessage as exc:
-                if self._stopping.draining:
-                    await msg.nak()
-                else:
-                    await settler.fail(msg, queue, None, str(exc), None)
+                if await settler.fail(msg, queue, None, str(exc), None):
                     self.count_failure()
                 return
             job = Delivery(msg, queue, meta, _attempt(msg))
-            if self._stopping.draining:  # reached us during the drain: hand it back
-                await self._history(job)
-                job.interruptions += 1
-                if await settler.note(
-                    job, records.interrupted, "handed back by a stopping supervisor"
-                ):
-                    await msg.nak()
-                return
             if job.attempt > 1 and not await self._resume(settler, job):
                 return
             if await self._was_cancelled(meta.job_id):
@@ -180,7 +195,8 @@ class Jobs:
             context = self._context(job) if self._middleware else None
             if context is not None:
                 self._middleware.emit("before_job", context)
-            self.running[meta.job_id] = job
+            key = delivery_key(msg)
+            self.running[key] = job
             self.starting -= 1
             started = True
             try:
@@ -189,8 +205,12 @@ class Jobs:
                 await msg.nak()  # not the job's fault: hand it back untouched
                 self._on_broken(exc)
                 return
+            except NoFreeSlot as exc:  # an executor whose free_slots overstated its room
+                log.warning("%s: handed back", exc)
+                await self._interrupted(job, str(exc))
+                return
             finally:
-                self.running.pop(meta.job_id, None)
+                del self.running[key]
             if context is not None:
                 self._middleware.emit_after("after_outcome", context, outcome)
             action = await self._settle(settler, job, outcome)
@@ -199,6 +219,27 @@ class Jobs:
         finally:
             if not started:
                 self.starting -= 1
+
+    async def _give_back(self, queue: str, msg: Msg, reason: str) -> None:
+        """Nak a message that is not run here now; an unreadable one is nak'd as it
+        came (its next delivery dead-letters it)."""
+        try:
+            meta, _ = self._admit(msg, queue)
+        except BadMessage:
+            await msg.nak()
+            return
+        await self._interrupted(Delivery(msg, queue, meta, _attempt(msg)), reason)
+
+    async def _interrupted(self, job: Delivery, reason: str) -> None:
+        """Hand ``job`` back without counting it as a run: its record says it was
+        interrupted (the next delivery subtracts it), then nak, so it comes back at
+        once. A final record is left as it is (that delivery only acks)."""
+        record, _ = await self._history(job)
+        if record is None or not record.final:
+            job.interruptions += 1
+            if not await self.settler.note(job, records.interrupted, reason):
+                return  # the record turned final meanwhile: the message was acked
+        await job.msg.nak()
 
     def _admit(self, msg: Msg, queue: str) -> tuple[JobMeta, bytes]:
         """The job's metadata and still-encoded payload, once the message has shown it
@@ -335,7 +376,7 @@ class Jobs:
             job_id = validate_job_id(msg.data.decode())
         except (UnicodeDecodeError, ConfigurationError):
             return  # not a job id: nothing of ours is named
-        if job_id not in self.running:
+        if not any(job.meta.job_id == job_id for job in self.running.values()):
             _remember(self._hinted, job_id)
             return
         try:
@@ -365,6 +406,12 @@ class Jobs:
             return False  # verified False: a record a signing key does not vouch for
         _remember(self._cancelled, job_id)
         return True
+
+
+def delivery_key(msg: Msg) -> str:
+    """What tells one delivery from another: its ack subject, which names the stream
+    sequence and the delivery count (unique per delivery, where the job id is not)."""
+    return msg.reply or f"unacknowledgeable-{id(msg)}"
 
 
 def _remember(ids: dict[str, None], job_id: str) -> None:

@@ -6,7 +6,8 @@ puller instead keeps one pull request open on the server (``batch`` = free slots
 ``expires`` = ``pull_expires``) and hands every message on as it arrives. When the
 request ends (filled, expired, or lost with a restarted server) it opens the next,
 sized to the slots free then. Credits not yet delivered count as taken, so the
-supervisor never holds a job it cannot start.
+supervisor never holds a job it cannot start; a message that arrives with no credit
+left (a request that outlived a reconnect) is handed back at once.
 
 An idle queue (its last request expired without a job) asks for one job only, so
 with several queues an idle one holds one slot, not all of them, while the busy
@@ -50,6 +51,7 @@ class Puller:
         slots_changed: asyncio.Event,
         deliver: Callable[[str, Msg], None],
         on_consumer_gone: Callable[[str], object],
+        hand_back: Callable[[str, Msg], None],
     ) -> None:
         self.queue = queue
         self.credits = 0
@@ -61,6 +63,7 @@ class Puller:
         self._slots_changed = slots_changed
         self._deliver = deliver
         self._on_consumer_gone = on_consumer_gone
+        self._hand_back = hand_back
         self._inbox = nc.new_inbox()
         self._sub: Subscription | None = None
         self._request_done = asyncio.Event()
@@ -81,7 +84,12 @@ class Puller:
         self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg)
 
     def reset(self) -> None:
-        """Forget the open request (after a reconnect): the next one is sent at once."""
+        """Forget the open request (after a reconnect): the next one is sent at once.
+
+        The old request may still be open on the server (a short blip, the same
+        server), so both may deliver: a message is accepted only against a credit,
+        and one that finds none is handed back at once (``hand_back``: a nak that does
+        not count as a run), never given to a full executor."""
         self._failures, self._back_off_due = 0, False
         self._wake.set()
         self._release()
@@ -89,7 +97,7 @@ class Puller:
     async def withdraw(self) -> None:
         """End the open request now: move to a new inbox, so the server, finding no
         interest in the old one, delivers nothing more to it. Jobs already on their way
-        still arrive and run."""
+        still arrive: run against a new request's credits, else handed back at once."""
         old, self._inbox = self._sub, self._nc.new_inbox()
         self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg)
         self._release()
@@ -156,6 +164,9 @@ class Puller:
         if status is None:
             self._failures = 0
             self.idle.clear()
+            if self.credits <= 0:  # beyond what was asked: see ``reset``
+                self._hand_back(self.queue, msg)
+                return
             self._delivered += 1
             self.credits = max(0, self.credits - 1)
             if self.credits == 0:

@@ -34,12 +34,12 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 
 from nats.aio.msg import Msg
 
 from naq import heartbeat
-from naq.errors import BrokenExecutor
+from naq.errors import EXIT_OK, EXIT_STOP_CUT, BrokenExecutor
 from naq.executors.base import Executor
 from naq.heartbeat import Counters, Heartbeat
 from naq.middleware import Middleware, Middlewares, WorkerInfo
@@ -53,7 +53,7 @@ from naq.supervisor.leases import keep_leases
 from naq.supervisor.memory import MemoryWatch, total_rss
 from naq.supervisor.puller import Puller
 from naq.supervisor.settle import Settler
-from naq.supervisor.signals import Stopping
+from naq.supervisor.signals import CLOSE_TIME, STOP_MARGIN, Stopping
 from naq.transport.connect import Client, connect
 from naq.transport.declare import ensure_consumer
 from naq.transport.names import UNKNOWN_QUEUE, Layout
@@ -93,6 +93,8 @@ class Supervisor:
         """Set once the supervisor is pulling: tests and embedders wait on it."""
         self.fatal: BrokenExecutor | None = None
         """Set when the executor broke; ``run`` then ends with it raised."""
+        self._cut = False
+        """Set when the stop outran its deadline: the connection closes without a drain."""
 
     @property
     def counters(self) -> Counters:
@@ -100,8 +102,8 @@ class Supervisor:
         return self.jobs.counters
 
     def running_jobs(self) -> list[str]:
-        """Ids of the jobs running now (what the heartbeat reports)."""
-        return list(self.jobs.running)
+        """Ids of the jobs running now (what the heartbeat reports), one per delivery."""
+        return [job.meta.job_id for job in self.jobs.running.values()]
 
     async def wait_until(self, predicate: Callable[[Counters], bool]) -> None:
         """Wait until ``predicate(counters)`` holds; woken by each settled job, no polling."""
@@ -179,6 +181,7 @@ class Supervisor:
                     self.jobs.slots_changed,
                     self.jobs.dispatch,
                     self._recreate_consumer,
+                    self.jobs.hand_back,
                 )
                 await puller.start()
                 self._pullers[queue] = puller
@@ -206,21 +209,70 @@ class Supervisor:
             await self._beat(info)  # listed by `naq workers` from the moment it is ready
             self.ready.set()
             await self._stopping.requested.wait()
-            await self._drain()
-            for task in background:
-                task.cancel()
-            await asyncio.wait(background)  # each one's end was reported as it happened
-            await deps.stop()
-            self.middleware.emit_after("on_stop", worker)
+            code = EXIT_OK
             try:
-                await heartbeat.remove(client, self.layout, self.worker_id)
-            except Exception as exc:  # it expires by its TTL anyway
-                log.warning("removing the heartbeat failed: %s", exc)
+                async with asyncio.timeout_at(self._stopping.deadline(self.settings) - CLOSE_TIME):
+                    await self._stop(background, deps, worker)
+            except TimeoutError:
+                self._abandon()
+                self._cut = True
+                for task in background:  # before the connection closes under them
+                    task.cancel()
+                deps.abandon()
+                await asyncio.wait(background, timeout=CLOSE_TIME)  # cancelled: quick
+                code = EXIT_STOP_CUT
             if self.fatal is not None:
                 raise self.fatal
-            return 0
+            return code
         finally:
-            await client.close()
+            await self._close(client)
+
+    async def _stop(
+        self, background: list[asyncio.Task[None]], deps: DependencyWatch, worker: WorkerInfo
+    ) -> None:
+        """Everything a stop does before the connection closes: drain the jobs, end the
+        background tasks and the dependency watch, remove the heartbeat."""
+        assert self.client is not None
+        await self._drain()
+        for task in background:
+            task.cancel()
+        await asyncio.wait(background)  # each one's end was reported as it happened
+        await deps.stop()
+        self.middleware.emit_after("on_stop", worker)
+        try:
+            await heartbeat.remove(self.client, self.layout, self.worker_id)
+        except Exception as exc:  # it expires by its TTL anyway
+            log.warning("removing the heartbeat failed: %s", exc)
+
+    def _abandon(self) -> None:
+        """The stop outran its deadline (NATS frozen or gone, say): say what is left
+        behind. Nothing is lost: a job not acked is redelivered after ``ack_wait``."""
+        running = [job.meta.job_id for job in self.jobs.running.values()]
+        log.error(
+            "supervisor %s: stop deadline (shutdown_grace %.0fs + %.0fs) passed; exiting "
+            "with %d job(s) not settled, left to redelivery after ack_wait%s",
+            self.worker_id,
+            self.settings.shutdown_grace,
+            STOP_MARGIN,
+            self.jobs.unsettled(),
+            f" (running: {', '.join(running)})" if running else "",
+        )
+
+    async def _close(self, client: Client) -> None:
+        """Close the connection, waiting for it until the stop deadline at most (at
+        least ``CLOSE_TIME``): a frozen server must not hold the exit. A stop cut short
+        closes without a drain (nats-py's drain outlives a cancellation by a flush of
+        up to 10 s), as does a drain that overran."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + CLOSE_TIME
+        if self._stopping.requested.is_set():
+            until = max(until, self._stopping.deadline(self.settings))
+        if not self._cut and await _within(client.close(), until - loop.time()):
+            return
+        if not self._cut:
+            log.warning("draining the NATS connection did not end in time: closing it")
+        if not await _within(client.nc.close(), max(CLOSE_TIME, until - loop.time())):
+            log.warning("closing the NATS connection did not end in time; exiting without it")
 
     def _start_background(self, client: Client, info: Heartbeat) -> list[asyncio.Task[None]]:
         """Every long-lived task of the supervisor, each kept running: an error is logged
@@ -287,13 +339,13 @@ class Supervisor:
         record = info.record(self.executor, len(self.jobs.running), self.counters)
         record["running"] = [
             {
-                "job_id": job_id,
+                "job_id": job.meta.job_id,
                 "queue": job.queue,
                 "attempt": job.attempt,
                 "started_at": job.started_at,
                 "enqueued_at": job.meta.enqueue_time,
             }
-            for job_id, job in list(self.jobs.running.items())
+            for job in list(self.jobs.running.values())
         ]
         ttl = self.settings.heartbeat_interval * 3
         try:
@@ -354,6 +406,21 @@ class Supervisor:
             ensure_consumer(self.client.js, self.layout, queue, self.settings)
         )
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
+async def _within(closing: Coroutine[None, None, None], seconds: float) -> bool:
+    """Run ``closing`` for ``seconds`` at most; False if it did not end by then (it
+    runs on, and a failure is logged). Not a cancellation: nats-py's drain swallows
+    one and goes on flushing."""
+    task = asyncio.ensure_future(closing)
+    task.add_done_callback(_report_close)
+    done, _ = await asyncio.wait({task}, timeout=max(0.0, seconds))
+    return task in done
+
+
+def _report_close(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("closing the NATS connection: %r", exc)
 
 
 def _restartable(puller: Puller) -> Callable[[], Awaitable[None]]:

@@ -59,3 +59,9 @@ def js_connection(js: JetStreamContext) -> NATS:
 def kv_connection(kv: KeyValue) -> NATS:
     """The connection a KV handle works on (see :func:`js_connection`)."""
     return js_connection(kv._js)
+
+
+def kv_bucket(kv: KeyValue) -> tuple[JetStreamContext, str]:
+    """The JetStream context and bucket name behind a ``KeyValue``: no public accessor,
+    and a delete marker with a TTL (``naq.transport.kv.delete``) is published there."""
+    return kv._js, kv._name

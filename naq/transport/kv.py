@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
-from nats.js.api import RawStreamMsg
+from nats.js.api import Header, RawStreamMsg
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
@@ -35,6 +35,7 @@ KV_OPERATION = "KV-Operation"
 KV_DELETE = "DEL"
 KV_PURGE = "PURGE"
 """The header that marks a KV entry as a delete or purge marker, and its values."""
+EXPECTED_LAST_SUBJECT_SEQUENCE = Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value
 KV_BATCH = 1_000
 """Values asked for per pull when reading a bucket: small records, so many at once."""
 
@@ -112,15 +113,38 @@ async def get_value(kv: KeyValue, key: str) -> bytes:
     return value or b""
 
 
-async def delete(kv: KeyValue, key: str, revision: int | None) -> None:
-    """``kv.delete(last=)`` that fails like ``update`` does when it loses a race.
+MARKER_TTL = 300.0
+"""Seconds a delete or purge marker lives by default (``Settings.marker_ttl``): long
+enough for every watcher to see it, after which it only takes room (a supervisor
+restarting in a loop, or every released dependency, would pile them up)."""
 
-    nats-py raises a plain ``BadRequestError`` for a delete whose expected revision is
-    stale, where ``update`` raises ``KeyWrongLastSequenceError``.
+
+def ttl_header(seconds: float) -> str:
+    """A ``Nats-TTL`` value (a Go duration) for ``seconds``."""
+    return f"{seconds:g}s"
+
+
+async def delete(
+    kv: KeyValue, key: str, revision: int | None, marker_ttl: float = MARKER_TTL
+) -> None:
+    """``kv.delete(last=)`` whose marker expires after ``marker_ttl`` seconds, and that
+    fails like ``update`` does when it loses a race.
+
+    nats-py's delete leaves its marker for ever (and ignores a TTL), and raises a plain
+    ``BadRequestError`` for a stale expected revision where ``update`` raises
+    ``KeyWrongLastSequenceError``. The marker is a purge (rollup of the key's
+    subject): nothing is left to come back when it expires, whatever the history.
     """
+    js, bucket = compat.kv_bucket(kv)
+    headers = {KV_OPERATION: KV_PURGE, "Nats-Rollup": "sub", "Nats-TTL": ttl_header(marker_ttl)}
+    if revision:
+        headers[EXPECTED_LAST_SUBJECT_SEQUENCE] = str(revision)
     try:
         await _riding(
-            kv, "deleting", key, lambda: kv.delete(key, last=revision, validate_keys=False)
+            kv,
+            "deleting",
+            key,
+            lambda: js.publish(kv_subject(bucket, key), b"", headers=headers),
         )
     except APIError as exc:
         if is_stale_revision(exc):
@@ -135,28 +159,32 @@ def delete_marker(bucket: str, key: str, ttl: str) -> Outgoing:
     return Outgoing(kv_subject(bucket, key), b"", {KV_OPERATION: KV_DELETE, "Nats-TTL": ttl})
 
 
-MARKER_TTL = "300s"
-"""How long a purge marker lives: long enough for every watcher to see it, after which
-it only takes room (a supervisor restarting in a loop would pile them up)."""
-
-
-async def purge_key(client: Client, bucket: str, key: str, ttl: str = MARKER_TTL) -> None:
+async def purge_key(client: Client, bucket: str, key: str, ttl: float | None = None) -> None:
     """Remove ``key`` and its history, as ``kv.purge`` does, but with a marker that
-    expires: nats-py's purge leaves one for ever, and the bucket's scans read them."""
+    expires (after ``ttl`` seconds, by default ``Settings.marker_ttl``): nats-py's purge
+    leaves one for ever, and the bucket's scans read them."""
     await client.publisher.publish(
         kv_subject(bucket, key),
         b"",
-        {KV_OPERATION: KV_PURGE, "Nats-Rollup": "sub", "Nats-TTL": ttl},
+        {
+            KV_OPERATION: KV_PURGE,
+            "Nats-Rollup": "sub",
+            "Nats-TTL": ttl_header(client.settings.marker_ttl if ttl is None else ttl),
+        },
     )
 
 
 async def cas[T](
-    kv: KeyValue, key: str, change: Callable[[bytes | None], tuple[bytes | None, T]]
+    kv: KeyValue,
+    key: str,
+    change: Callable[[bytes | None], tuple[bytes | None, T]],
+    marker_ttl: float = MARKER_TTL,
 ) -> tuple[T, int | None]:
     """Apply ``change(value or None) -> (new value or None to delete, result)`` atomically.
 
     A ``new`` equal to the value read writes nothing. Returns ``result`` and the
-    revision written (None when nothing was written or the key was deleted).
+    revision written (None when nothing was written or the key was deleted, with a
+    marker that expires after ``marker_ttl`` seconds).
     """
     for _ in range(CAS_ATTEMPTS):
         current, revision = await get_entry(kv, key)
@@ -165,7 +193,7 @@ async def cas[T](
             if new == current:
                 return result, None
             if new is None:
-                await delete(kv, key, revision)
+                await delete(kv, key, revision, marker_ttl)
                 return result, None
             return result, await write(kv, key, new, revision)
         except KeyWrongLastSequenceError:
@@ -184,10 +212,10 @@ async def write(kv: KeyValue, key: str, value: bytes, revision: int | None = Non
     )
 
 
-async def current_values(client: Client, bucket: str) -> list[bytes]:
-    """The current value of every key of a KV bucket; deleted keys left out (delete,
-    purge and the server's expiry markers have no body). A read that meets NATS trouble
-    is made again from the start."""
+async def current_values(client: Client, bucket: str, keys: str = ">") -> list[bytes]:
+    """The current value of every key of a KV bucket (or those ``keys`` matches, a
+    subject pattern); deleted keys left out (delete, purge and the server's expiry
+    markers have no body). A read that meets NATS trouble is made again from the start."""
 
     async def read() -> list[bytes]:
         return [
@@ -195,7 +223,7 @@ async def current_values(client: Client, bucket: str) -> list[bytes]:
             async for msg in scan(
                 client,
                 kv_stream(bucket),
-                kv_subject(bucket, ">"),
+                kv_subject(bucket, keys),
                 last_per_subject=True,
                 batch=KV_BATCH,
             )

@@ -258,6 +258,11 @@ class Layout:
         return f"waiters.{validate_job_id(dep)}"
 
     @property
+    def all_held(self) -> str:
+        """Every held key: what the re-check of held jobs reads."""
+        return "held.>"
+
+    @property
     def all_waiters(self) -> str:
         """Every waiters key: what the supervisors' dependency watch follows."""
         return "waiters.>"

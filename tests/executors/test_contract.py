@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from naq.errors import ConfigurationError
-from naq.executors import Executor, interpreter as interpreter_module, load_executor
+from naq.executors import Executor, NoFreeSlot, interpreter as interpreter_module, load_executor
 from naq.settings import Settings
 from tests import jobs
 from tests.executors.conftest import (
@@ -113,6 +113,29 @@ async def test_timeout(executor: Executor, kind: str, func: Callable[..., Any]) 
     else:  # the job was stopped: a killed child is replaced, a task cancelled
         assert executor.free_slots() == CONCURRENCY
     assert result_of(await executor.run(make_call(jobs.add, (1, 1)))) == 2
+
+
+async def test_a_call_beyond_capacity_is_refused_and_the_running_ones_go_on(
+    executor: Executor, gate: Gate
+) -> None:
+    """A caller that miscounted gets a clear error, not a crash deep in the executor
+    (a ``next()`` without default, a ``pop()`` from an empty list) nor a hidden queue."""
+    markers = [gate.marker(str(i)) for i in range(CONCURRENCY)]
+    running = [
+        asyncio.create_task(executor.run(make_call(jobs.wait_for_file, (gate.path, m))))
+        for m in markers
+    ]
+    for marker in markers:
+        await gate.started(marker)
+    assert executor.free_slots() == 0
+    extra = make_call(jobs.add, (1, 2))
+    with pytest.raises(NoFreeSlot, match=f"job {extra.job_id} refused"):
+        await executor.run(extra)
+    gate.open()
+    outcomes = await asyncio.wait_for(asyncio.gather(*running), 10)
+    assert [o.status for o in outcomes] == ["ok"] * CONCURRENCY
+    await wait_until(lambda: executor.free_slots() == CONCURRENCY)
+    assert result_of(await executor.run(extra)) == 3
 
 
 # cancellation

@@ -40,6 +40,7 @@ ENV_SAMPLES: dict[str, tuple[str, Any]] = {
     "ping_interval": ("2.5", 2.5),
     "retry_window": ("12.5", 12.5),
     "shutdown_grace": ("3", 3.0),
+    "marker_ttl": ("60", 60.0),
     "result_ttl": ("60", 60),
     "duplicate_window": ("30", 30.0),
     "replicas": ("3", 3),
