@@ -344,7 +344,9 @@ class Jobs:
             log.info("job %s cut short by shutdown: handed back", job.meta.job_id)
         job.cancel_requested = job.meta.job_id in self._cancelled
         done = await settler.settle(job, outcome)
-        if done == "finished":
+        # "kept": another delivery's final record was there first; this run still ran
+        # through, and counts as processed when it succeeded.
+        if done == "finished" or (done == "kept" and outcome.status == "ok"):
             self.counters.processed += 1
         elif done == "failed":
             self.counters.failed += 1

@@ -201,6 +201,7 @@ async def test_the_puller_backs_off_after_a_503_instead_of_spinning(
         slots_changed=slots_changed,
         deliver=lambda queue, msg: delivered.put_nowait(msg),
         on_consumer_gone=lambda queue: None,
+        hand_back=lambda queue, msg: pytest.fail("a message beyond the credits"),
     )
     await puller.start()
     running = asyncio.create_task(puller.run())
