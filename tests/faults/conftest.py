@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -124,6 +125,16 @@ class Ledger:
 @pytest.fixture
 def ledger(tmp_path: Path) -> Ledger:
     return Ledger(tmp_path / "ledger")
+
+
+async def enqueue_marks(
+    queue: Queue, ledger: Ledger, total: int, func: Callable[..., Any], *args: Any, **options: Any
+) -> dict[str, int]:
+    """Enqueue ``func(ledger, n, *args)`` for n in ``range(total)``; job id -> n."""
+    enqueued = await queue.enqueue_many(
+        [(func, (str(ledger), n, *args)) for n in range(total)], **options
+    )
+    return {job.job_id: n for n, job in enumerate(enqueued)}
 
 
 @dataclass(frozen=True, slots=True)

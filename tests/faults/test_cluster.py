@@ -16,7 +16,15 @@ from naq.settings import Settings
 from naq.transport.names import Layout
 from naq.transport.server import EmbeddedCluster
 from tests.faults import jobs
-from tests.faults.conftest import Ledger, Progress, Row, SuperviseAt, audit, report
+from tests.faults.conftest import (
+    Ledger,
+    Progress,
+    Row,
+    SuperviseAt,
+    audit,
+    enqueue_marks,
+    report,
+)
 from tests.procs import READY, Proc
 
 JOBS = 10_000
@@ -39,10 +47,10 @@ def connected_node(cluster: EmbeddedCluster, proc: Proc) -> str:
 async def start_run(
     queue: Queue, ledger: Ledger, supervise_at: SuperviseAt, cluster: EmbeddedCluster, total: int
 ) -> tuple[dict[str, int], Proc]:
-    enqueued = await queue.enqueue_many([(jobs.amark, (str(ledger), n, RUN)) for n in range(total)])
+    ids = await enqueue_marks(queue, ledger, total, jobs.amark, RUN)
     sup = supervise_at(cluster.url, "-c", SLOTS, "--replicas", "3", "--ack-wait", "10")
     await sup.line(READY)
-    return {job.job_id: n for n, job in enumerate(enqueued)}, sup
+    return ids, sup
 
 
 @pytest.mark.quick

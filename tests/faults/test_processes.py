@@ -16,7 +16,7 @@ import pytest
 from naq.producer.queue import Queue
 from naq.transport.names import Layout
 from tests.faults import jobs
-from tests.faults.conftest import Ledger, Row, SuperviseAt, audit, report
+from tests.faults.conftest import Ledger, Row, SuperviseAt, audit, enqueue_marks, report
 
 KILLS = 100
 KILLS_PER_JOB = 3
@@ -33,10 +33,7 @@ async def test_children_sigkilled_mid_job_lose_nothing(
     (0 lost, 0 stuck), and none has its effect twice."""
     sup = supervise_at(nats_url, "--executor", "process", "-c", "2")
     await sup.line(r"supervisor \S+: queues")
-    enqueued = await queue.enqueue_many(
-        [(jobs.mark, (str(ledger), n, 0.3)) for n in range(JOBS)], max_retries=KILLS_PER_JOB + 1
-    )
-    ids = {job.job_id: n for n, job in enumerate(enqueued)}
+    ids = await enqueue_marks(queue, ledger, JOBS, jobs.mark, 0.3, max_retries=KILLS_PER_JOB + 1)
     killed: set[int] = set()
     per_job: Counter[int] = Counter()
     deadline = time.monotonic() + 240
@@ -88,8 +85,7 @@ async def test_supervisor_sigkilled_mid_run_loses_nothing(
     """SIGKILL the supervisor after 3,000 of 10,000 jobs and start another: 0 lost, and
     jobs run twice at most the ones it held un-acknowledged when it died."""
     total = 10_000
-    enqueued = await queue.enqueue_many([(jobs.amark, (str(ledger), n)) for n in range(total)])
-    ids = {job.job_id: n for n, job in enumerate(enqueued)}
+    ids = await enqueue_marks(queue, ledger, total, jobs.amark)
     args = ("-c", "64", "--ack-wait", "3")
     first = supervise_at(nats_url, *args)
     await ledger.reach(3_000, 60, "before the kill")

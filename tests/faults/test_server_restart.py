@@ -14,7 +14,7 @@ from naq.producer.queue import Queue
 from naq.settings import Settings
 from naq.transport.server import EmbeddedServer, free_port
 from tests.faults import jobs
-from tests.faults.conftest import Ledger, Row, SuperviseAt, audit, report
+from tests.faults.conftest import Ledger, Row, SuperviseAt, audit, enqueue_marks, report
 
 DOWN = 2.0
 """Seconds the server stays dead: the fault itself, so a fixed time."""
@@ -36,8 +36,7 @@ async def test_server_restarted_mid_run_loses_nothing(
     total = 10_000
     settings = Settings(nats_url=own_server.url, namespace=namespace)
     async with Queue(settings=settings) as queue:
-        enqueued = await queue.enqueue_many([(jobs.amark, (str(ledger), n)) for n in range(total)])
-        ids = {job.job_id: n for n, job in enumerate(enqueued)}
+        ids = await enqueue_marks(queue, ledger, total, jobs.amark)
         sup = supervise_at(own_server.url, "-c", "64", "--ack-wait", "5")
         await ledger.reach(3_000, 60, "before the kill")
         own_server.kill()

@@ -13,7 +13,7 @@ from naq.settings import Settings
 from naq.transport.server import EmbeddedServer
 from tests.conftest import FILLER, fill_store
 from tests.faults import jobs
-from tests.faults.conftest import Ledger, Row, SuperviseAt, audit, report
+from tests.faults.conftest import Ledger, Row, SuperviseAt, audit, enqueue_marks, report
 from tests.procs import READY
 
 JOBS = 2_000
@@ -33,10 +33,7 @@ async def test_storage_filled_and_freed_every_job_ends_once(
     nc = await nats.connect(small_store.url)
     try:
         async with Queue(settings=settings) as queue:
-            enqueued = await queue.enqueue_many(
-                [(jobs.mark, (str(ledger), n, RUN)) for n in range(JOBS)]
-            )
-            ids = {job.job_id: n for n, job in enumerate(enqueued)}
+            ids = await enqueue_marks(queue, ledger, JOBS, jobs.mark, RUN)
             sup = supervise_at(small_store.url, "--executor", "thread", "-c", "4")
             await sup.line(READY)
             await ledger.reach(500, 60, "before filling the store")
