@@ -50,7 +50,9 @@ class NASQueue:
     The connection keywords (``user``, ``password``, ``token``, ``nkey_file``,
     ``creds_file``, ``tls_ca_file``, ``tls_cert_file``, ``tls_key_file``,
     ``tls_hostname``, ``tls_handshake_first``) are the settings' fields of those names
-    and override them; the host and port always win over ``nats_url``.
+    and override them; the host and port always win over ``nats_url``. ``host`` may
+    also be a URL, or a comma-separated list of them (a cluster's nodes: a dead one is
+    skipped), as ``NAQ_NATS_URL`` takes; ``port`` is then unused.
     """
 
     def __init__(

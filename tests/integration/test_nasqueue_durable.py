@@ -389,3 +389,20 @@ async def test_a_durable_queue_and_naq_jobs_share_a_namespace_without_touching(
     assert msg is not None
     assert msg["subject"] == "jobs"
     assert await nas.pop() is None
+
+
+async def test_a_list_of_server_urls_is_taken_as_host_and_a_dead_first_one_is_skipped(
+    nats_server: EmbeddedServer, namespace: str
+) -> None:
+    """``host`` may be naq's URL list (a cluster's nodes): the client tries them in turn,
+    so a dead first URL costs one refused connect."""
+    dead = f"nats://127.0.0.1:{free_port()}"
+    queue = NASQueue(f"{dead},{nats_server.url}", namespace=namespace, durable=True)
+    try:
+        await connected(queue)
+        await queue.push("jobs", "one")
+        popped = await queue.pop(timeout=5)
+        assert popped is not None
+        assert (popped["subject"], popped["message"]) == ("jobs", b"one")
+    finally:
+        await queue.disconnect()
