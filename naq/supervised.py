@@ -16,7 +16,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -53,3 +54,23 @@ async def keep_running(
         delay = backoff(failures, base, cap)
         log.warning("%s failed %d time(s) in a row; next start in %.1fs", name, failures, delay)
         await asyncio.sleep(delay)
+
+
+async def finish(tasks: Iterable[asyncio.Future[Any]], *, cancel: bool = False) -> None:
+    """Wait until every one of ``tasks`` has ended (cancelling them first when
+    ``cancel``), then log with its traceback each error one ended with.
+
+    Why not ``gather(return_exceptions=True)``: its results are easy to leave unread,
+    and an error nobody reads is a failure nobody sees. A cancellation of the caller
+    itself still propagates (``asyncio.wait`` does not swallow it).
+    """
+    pending = [asyncio.ensure_future(task) for task in tasks]
+    if cancel:
+        for task in pending:
+            task.cancel()
+    if not pending:
+        return
+    await asyncio.wait(pending)
+    for task in pending:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("a task ended with an error while stopping: %r", exc, exc_info=exc)

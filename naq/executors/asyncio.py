@@ -76,11 +76,9 @@ class AsyncioExecutor(Executor):
     async def shutdown(self, grace: float) -> None:
         deadline = asyncio.get_running_loop().time() + grace
         if self._tasks:
-            done = asyncio.gather(*self._tasks, return_exceptions=True)
-            try:
-                await asyncio.wait_for(asyncio.shield(done), grace)
-            except TimeoutError:
-                for task in list(self._tasks):
-                    self._cancelled.add(task)
-                    task.cancel()
+            # Each run's outcome (or error) is read by the run() awaiting it: only wait.
+            _, late = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in late:
+                self._cancelled.add(task)
+                task.cancel()
         await self._threads.shutdown(max(0.0, deadline - asyncio.get_running_loop().time()))

@@ -41,6 +41,7 @@ from naq.executors.base import Call, Executor, NoFreeSlot, Outcome, SlotInfo
 from naq.executors.calls import cancelled, timed_out
 from naq.executors.frames import HEADER, pack_call, unpack, unpack_outcome
 from naq.settings import Settings
+from naq.supervised import finish
 
 log = logging.getLogger(__name__)
 
@@ -317,12 +318,9 @@ class ProcessExecutor(Executor):
                 slot.child.kill("cancelled")
         if self._watch is not None:
             self._watch.cancel()
-        starting = [s.starting for s in self._slots if s.starting is not None]
-        for task in starting:
-            task.cancel()
-        await asyncio.gather(*starting, return_exceptions=True)
+        await finish([s.starting for s in self._slots if s.starting is not None], cancel=True)
         children = [s.child for s in self._slots if s.child is not None]
-        await asyncio.gather(*(self._reap(c) for c in children), return_exceptions=True)
+        await finish([asyncio.ensure_future(self._reap(c)) for c in children])
 
     def slots(self) -> Sequence[SlotInfo]:
         return [

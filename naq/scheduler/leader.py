@@ -33,8 +33,9 @@ import time
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from naq.supervised import finish
 from naq.transport.connect import Client
-from naq.transport.kv import is_stale_revision, stop_watch
+from naq.transport.kv import delete, is_stale_revision, stop_watch
 from naq.transport.names import LEASE_KEY, Layout
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ class Lease:
             return
         try:
             kv = await self.kv()
-            await kv.delete(LEASE_KEY, last=revision)
+            await delete(kv, LEASE_KEY, revision, self.client.settings.marker_ttl)
         except Exception as exc:  # lost already, or disconnected: the TTL frees it
             log.debug("releasing the scheduler lease: %s", exc)
 
@@ -159,9 +160,7 @@ class Lease:
 
     async def stop_watching(self) -> None:
         if self._watch_task is not None:
-            self._watch_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._watch_task
+            await finish([self._watch_task], cancel=True)
             self._watch_task = None
 
     async def wait_for_chance(self) -> None:

@@ -39,7 +39,7 @@ from naq.settings import Settings
 from naq.signing import JOB, SCHEDULE, SIGNATURE_HEADER
 from naq.state import schedules as store
 from naq.state.schedules import ACTIVE, FAILED, Schedule, ScheduleNotFound
-from naq.supervised import keep_running
+from naq.supervised import finish, keep_running
 from naq.transport.connect import Client, connect
 from naq.transport.kv import stop_watch
 from naq.transport.names import Layout
@@ -114,10 +114,11 @@ class Scheduler:
                     await self._beat(client, layout)
         finally:
             if beats is not None:
-                beats.cancel()
-                await asyncio.gather(beats, return_exceptions=True)
-                with contextlib.suppress(Exception):
+                await finish([beats], cancel=True)
+                try:
                     await heartbeat.remove(client, layout, self.heartbeat_key)
+                except Exception as exc:  # its TTL removes it anyway
+                    log.warning("removing the scheduler's heartbeat failed: %s", exc)
             if lease is not None:
                 await lease.stop_watching()
                 if not self._stop.is_set():  # cancelled: leave the lease to its TTL

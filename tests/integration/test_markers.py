@@ -10,7 +10,9 @@ from typing import Any
 
 from naq import Queue, Settings, list_workers
 from naq.heartbeat import beat, remove
+from naq.scheduler.leader import Lease
 from naq.transport.connect import Client, connect
+from naq.transport.declare import declare
 from naq.transport.names import Layout, kv_stream
 from tests import jobs
 from tests.conftest import StartSupervisor
@@ -65,3 +67,27 @@ async def test_released_dependencies_leave_no_markers_in_the_deps_bucket(
     results = await queue.fetch_results([c.job_id for c in children], timeout=20)
     assert sorted(results.values()) == [2, 3, 4]
     assert await _messages_until(nc, Layout(namespace).deps_bucket, 0) == 0
+
+
+async def test_a_released_scheduler_lease_leaves_a_marker_that_expires(
+    settings: Settings, nc: Any
+) -> None:
+    """A leader stopping cleanly gives its lease up at once (standbys see the delete),
+    and the marker it leaves expires like every other; the next leader acquires the
+    key whether the marker is still there or gone."""
+    settings = settings.replace(marker_ttl=MARKER_TTL)
+    layout = Layout(settings.namespace)
+    client = Client(await connect(settings, name="lease"), settings)
+    try:
+        await declare(client.js, layout, settings)
+        first = Lease(client, layout, "first", ttl=30.0, renew_interval=10.0)
+        assert await first.try_acquire()
+        await first.release()
+        second = Lease(client, layout, "second", ttl=30.0, renew_interval=10.0)
+        assert await second.try_acquire()  # over the marker
+        await second.release()
+        assert await _messages_until(nc, layout.leader_bucket, 0) == 0
+        third = Lease(client, layout, "third", ttl=30.0, renew_interval=10.0)
+        assert await third.try_acquire()  # on an empty key
+    finally:
+        await client.close()

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from naq.supervised import backoff, keep_running
+from naq.supervised import backoff, finish, keep_running
 
 
 def test_backoff_doubles_up_to_its_cap_with_jitter_in_the_upper_half() -> None:
@@ -50,3 +50,31 @@ async def test_cancelling_stops_it_even_while_it_waits_to_start_again() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_finish_waits_logs_each_error_and_cancels_when_asked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def fails() -> None:
+        raise RuntimeError("boom")
+
+    async def forever() -> None:
+        await asyncio.Event().wait()
+
+    failing = asyncio.create_task(fails())
+    endless = asyncio.create_task(forever())
+    await asyncio.sleep(0)  # both start: one fails, one waits
+    await finish([failing, endless], cancel=True)
+    assert endless.cancelled()
+    assert [r.exc_info[1] for r in caplog.records if r.exc_info] == [failing.exception()]
+    await finish([])  # nothing to wait for
+
+
+async def test_finish_lets_the_callers_own_cancellation_through() -> None:
+    endless = asyncio.create_task(asyncio.Event().wait())
+    waiting = asyncio.create_task(finish([endless]))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    endless.cancel()
