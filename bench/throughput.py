@@ -47,6 +47,8 @@ PHASE_TIMEOUT = 300.0
 
 @dataclass(frozen=True, slots=True)
 class Comparison:
+    key: str
+    """The ratio's name: one naq figure may be held against two raw limits."""
     label: str
     naq: str
     raw: str
@@ -54,10 +56,25 @@ class Comparison:
 
 
 COMPARISONS = (
-    Comparison("enqueue", "enqueue", "raw_publish_msg_id", 0.6),
-    Comparison("process, no result", "process", "raw_fetch_ack", 0.35),
-    Comparison("process, with result", "process_with_results", "raw_fetch_put_ack", 0.35),
+    Comparison("enqueue", "enqueue", "enqueue", "raw_publish_msg_id", 0.6),
+    Comparison("process", "process, no result", "process", "raw_fetch_ack", 0.35),
+    Comparison(
+        "process_with_results",
+        "process, with result",
+        "process_with_results",
+        "raw_fetch_put_ack",
+        0.8,
+    ),
+    Comparison(
+        "process_with_results_vs_fetch_ack",
+        "with result / fetch+ack",
+        "process_with_results",
+        "raw_fetch_ack",
+        0.5,
+    ),
 )
+"""The with-result figure is held against both raw limits: the one that stores a
+result as naq does (fetch + KV put + ack), and plain fetch + ack, which stores none."""
 
 FIGURES: dict[str, str] = {
     "enqueue": "naq enqueue_many, result_ttl=0",
@@ -278,7 +295,7 @@ async def delete_streams(js: JetStreamContext, namespace: str) -> None:
 
 # -- report ------------------------------------------------------------------------------
 def ratios(rates: dict[str, float]) -> dict[str, float]:
-    return {c.naq: rates[c.naq] / rates[c.raw] for c in COMPARISONS}
+    return {c.key: rates[c.naq] / rates[c.raw] for c in COMPARISONS}
 
 
 def table(title: str, rates: dict[str, float], ratio: dict[str, float]) -> list[str]:
@@ -286,10 +303,10 @@ def table(title: str, rates: dict[str, float], ratio: dict[str, float]) -> list[
         f"{title:<24}{'naq/s':>10}{'raw/s':>10}{'ratio':>8}{'target':>10}  result",
     ]
     for c in COMPARISONS:
-        verdict = "PASS" if ratio[c.naq] >= c.target else "FAIL"
+        verdict = "PASS" if ratio[c.key] >= c.target else "FAIL"
         lines.append(
             f"{c.label:<24}{rates[c.naq]:>10,.0f}{rates[c.raw]:>10,.0f}"
-            f"{ratio[c.naq]:>8.2f}{'>= ' + format(c.target, '.2f'):>10}  {verdict}"
+            f"{ratio[c.key]:>8.2f}{'>= ' + format(c.target, '.2f'):>10}  {verdict}"
         )
     lines.append("  all figures:")
     lines += [f"    {label:<42}{rates[key]:>10,.0f}/s" for key, label in FIGURES.items()]
@@ -327,11 +344,12 @@ async def bench(url: str, args: argparse.Namespace, emit: Callable[[str], None])
         "runs": [{"rates": r, "ratios": ratios(r)} for r in runs],
         "median": {"rates": median, "ratios": median_ratio},
         "targets": {
-            c.naq: {
+            c.key: {
                 "label": c.label,
+                "naq": c.naq,
                 "raw": c.raw,
                 "target": c.target,
-                "pass": median_ratio[c.naq] >= c.target,
+                "pass": median_ratio[c.key] >= c.target,
             }
             for c in COMPARISONS
         },
