@@ -162,7 +162,7 @@ async def measure(
 
 def line(rates: dict[str, float], ratio: dict[str, float]) -> str:
     return "  ".join(
-        f"{c.label} {rates[c.naq]:,.0f}/s (raw {rates[c.raw]:,.0f}, {ratio[c.naq]:.2f})"
+        f"{c.label} {rates[c.naq]:,.0f}/s (raw {rates[c.raw]:,.0f}, {ratio[c.key]:.2f})"
         for c in COMPARISONS
     )
 
@@ -175,7 +175,7 @@ def summary(report: dict[str, Any]) -> list[str]:
         found = report["modes"][mode.key]
         rates, ratio = found["median"]["rates"], found["median"]["ratios"]
         cells = "".join(
-            f"{rates[c.naq]:>14,.0f}{rates[c.raw]:>10,.0f}{ratio[c.naq]:>10.2f}"
+            f"{rates[c.naq]:>14,.0f}{rates[c.raw]:>10,.0f}{ratio[c.key]:>10.2f}"
             for c in COMPARISONS
         )
         crash = found["crash"]

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -31,6 +32,12 @@ log = logging.getLogger(__name__)
 
 WINDOW = 2048
 """Messages in flight at once; above ~2k the server's ack latency only grows."""
+SWEEPS = 4
+"""Looks per publish timeout at the single publishes still unanswered: one timer per
+publisher instead of one per publish, so a lost ack is noticed between one and
+1 + 1/SWEEPS timeouts after its publish."""
+_ACK = re.compile(rb'\{"stream":"[^"\\]*","seq":(\d+)\}')
+"""The ack of a stored message in its usual shape, read without a JSON parse."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +107,9 @@ class Publisher:
         self._prefix = nc.new_inbox()
         self._sub: Subscription | None = None
         self._waiting: dict[str, asyncio.Future[Msg]] = {}
+        self._deadlines: dict[str, float] = {}
+        """When each single publish still unanswered times out (loop time), oldest first."""
+        self._sweep: asyncio.TimerHandle | None = None
         self._next = 0
         self._lock = asyncio.Lock()
 
@@ -134,14 +144,17 @@ class Publisher:
     ) -> Ack:
         token = str(self._next)
         self._next += 1
-        fut: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Msg] = loop.create_future()
         self._waiting[token] = fut
+        self._deadlines[token] = loop.time() + self._timeout
+        if self._sweep is None:
+            self._sweep = loop.call_later(self._timeout / SWEEPS, self._expire)
         try:
             await self._nc.publish(
                 subject, payload, reply=f"{self._prefix}.{token}", headers=headers
             )
-            async with asyncio.timeout(self._timeout):
-                reply = await fut
+            reply = await fut
         except TimeoutError:
             raise Unacknowledged(
                 f"a publish to {subject} was not acknowledged within {self._timeout}s"
@@ -150,10 +163,32 @@ class Publisher:
             raise self._send_failed(exc, payload) from exc
         finally:
             self._waiting.pop(token, None)
+            self._deadlines.pop(token, None)
         ack = _parse_ack(reply, subject)
         if isinstance(ack, Ack):
             return ack
         raise ack
+
+    def _expire(self) -> None:
+        """Fail the single publishes whose ack is overdue (``TimeoutError``, which the
+        publish turns into :class:`Unacknowledged`); looks again while any wait. The
+        timeout is the same for all, so the oldest come first and the look stops at the
+        first one not yet due."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        overdue = []
+        for token, deadline in self._deadlines.items():
+            if deadline > now:
+                break
+            overdue.append(token)
+        for token in overdue:
+            del self._deadlines[token]
+            fut = self._waiting.get(token)
+            if fut is not None and not fut.done():
+                fut.set_exception(TimeoutError())
+        self._sweep = (
+            loop.call_later(self._timeout / SWEEPS, self._expire) if self._deadlines else None
+        )
 
     def _recovering[T](
         self, attempt: Callable[[], Awaitable[T]], first: BaseException
@@ -292,6 +327,9 @@ class Publisher:
             self._waiting.pop(token, None)
 
     async def close(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
@@ -304,6 +342,8 @@ class Publisher:
 def _parse_ack(msg: Msg, subject: str) -> Ack | NaqError:
     if msg.headers and msg.headers.get("Status") == "503":
         return NoStream(f"no JetStream stream accepts {subject} (no responders)")
+    if usual := _ACK.fullmatch(msg.data):
+        return Ack(seq=int(usual[1]), duplicate=False)
     try:
         data = json.loads(msg.data)
     except ValueError:

@@ -176,3 +176,19 @@ def test_result_record_with_invalid_time_is_a_bad_message(t: Any) -> None:
     """Readers catch BadMessage; any other exception would escape fetch_result."""
     with pytest.raises(BadMessage):
         decode_result(head(naq=1, id="j", status="finished", ser="json", t=t))
+
+
+def test_dumps_writes_what_the_compact_json_encoder_writes() -> None:
+    """``wire.dumps`` keeps its C encoder between calls; its output is unchanged."""
+    import json
+
+    from naq.wire import dumps
+
+    compact = json.JSONEncoder(separators=(",", ":")).encode
+    for value in (
+        {"naq": 1, "id": "a" * 32, "t": 1796110253.1602776, "opts": {"x": [1, None, True]}},
+        {"error": 'é\n"quoted"\\', "nan": float("nan"), "big": 10**30},
+        "alone",
+        [],
+    ):
+        assert dumps(value) == compact(value)
