@@ -260,19 +260,26 @@ async def role_supervisor(url: str, namespace: str, executor: str, concurrency: 
 async def role_raw(url: str, namespace: str, count: int) -> int:
     """A raw pull consumer: one pull request held open on the server at a time (the
     next asked for as soon as it ends), each message acked as it arrives. Prints the
-    publish-to-receive seconds of ``count`` messages as JSON, then exits."""
+    publish-to-receive seconds of ``count`` messages as JSON, then exits.
+
+    Requests never ask for more than the messages still to come, so none is left open
+    when it exits: the next phase's consumer would lose messages to it."""
     settings = Settings(nats_url=url, namespace=namespace)
     nc: NATS = await connect(settings, name="naq-bench-raw")
     layout = Layout(namespace)
     inbox = nc.new_inbox()
-    request = json.dumps({"batch": RAW_BATCH, "expires": int(RAW_EXPIRES * 1e9)}).encode()
     latencies: list[float] = []
+    asked = 0
     delivered = 0
     done = asyncio.Event()
     trouble: list[str] = []
 
     async def ask() -> None:
-        await nc.publish(layout.pull_subject(QUEUE), request, reply=inbox)
+        nonlocal asked, delivered
+        asked, delivered = min(RAW_BATCH, count - len(latencies)), 0
+        if asked > 0:
+            request = {"batch": asked, "expires": int(RAW_EXPIRES * 1e9)}
+            await nc.publish(layout.pull_subject(QUEUE), json.dumps(request).encode(), inbox)
 
     async def on_msg(msg: Msg) -> None:
         nonlocal delivered
@@ -284,14 +291,13 @@ async def role_raw(url: str, namespace: str, count: int) -> int:
             delivered += 1
             if len(latencies) >= count:
                 done.set()
-            if delivered < RAW_BATCH:
+            if delivered < asked:
                 return
-        elif status not in ("404", "408", "409"):
+        elif status not in ("404", "408"):  # no messages, request expired: ask again
             trouble.append(f"raw pull answered {status} {msg.headers}")
             done.set()
             return
-        delivered = 0  # the request is over: filled, expired, or closed
-        await ask()
+        await ask()  # the request is over: filled, expired, or closed
 
     try:
         await nc.subscribe(inbox, cb=on_msg)
@@ -368,9 +374,9 @@ async def measure_executor(
     js = nc.jetstream()
     layout = Layout(settings.namespace)
     collector = Collector()
-    payload_size = len(Queue(settings=settings).prepare(func)[1].payload)
     sub = await nc.subscribe(layout.kv_subject(layout.results_bucket, ">"), cb=collector.on_msg)
     queue = Queue(settings=settings)
+    payload_size = len(queue.prepare(func)[1].payload)  # the raw messages' size
     phases: list[dict[str, Any]] = []
     try:
         await queue.purge()  # connects and declares, so neither is timed
