@@ -28,13 +28,15 @@ theirs on a loop. Times are ``time.time()`` on one machine, so clocks agree:
 * enqueue-to-start: the job (``benchjobs.stamp``) returns ``time.time()`` as it starts
   (in the child, for the process executor) minus the ``enqueued_at`` of its result
   record, which is the time the producer encoded it;
-* enqueue-to-result: when this process hears the result record's KV put (a core
-  subscription on the results bucket: what a waiting caller hears) minus
-  ``enqueued_at``;
+* enqueue-to-result: the time nats-server stored the result record (read back from
+  the results bucket's stream after the phase: the moment a waiting caller could have
+  it, with nothing listening during the phase to take CPU) minus ``enqueued_at``;
 * raw publish-to-receive: the consumer's clock on receipt minus the publish time
   written into the payload.
 
-Percentiles are nearest-rank over every job of a phase; p99.9 of fewer than 1,000
+The first ``--warmup`` seconds of each phase are offered but not counted: the step
+from idle to load is not the steady state a percentile at a load describes.
+Percentiles are nearest-rank over every other job of a phase; p99.9 of fewer than 1,000
 samples is the largest few, so the count is shown. How far the producer lagged its
 schedule is shown too: latency counts from ``enqueued_at``, so a producer that fell
 behind would offer less than the target rate, not longer latencies.
@@ -61,6 +63,7 @@ from harness import emit, on_embedded_server, write_json
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from naq.executors.registry import load_executor
 from naq.queue import Queue
@@ -70,7 +73,7 @@ from naq.state.record import ResultRecord, decode_result
 from naq.supervisor import Supervisor
 from naq.transport.connect import connect
 from naq.transport.declare import declare, ensure_consumer
-from naq.transport.names import Layout
+from naq.transport.names import Layout, kv_stream
 from naq.transport.pool import new_event_loop
 from naq.transport.server import EmbeddedServer
 from naq.wire import BadMessage
@@ -91,6 +94,8 @@ RAW_EXPIRES = 1.0
 RAW_ID = "r" * 32
 READY = b"ready"
 START_TIMEOUT = 60.0
+POLL = 0.02
+"""Seconds between looks at the results stream while a phase drains (not timed)."""
 PHASE_TIMEOUT = 300.0
 """Seconds any one phase may take before the benchmark gives up on it."""
 
@@ -260,7 +265,8 @@ async def role_supervisor(url: str, namespace: str, executor: str, concurrency: 
 async def role_raw(url: str, namespace: str, count: int) -> int:
     """A raw pull consumer: one pull request held open on the server at a time (the
     next asked for as soon as it ends), each message acked as it arrives. Prints the
-    publish-to-receive seconds of ``count`` messages as JSON, then exits.
+    publish-to-receive seconds of ``count`` messages as JSON ``[index, seconds]`` pairs,
+    then exits.
 
     Requests never ask for more than the messages still to come, so none is left open
     when it exits: the next phase's consumer would lose messages to it."""
@@ -268,7 +274,7 @@ async def role_raw(url: str, namespace: str, count: int) -> int:
     nc: NATS = await connect(settings, name="naq-bench-raw")
     layout = Layout(namespace)
     inbox = nc.new_inbox()
-    latencies: list[float] = []
+    latencies: list[tuple[int, float]] = []
     asked = 0
     delivered = 0
     done = asyncio.Event()
@@ -286,7 +292,8 @@ async def role_raw(url: str, namespace: str, count: int) -> int:
         received = time.time()
         status = (msg.headers or {}).get("Status")
         if status is None:
-            latencies.append(received - float(msg.data[: msg.data.index(b";")]))
+            sent, index = msg.data.split(b";", 2)[:2]
+            latencies.append((int(index), received - float(sent)))
             await msg.ack()
             delivered += 1
             if len(latencies) >= count:
@@ -314,55 +321,63 @@ async def role_raw(url: str, namespace: str, count: int) -> int:
 
 
 # -- results as they are stored ----------------------------------------------------------
-class Collector:
-    """Hears every result record of a namespace as it is stored, with the time it came."""
+class Results:
+    """A namespace's result records, read back from the results bucket's stream after
+    each phase, each with the time the server stored it.
 
-    def __init__(self) -> None:
+    Why read back rather than listen while the jobs run: a subscription here would
+    take CPU that the producer, the supervisor and the server share on a small
+    machine, and the stored time is when the result became durable, the moment a
+    caller waiting for it could have it.
+    """
+
+    def __init__(self, js: JetStreamContext, layout: Layout) -> None:
+        self.js = js
+        self.stream = kv_stream(layout.results_bucket)
+        self.subject = layout.kv_subject(layout.results_bucket, ">")
         self.finished: dict[str, tuple[float, ResultRecord]] = {}
-        self.failed: list[ResultRecord] = []
-        self.trouble: list[str] = []
-        """What a callback could not raise (nats-py would only log it)."""
-        self._wanted = 0
-        self._woken = asyncio.Event()
+        """Job id: (stored at, record) of its finished record."""
+        self._next = 1
+        """The first stream sequence not read yet."""
 
-    async def on_msg(self, msg: Msg) -> None:
-        heard = time.time()
-        if not msg.data:  # a delete or purge marker: no record
-            return
-        try:
-            record = decode_result(msg.data)
-        except BadMessage as exc:
-            self.trouble.append(f"not a result record on {msg.subject}: {exc}")
-            self._woken.set()
-            return
-        if record.status == "finished":
-            self.finished.setdefault(record.job_id, (heard, record))
-        elif record.final:
-            self.failed.append(record)
-        else:
-            return
-        if len(self.finished) >= self._wanted or self.failed:
-            self._woken.set()
-
-    async def wait_for(self, total: int) -> None:
-        """Until ``total`` jobs of the namespace have finished (raises if one failed)."""
-        self._wanted = total
+    async def collect(self, ids: set[str]) -> None:
+        """Read until every job of ``ids`` has its finished record (a failed one raises)."""
         deadline = time.monotonic() + PHASE_TIMEOUT
-        while len(self.finished) < total and not self.failed and not self.trouble:
-            self._woken.clear()
-            try:
-                await asyncio.wait_for(self._woken.wait(), deadline - time.monotonic())
-            except TimeoutError:
-                raise RuntimeError(
-                    f"{len(self.finished)} of {total} results after {PHASE_TIMEOUT:.0f}s"
-                ) from None
-        if self.trouble:
-            raise RuntimeError(self.trouble[0])
-        if self.failed:
-            first = self.failed[0]
-            raise RuntimeError(
-                f"{len(self.failed)} jobs failed, e.g. {first.job_id}: {first.error}"
-            )
+        while missing := ids - self.finished.keys():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(missing)} of {len(ids)} results missing")
+            last = int((await self.js.stream_info(self.stream)).state.last_seq)
+            if last - self._next + 1 >= len(missing):
+                await self._read(last)
+            else:
+                await asyncio.sleep(POLL)
+
+    async def _read(self, last: int) -> None:
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self._next
+        )
+        sub = await self.js.subscribe(self.subject, ordered_consumer=True, config=config)
+        try:
+            while True:
+                msg = await sub.next_msg(timeout=PHASE_TIMEOUT)
+                meta = msg.metadata
+                if msg.data:  # not a delete or purge marker
+                    self._keep(msg.data, meta.timestamp.timestamp())
+                if meta.sequence.stream >= last:
+                    break
+        finally:
+            await sub.unsubscribe()
+        self._next = last + 1
+
+    def _keep(self, data: bytes, stored: float) -> None:
+        try:
+            record = decode_result(data)
+        except BadMessage as exc:
+            raise RuntimeError(f"not a result record in {self.stream}: {exc}") from exc
+        if record.status == "finished":
+            self.finished.setdefault(record.job_id, (stored, record))
+        elif record.final:
+            raise RuntimeError(f"job {record.job_id} ended {record.status}: {record.error}")
 
 
 # -- one executor, one run ---------------------------------------------------------------
@@ -372,33 +387,33 @@ async def measure_executor(
     """Capacity, then each load through naq and through raw nats-py at the same rate."""
     func = stamp if executor == "asyncio" else stamp_sync
     js = nc.jetstream()
-    layout = Layout(settings.namespace)
-    collector = Collector()
-    sub = await nc.subscribe(layout.kv_subject(layout.results_bucket, ">"), cb=collector.on_msg)
+    results = Results(js, Layout(settings.namespace))
     queue = Queue(settings=settings)
     payload_size = len(queue.prepare(func)[1].payload)  # the raw messages' size
     phases: list[dict[str, Any]] = []
     try:
         await queue.purge()  # connects and declares, so neither is timed
         n = args.capacity_jobs
+        ids: set[str] = set()
         for first in range(0, n, CHUNK):
-            await queue.enqueue_many([(func, ())] * min(CHUNK, n - first))
+            jobs = await queue.enqueue_many([(func, ())] * min(CHUNK, n - first))
+            ids.update(job.job_id for job in jobs)
         sup = await Child.start(
             f"the {executor} supervisor",
             *("--role", "supervisor", "--url", settings.nats_url, "--namespace"),
             *(settings.namespace, "--executor", executor, "--concurrency", str(concurrency)),
         )
         try:
-            await collector.wait_for(n)
-            heard = sorted(at for at, _ in collector.finished.values())
-            capacity = (n - 1) / (heard[-1] - heard[0])
+            await results.collect(ids)
+            stored = sorted(results.finished[job_id][0] for job_id in ids)
+            capacity = (n - 1) / (stored[-1] - stored[0])
             for load in args.loads:
                 rate = load * capacity
                 phases.append(
                     {
                         "executor": executor,
                         "load": load,
-                        **await naq_phase(queue, collector, func, rate, args),
+                        **await naq_phase(queue, results, func, rate, args),
                     }
                 )
         finally:
@@ -406,58 +421,60 @@ async def measure_executor(
         if stopped["failed"]:
             raise RuntimeError(f"{executor}: {stopped['failed']} jobs failed")
     finally:
-        await sub.unsubscribe()
         await queue.close()
     raw = Layout(f"{settings.namespace}raw")
     await declare(js, raw, settings)
     await ensure_consumer(js, raw, QUEUE, settings)
     for phase in phases:
-        phase["raw"] = await raw_phase(
-            js, settings.nats_url, raw, phase["offered"], phase["n"], payload_size
-        )
+        rate, total, warm = phase["offered"], phase["n"] + phase["warmup"], phase["warmup"]
+        phase["raw"] = await raw_phase(js, settings.nats_url, raw, rate, total, warm, payload_size)
     return capacity, phases
 
 
 async def naq_phase(
-    queue: Queue, collector: Collector, func: Callable[..., Any], rate: float, args: Any
+    queue: Queue, results: Results, func: Callable[..., Any], rate: float, args: Any
 ) -> dict[str, Any]:
-    """Jobs enqueued on schedule at ``rate``, until every one's result is heard."""
+    """Jobs enqueued on schedule at ``rate``, until every one's result is stored."""
     n = phase_size(rate, args.seconds, args.min_jobs)
-    before = len(collector.finished)
+    warm = round(rate * args.warmup)
     enqueued: list[tuple[int, list[str]]] = []
 
     async def send(first: int, count: int) -> None:
         jobs = await queue.enqueue_many([(func, ())] * count)
         enqueued.append((first, [job.job_id for job in jobs]))
 
-    start = await offer(rate, n, send)
-    await collector.wait_for(before + n)
+    start = await offer(rate, warm + n, send)
+    await results.collect({job_id for _, ids in enqueued for job_id in ids})
     starts: list[float] = []
-    results: list[float] = []
+    stored: list[float] = []
     lags: list[float] = []
     times: list[float] = []
     for first, ids in enqueued:
         for i, job_id in enumerate(ids, first):
-            heard, record = collector.finished[job_id]
+            if i < warm:
+                continue
+            at, record = results.finished[job_id]
             began = get_serializer(record.serializer).loads_result(record.payload)
             starts.append(began - record.enqueued_at)
-            results.append(heard - record.enqueued_at)
+            stored.append(at - record.enqueued_at)
             lags.append(record.enqueued_at - (start + i / rate))
             times.append(record.enqueued_at)
     return {
         "offered": rate,
         "achieved": (n - 1) / (max(times) - min(times)) if n > 1 else rate,
         "n": n,
+        "warmup": warm,
         "start": summarize(starts),
-        "result": summarize(results),
+        "result": summarize(stored),
         "lag": summarize(lags),
     }
 
 
 async def raw_phase(
-    js: JetStreamContext, url: str, layout: Layout, rate: float, n: int, size: int
+    js: JetStreamContext, url: str, layout: Layout, rate: float, n: int, warm: int, size: int
 ) -> dict[str, float]:
-    """The same schedule through raw nats-py: publish, and a pull consumer receiving."""
+    """The same schedule through raw nats-py: publish, and a pull consumer receiving.
+    The first ``warm`` messages are sent and received but not counted, as in naq's."""
     consumer = await Child.start(
         "the raw consumer",
         *("--role", "raw", "--url", url, "--namespace"),
@@ -468,7 +485,7 @@ async def raw_phase(
 
     async def send(first: int, count: int) -> None:
         for i in range(first, first + count):
-            head = f"{time.time():.6f};".encode()
+            head = f"{time.time():.6f};{i};".encode()
             await js.publish_async(
                 subject,
                 head.ljust(size, b"x"),
@@ -481,7 +498,8 @@ async def raw_phase(
     except BaseException:
         await consumer.kill()
         raise
-    return summarize(json.loads(await consumer.finish()))
+    received: list[list[float]] = json.loads(await consumer.finish())
+    return summarize([latency for index, latency in received if index >= warm])
 
 
 async def one_run(url: str, index: int, args: Any) -> dict[str, Any]:
@@ -573,6 +591,7 @@ async def bench(url: str, args: Any, emit: Callable[[str], None]) -> dict[str, A
         "loads": list(args.loads),
         "seconds": args.seconds,
         "min_jobs": args.min_jobs,
+        "warmup": args.warmup,
         "capacity_jobs": args.capacity_jobs,
         "raw_pull": {"batch": RAW_BATCH, "expires": RAW_EXPIRES},
         "runs": runs,
@@ -588,6 +607,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--seconds", type=float, default=4.0, help="seconds of offered load per phase"
     )
     parser.add_argument("--min-jobs", type=int, default=1_000, help="jobs per phase, at least")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=0.5,
+        help="seconds of load offered first in each phase and not counted",
+    )
     parser.add_argument(
         "--capacity-jobs", type=int, default=5_000, help="jobs that measure capacity"
     )
@@ -624,8 +649,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("runs", "min_jobs", "asyncio_concurrency", "process_concurrency"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.capacity_jobs < 2 or not args.seconds > 0:
-        parser.error("--capacity-jobs must be at least 2 and --seconds positive")
+    if args.capacity_jobs < 2 or not args.seconds > 0 or args.warmup < 0:
+        parser.error(
+            "--capacity-jobs must be at least 2, --seconds positive, --warmup not negative"
+        )
     args.concurrency = {"asyncio": args.asyncio_concurrency, "process": args.process_concurrency}
     return args
 

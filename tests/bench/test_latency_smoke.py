@@ -26,7 +26,7 @@ async def test_latency_bench_runs_and_reports_every_phase(
         str(BENCH / "latency.py"),
         *("--url", nats_server.url, "--runs", "1", "--capacity-jobs", "40"),
         *("--min-jobs", "30", "--seconds", "0.1", "--loads", "0.1,0.5"),
-        *("--process-concurrency", "2", "--json", str(out)),
+        *("--process-concurrency", "2", "--warmup", "0.05", "--json", str(out)),
         env=subprocess_env(),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
