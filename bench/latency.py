@@ -54,7 +54,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -64,6 +64,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from throughput import delete_streams
 
 from naq.executors.registry import load_executor
 from naq.queue import Queue
@@ -152,7 +153,9 @@ def verdicts(phases: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 # -- the open-loop schedule --------------------------------------------------------------
-async def offer(rate: float, n: int, send: Callable[[int, int], Awaitable[None]]) -> float:
+async def offer(
+    rate: float, n: int, send: Callable[[int, int], Coroutine[Any, Any, None]]
+) -> float:
     """Start ``send(first, count)`` for messages as they fall due, ``rate`` a second.
 
     Message ``i`` is due at ``start + i / rate``; whatever is due when the loop wakes
@@ -382,12 +385,13 @@ class Results:
 
 # -- one executor, one run ---------------------------------------------------------------
 async def measure_executor(
-    nc: NATS, settings: Settings, executor: str, concurrency: int, args: Any
+    nc: NATS, url: str, namespace: str, executor: str, concurrency: int, args: Any
 ) -> tuple[float, list[dict[str, Any]]]:
     """Capacity, then each load through naq and through raw nats-py at the same rate."""
     func = stamp if executor == "asyncio" else stamp_sync
     js = nc.jetstream()
-    results = Results(js, Layout(settings.namespace))
+    settings = Settings(nats_url=url, namespace=namespace)
+    results = Results(js, Layout(namespace))
     queue = Queue(settings=settings)
     payload_size = len(queue.prepare(func)[1].payload)  # the raw messages' size
     phases: list[dict[str, Any]] = []
@@ -400,8 +404,8 @@ async def measure_executor(
             ids.update(job.job_id for job in jobs)
         sup = await Child.start(
             f"the {executor} supervisor",
-            *("--role", "supervisor", "--url", settings.nats_url, "--namespace"),
-            *(settings.namespace, "--executor", executor, "--concurrency", str(concurrency)),
+            *("--role", "supervisor", "--url", url, "--namespace"),
+            *(namespace, "--executor", executor, "--concurrency", str(concurrency)),
         )
         try:
             await results.collect(ids)
@@ -422,12 +426,12 @@ async def measure_executor(
             raise RuntimeError(f"{executor}: {stopped['failed']} jobs failed")
     finally:
         await queue.close()
-    raw = Layout(f"{settings.namespace}raw")
+    raw = Layout(f"{namespace}raw")
     await declare(js, raw, settings)
     await ensure_consumer(js, raw, QUEUE, settings)
     for phase in phases:
         rate, total, warm = phase["offered"], phase["n"] + phase["warmup"], phase["warmup"]
-        phase["raw"] = await raw_phase(js, settings.nats_url, raw, rate, total, warm, payload_size)
+        phase["raw"] = await raw_phase(js, url, raw, rate, total, warm, payload_size)
     return capacity, phases
 
 
@@ -513,7 +517,8 @@ async def one_run(url: str, index: int, args: Any) -> dict[str, Any]:
             try:
                 capacity[executor], more = await measure_executor(
                     nc,
-                    settings.replace(namespace=namespace),
+                    url,
+                    namespace,
                     executor,
                     args.concurrency[executor],
                     args,
@@ -524,15 +529,6 @@ async def one_run(url: str, index: int, args: Any) -> dict[str, Any]:
     finally:
         await nc.close()
     return {"capacity": capacity, "phases": phases}
-
-
-async def delete_streams(js: JetStreamContext, namespace: str) -> None:
-    """A run's streams go with it, so a later run meets a server as light as the first."""
-    mark = namespace.upper()
-    for info in await js.streams_info():
-        name = info.config.name
-        if name is not None and mark in name.upper():
-            await js.delete_stream(name)
 
 
 # -- report ------------------------------------------------------------------------------
