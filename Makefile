@@ -39,8 +39,24 @@ typecheck: $(STAMP)
 
 check: lint typecheck test
 
-bench: $(STAMP)
-	$(PY) bench/throughput.py --runs 3
+# The benchmarks (about 8 minutes on 2 cores): each prints its tables and writes its
+# figures as JSON into BENCH_OUT; bench/plot.py then draws the charts and a summary
+# beside them. The bench extra (matplotlib) is installed here only.
+BENCH_OUT ?= bench/results
+BENCH_STAMP := $(VENV)/.naq-bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	@echo "installing the bench extra into $(VENV)"
+	@$(PY) -m pip install --quiet -e ".[dev,bench]" > $(VENV)/pip-bench.log 2>&1 || { cat $(VENV)/pip-bench.log; exit 1; }
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(PY) -m pytest -q -m bench tests/bench
+	@mkdir -p $(BENCH_OUT)
+	$(PY) bench/throughput.py --runs 3 --json $(BENCH_OUT)/throughput.json
+	$(PY) bench/executors.py --runs 3 --json $(BENCH_OUT)/executors.json
+	$(PY) bench/latency.py --runs 3 --json $(BENCH_OUT)/latency.json
+	$(PY) bench/plot.py $(BENCH_OUT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .grimp_cache
