@@ -76,6 +76,8 @@ CHUNK = 5_000
 PHASE_TIMEOUT = 300.0
 """Seconds any one phase may take before the benchmark gives up on it."""
 MIB = 2**20
+LOOKAHEAD: int | None = None
+"""``--lookahead``: the supervisors' look-ahead per slot (None: the default)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +132,8 @@ async def start_supervisor(
 ) -> tuple[Supervisor, asyncio.Task[int]]:
     """A supervisor that is pulling, its executor started (children spawned, and so on)."""
     settings = settings.replace(executor=executor, concurrency=concurrency)
+    if LOOKAHEAD is not None:
+        settings = settings.replace(lookahead=LOOKAHEAD)
     sup = Supervisor(settings, load_executor(executor)(concurrency, settings))
     task = asyncio.create_task(sup.run())
     ready = asyncio.create_task(sup.ready.wait())
@@ -499,6 +503,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-cpu", action="store_true", help="skip the CPU-bound phases")
     parser.add_argument(
+        "--lookahead", type=int, default=None, help="supervisors' look-ahead per slot"
+    )
+    parser.add_argument(
         "--cpu-jobs", type=int, default=100, help="CPU-bound jobs per executor and concurrency"
     )
     parser.add_argument(
@@ -516,7 +523,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global LOOKAHEAD
     args = parse_args(argv)
+    LOOKAHEAD = args.lookahead
     missing = interpreter_available()
     if missing is not None:
         emit(f"note: interpreter executor skipped: {missing}")
