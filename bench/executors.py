@@ -7,7 +7,7 @@ job and for the memory of each slot. Every figure here is taken through a real
 ``Supervisor`` on one embedded nats-server, in the same run as the reference it is
 compared with (the asyncio executor for per-job cost, concurrency 1 for scaling).
 
-    python bench/executors.py [--jobs N] [--concurrency C] [--cpu-jobs M] [--runs K]
+    python bench/executors.py [--jobs N] [--only V,...] [--no-cpu] [--cpu-jobs M] [--runs K]
                               [--json PATH]
 
 Every process-executor child imports this script again as ``__mp_main__`` (as
@@ -36,7 +36,7 @@ from benchjobs import noop, noop_sync, spin
 from harness import emit, median_of, on_embedded_server, write_json
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from throughput import delete_streams, expect, wait_empty
+from throughput import QUEUE, delete_streams, expect, raw_consume, raw_publish, wait_empty
 
 from naq.errors import ConfigurationError
 from naq.executors.interpreter import interpreters_module
@@ -45,13 +45,25 @@ from naq.queue import Queue
 from naq.settings import Settings
 from naq.supervisor import Supervisor
 from naq.transport.connect import connect
+from naq.transport.declare import declare
+from naq.transport.names import Layout
 from naq.transport.server import EmbeddedServer
 
-NOOP_EXECUTORS = ("asyncio", "thread", "process", "interpreter")
+NOOP_VARIANTS = (
+    ("asyncio", 8),
+    ("process", 2),
+    ("process", 8),
+    ("thread", 16),
+    ("interpreter", 8),
+)
+"""Executor and concurrency of each no-op figure; the first is the reference the
+others are divided by. Each is also shown against the raw fetch + ack of the run."""
 CPU_EXECUTORS = ("process", "interpreter", "thread")
 """The thread executor is there for contrast: the GIL keeps its speedup near 1."""
-NOOP_TARGETS = {"process": 0.3}
-"""Minimum no-op jobs/s as a fraction of the asyncio executor's."""
+NOOP_TARGETS = {"process.c2": 0.6, "process.c8": 0.6, "thread.c16": 0.6}
+"""Minimum no-op jobs/s as a fraction of the asyncio executor's (issue 13; the issue
+also asks the process executor at -c 2 for huey's 5,298/s with 2 processes, measured
+in the peers' run, which this script cannot repeat)."""
 SPEEDUP_TARGETS = {"process": 1.7, "interpreter": 1.7}
 """Minimum jobs/s at concurrency 2 over concurrency 1, for CPU-bound jobs on 2 cores."""
 MEMORY_PROCESS_SLOTS = 8
@@ -64,6 +76,8 @@ CHUNK = 5_000
 PHASE_TIMEOUT = 300.0
 """Seconds any one phase may take before the benchmark gives up on it."""
 MIB = 2**20
+LOOKAHEAD: int | None = None
+"""``--lookahead``: the supervisors' look-ahead per slot (None: the default)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +92,10 @@ class Plan:
     """What a run measures, fixed once so every run measures the same."""
 
     jobs: int
-    concurrency: int
+    noop_variants: tuple[tuple[str, int], ...]
     cpu_jobs: int
     spin_iterations: int
     spin_seconds: float
-    noop_executors: tuple[str, ...]
     cpu_executors: tuple[str, ...]
     interpreter: bool
 
@@ -119,6 +132,8 @@ async def start_supervisor(
 ) -> tuple[Supervisor, asyncio.Task[int]]:
     """A supervisor that is pulling, its executor started (children spawned, and so on)."""
     settings = settings.replace(executor=executor, concurrency=concurrency)
+    if LOOKAHEAD is not None:
+        settings = settings.replace(lookahead=LOOKAHEAD)
     sup = Supervisor(settings, load_executor(executor)(concurrency, settings))
     task = asyncio.create_task(sup.run())
     ready = asyncio.create_task(sup.ready.wait())
@@ -267,11 +282,11 @@ async def one_run(url: str, namespace: str, plan: Plan) -> dict[str, float]:
     queue = Queue(settings=settings)
     try:
         await queue.purge()  # connects and declares, so neither is timed
-        figures: dict[str, float] = {}
-        for executor in plan.noop_executors:
+        figures: dict[str, float] = {"raw.fetch_ack": await raw_fetch_ack(js, queue, plan.jobs)}
+        for executor, concurrency in plan.noop_variants:
             func = noop if executor == "asyncio" else noop_sync
-            figures[f"noop.{executor}"] = await jobs_per_second(
-                queue, js, executor, plan.concurrency, func, (), plan.jobs
+            figures[f"noop.{executor}.c{concurrency}"] = await jobs_per_second(
+                queue, js, executor, concurrency, func, (), plan.jobs
             )
         for executor in plan.cpu_executors:
             for concurrency in (1, 2):
@@ -285,13 +300,30 @@ async def one_run(url: str, namespace: str, plan: Plan) -> dict[str, float]:
     return figures
 
 
+async def raw_fetch_ack(js: JetStreamContext, queue: Queue, n: int) -> float:
+    """The raw nats-py limit of this run: ``n`` messages the size of a no-op job,
+    fetched in batches and acked, on a stream declared as naq's own."""
+    _, job = queue.prepare(noop_sync, result_ttl=0)
+    raw = Layout(f"{queue.settings.namespace}raw")
+    await declare(js, raw, queue.settings)
+    await raw_publish(js, raw.job_subject(QUEUE, "r" * 32), b"x" * len(job.payload), n, None)
+    await expect(js, raw.stream, n, "raw publish")
+    return n / await raw_consume(js, raw, queue.settings, n, None)
+
+
+def variant(executor: str, concurrency: int) -> str:
+    return f"{executor}.c{concurrency}"
+
+
 # -- report ------------------------------------------------------------------------------
 def ratios(figures: dict[str, float], plan: Plan) -> dict[str, float]:
     """No-op rates over asyncio's, and CPU rates at concurrency 2 over concurrency 1."""
-    out = {
-        f"noop.{e}/asyncio": figures[f"noop.{e}"] / figures["noop.asyncio"]
-        for e in plan.noop_executors
-    }
+    reference = figures[f"noop.{variant(*plan.noop_variants[0])}"]
+    out: dict[str, float] = {}
+    for e, c in plan.noop_variants:
+        rate = figures[f"noop.{variant(e, c)}"]
+        out[f"noop.{variant(e, c)}/asyncio"] = rate / reference
+        out[f"noop.{variant(e, c)}/raw"] = rate / figures["raw.fetch_ack"]
     out.update(
         {
             f"cpu.{e}.speedup": figures[f"cpu.{e}.c2"] / figures[f"cpu.{e}.c1"]
@@ -303,8 +335,8 @@ def ratios(figures: dict[str, float], plan: Plan) -> dict[str, float]:
 
 def verdicts(ratio: dict[str, float], plan: Plan) -> dict[str, dict[str, Any]]:
     checks: dict[str, dict[str, Any]] = {}
-    for executor, target in NOOP_TARGETS.items():
-        key = f"noop.{executor}/asyncio"
+    for name, target in NOOP_TARGETS.items():
+        key = f"noop.{name}/asyncio"
         if key in ratio:
             checks[key] = {"target": target, "value": ratio[key], "pass": ratio[key] >= target}
     for executor, target in SPEEDUP_TARGETS.items():
@@ -326,14 +358,17 @@ def mib(value: float) -> str:
 
 def rate_table(title: str, f: dict[str, float], ratio: dict[str, float], plan: Plan) -> list[str]:
     lines = [title, ""]
+    lines.append(f"  no-op jobs: {plan.jobs:,} per executor, result_ttl=0")
     lines.append(
-        f"  no-op jobs: {plan.jobs:,} per executor, concurrency {plan.concurrency}, result_ttl=0"
+        f"  {'executor':<18}{'jobs/s':>10}{'x raw':>8}{'x asyncio':>11}{'target':>10}  result"
     )
-    lines.append(f"  {'executor':<14}{'jobs/s':>10}{'x asyncio':>11}{'target':>10}  result")
-    for e in plan.noop_executors:
-        r = ratio[f"noop.{e}/asyncio"]
+    lines.append(f"  {'raw fetch + ack':<18}{f['raw.fetch_ack']:>10,.0f}{1:>8.2f}")
+    for e, c in plan.noop_variants:
+        name = variant(e, c)
+        r = ratio[f"noop.{name}/asyncio"]
         lines.append(
-            f"  {e:<14}{f[f'noop.{e}']:>10,.0f}{r:>11.2f}{verdict(r, NOOP_TARGETS.get(e))}"
+            f"  {e + ' -c ' + str(c):<18}{f[f'noop.{name}']:>10,.0f}"
+            f"{ratio[f'noop.{name}/raw']:>8.2f}{r:>11.2f}{verdict(r, NOOP_TARGETS.get(name))}"
         )
 
     lines += [
@@ -431,10 +466,12 @@ async def bench(url: str, plan: Plan, runs: int, emit: Callable[[str], None]) ->
     )
     return {
         "jobs": plan.jobs,
-        "concurrency": plan.concurrency,
         "cpu_jobs": plan.cpu_jobs,
         "spin": {"iterations": plan.spin_iterations, "seconds": plan.spin_seconds},
-        "executors": {"noop": list(plan.noop_executors), "cpu": list(plan.cpu_executors)},
+        "executors": {
+            "noop": [variant(e, c) for e, c in plan.noop_variants],
+            "cpu": list(plan.cpu_executors),
+        },
         "memory": {
             "process_slots": MEMORY_PROCESS_SLOTS,
             "interpreter_slots": MEMORY_INTERPRETER_SLOTS,
@@ -459,7 +496,15 @@ def interpreter_available() -> str | None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--jobs", type=int, default=5_000, help="no-op jobs per executor")
-    parser.add_argument("--concurrency", type=int, default=8, help="concurrency for no-op jobs")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated no-op variants to measure besides asyncio.c8 (e.g. process.c2)",
+    )
+    parser.add_argument("--no-cpu", action="store_true", help="skip the CPU-bound phases")
+    parser.add_argument(
+        "--lookahead", type=int, default=None, help="supervisors' look-ahead per slot"
+    )
     parser.add_argument(
         "--cpu-jobs", type=int, default=100, help="CPU-bound jobs per executor and concurrency"
     )
@@ -469,7 +514,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=1, help="repeat everything; medians shown")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args(argv)
-    for name in ("jobs", "concurrency", "cpu_jobs", "runs"):
+    for name in ("jobs", "cpu_jobs", "runs"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if not args.cpu_ms > 0:
@@ -478,20 +523,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global LOOKAHEAD
     args = parse_args(argv)
+    LOOKAHEAD = args.lookahead
     missing = interpreter_available()
     if missing is not None:
         emit(f"note: interpreter executor skipped: {missing}")
     skip = () if missing is None else ("interpreter",)
     iterations, seconds = calibrate(args.cpu_ms / 1e3)
+    only = {v for v in args.only.split(",") if v}
+    variants = tuple(
+        (e, c)
+        for index, (e, c) in enumerate(NOOP_VARIANTS)
+        if e not in skip and (index == 0 or not only or variant(e, c) in only)
+    )
     plan = Plan(
         jobs=args.jobs,
-        concurrency=args.concurrency,
+        noop_variants=variants,
         cpu_jobs=args.cpu_jobs,
         spin_iterations=iterations,
         spin_seconds=seconds,
-        noop_executors=tuple(e for e in NOOP_EXECUTORS if e not in skip),
-        cpu_executors=tuple(e for e in CPU_EXECUTORS if e not in skip),
+        cpu_executors=() if args.no_cpu else tuple(e for e in CPU_EXECUTORS if e not in skip),
         interpreter=missing is None,
     )
 

@@ -145,6 +145,20 @@ class Settings:
         default="asyncio", metadata={"help": "executor: short name, entry point or module:Class"}
     )
     concurrency: int = field(default=10, metadata={"help": "jobs run at once"})
+    lookahead: int = field(
+        default=1,
+        metadata={
+            "help": "jobs per slot a supervisor holds beyond those running, already "
+            "leased, each started the moment a slot frees (0: none)"
+        },
+    )
+    lookahead_wait: float = field(
+        default=1.0,
+        metadata={
+            "help": "seconds a job held in the look-ahead waits for a slot before it is "
+            "handed back for another worker (the look-ahead then closes while jobs are long)"
+        },
+    )
     ack_wait: float = field(
         default=60.0, metadata={"help": "seconds before an unacknowledged job is redelivered"}
     )
@@ -317,9 +331,11 @@ class Settings:
                 raise ConfigurationError(f"{name} must not be negative")
         if not self.marker_ttl >= 1:  # the server refuses a Nats-TTL under a second
             raise ConfigurationError(f"marker_ttl must be at least 1 s, got {self.marker_ttl}")
-        for name in ("max_jobs_per_child", "max_memory_per_child", "max_memory"):
+        for name in ("max_jobs_per_child", "max_memory_per_child", "max_memory", "lookahead"):
             if getattr(self, name) < 0:
                 raise ConfigurationError(f"{name} must not be negative")
+        if not self.lookahead_wait > 0:
+            raise ConfigurationError(f"lookahead_wait must be positive, got {self.lookahead_wait}")
         if self.max_deliver < 1 and self.max_deliver != -1:
             raise ConfigurationError("max_deliver must be positive, or -1 for no limit")
         if self.replicas not in (1, 3, 5):

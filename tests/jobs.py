@@ -247,3 +247,11 @@ async def async_wait_for_file(gate: str, limit: float = 10.0) -> str:
             raise TimeoutError(f"{gate} never appeared")
         await asyncio.sleep(0.005)
     return "opened"
+
+
+def exit_when_file(gate: str, started: str, code: int) -> None:
+    """Runs until ``gate`` exists, then takes its process down with exit ``code``."""
+    import os
+
+    wait_for_file(gate, started)
+    os._exit(code)

@@ -55,6 +55,7 @@ class SlotThreadExecutor(Executor):
         self._busy -= 1  # the slot is free only now that its thread has returned
         if self._busy == 0:
             self._all_idle.set()
+        self.slot_freed()  # a job held in the supervisor's look-ahead starts on it now
         if not future.done():
             future.set_result(outcome)
 

@@ -22,6 +22,7 @@ class AsyncioExecutor(Executor):
     def __init__(self, concurrency: int, settings: Settings) -> None:
         super().__init__(concurrency, settings)
         self._threads = ThreadExecutor(concurrency, settings)
+        self._threads.slot_freed = lambda: self.slot_freed()  # the supervisor's, once set
         self._tasks: dict[asyncio.Task[object], str] = {}
         """Each running coroutine job's task and its job id: by task, since one job may
         run twice at once (delivered twice)."""

@@ -11,7 +11,7 @@ cross process and interpreter boundaries.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -81,6 +81,10 @@ class SlotInfo:
     jobs_done: int
 
 
+def _nothing() -> None:
+    return None
+
+
 class Executor(abc.ABC):
     """Runs calls, at most ``concurrency`` at once.
 
@@ -94,6 +98,10 @@ class Executor(abc.ABC):
     def __init__(self, concurrency: int, settings: Settings) -> None:
         self.concurrency = concurrency
         self.settings = settings
+        self.slot_freed: Callable[[], None] = _nothing
+        """Set by the supervisor; an executor whose slot can free after ``run``
+        returned (a thread that runs on past its job's timeout) calls it then, so a job
+        waiting in the supervisor's look-ahead starts on that slot at once."""
 
     @abc.abstractmethod
     async def start(self) -> None: ...

@@ -14,6 +14,7 @@ import signal
 import socket
 import threading
 import traceback
+from typing import BinaryIO
 
 import psutil
 
@@ -22,18 +23,18 @@ from naq.executors.calls import run_blocking
 from naq.executors.frames import HEADER, pack, pack_outcome, unpack, unpack_call
 
 
-def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
-    chunks = []
-    while size:
-        try:
-            chunk = sock.recv(min(size, 1 << 20))
-        except ConnectionResetError:  # the supervisor is gone without closing: the same
+def _read_frame(incoming: BinaryIO) -> bytes | None:
+    """The next frame, or None once the supervisor's end is closed. Buffered: a small
+    frame costs one ``recv``, header and body together."""
+    try:
+        size = incoming.read(HEADER.size)
+        if len(size) < HEADER.size:
             return None
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
+        length = HEADER.unpack(size)[0]
+        data = incoming.read(length)
+    except ConnectionResetError:  # the supervisor is gone without closing: the same
+        return None
+    return data if len(data) == length else None
 
 
 def _exit_with_supervisor(sock: socket.socket) -> None:
@@ -56,8 +57,12 @@ def _exit_with_supervisor(sock: socket.socket) -> None:
     threading.Thread(target=watch, name="naq-orphan-watch", daemon=True).start()
 
 
-def main(sock: socket.socket, preload: tuple[str, ...]) -> None:
-    """Entry point of a child process (the ``target`` of its ``Process``)."""
+def main(sock: socket.socket, preload: tuple[str, ...], report_rss: bool = False) -> None:
+    """Entry point of a child process (the ``target`` of its ``Process``).
+
+    ``report_rss``: send the RSS after each job, for a supervisor with a memory limit
+    per child to check; without one its watch reads it once a second instead, and the
+    job path makes no ``/proc`` read per job."""
     _exit_with_supervisor(sock)
     # Ctrl-C, systemd's stop (KillMode=control-group) and ``kill 0`` signal the whole
     # process group: the supervisor's drain decides what stops, and ends a child by
@@ -73,12 +78,10 @@ def main(sock: socket.socket, preload: tuple[str, ...]) -> None:
         sock.sendall(pack({"error": f"preloading {module!r} failed: {error}"}))
         os._exit(EXIT_CHILD_PRELOAD)
     sock.sendall(pack({"ready": os.getpid(), "rss": me.memory_info().rss}))
+    incoming = sock.makefile("rb")
     while True:
-        size = _recv_exact(sock, HEADER.size)
-        if size is None:
-            return
-        data = _recv_exact(sock, HEADER.unpack(size)[0])
+        data = _read_frame(incoming)
         if data is None:
             return
         outcome = run_blocking(unpack_call(*unpack(data)))
-        sock.sendall(pack_outcome(outcome, me.memory_info().rss))
+        sock.sendall(pack_outcome(outcome, me.memory_info().rss if report_rss else 0))

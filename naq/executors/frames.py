@@ -31,9 +31,20 @@ def unpack(data: bytes) -> tuple[dict[str, Any], bytes]:
 
 
 def pack_call(call: Call) -> bytes:
-    head = asdict(call)
-    payload = head.pop("payload")
-    return pack(head, payload)
+    """One frame, written with one ``write``; the head is built field by field (no
+    ``asdict``, which deep-copies every value of every call)."""
+    head: dict[str, Any] = {
+        "job_id": call.job_id,
+        "function": call.function,
+        "serializer": call.serializer,
+        "timeout": call.timeout,
+        "is_async": call.is_async,
+        "attempt": call.attempt,
+        "keep_result": call.keep_result,
+    }
+    if call.allow is not None:
+        head["allow"] = asdict(call.allow)
+    return pack(head, call.payload)
 
 
 def unpack_call(head: dict[str, Any], body: bytes) -> Call:

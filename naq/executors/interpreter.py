@@ -143,6 +143,7 @@ class InterpreterExecutor(Executor):
         self._busy -= 1
         if self._busy == 0:
             self._all_idle.set()
+        self.slot_freed()
 
     async def run(self, call: Call) -> Outcome:
         if not self._idle:

@@ -28,10 +28,11 @@ import multiprocessing
 import random
 import signal
 import socket
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, cast
 
 import psutil
 
@@ -55,11 +56,72 @@ class ChildDied(Exception):
     pass
 
 
+class Frames(asyncio.Protocol):
+    """The supervisor's end of one child's socket: each frame that arrives resolves the
+    future of the one call waiting for it, in the callback that read it.
+
+    A protocol rather than a stream reader and a task per job: a job's reply costs one
+    callback and one future, and a child that dies (EOF) or is killed fails the
+    waiting future at once."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[bytes] | None = None
+        self._early: deque[bytes] = deque()
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports (the CLI's loop) are not asyncio.Transport subclasses.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        start = 0
+        while len(buffer) - start >= HEADER.size:
+            size = HEADER.unpack_from(buffer, start)[0]
+            end = start + HEADER.size + size
+            if len(buffer) < end:
+                break
+            self._arrived(bytes(buffer[start + HEADER.size : end]))
+            start = end
+        if start:
+            del buffer[:start]
+
+    def _arrived(self, frame: bytes) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(frame)
+        else:
+            self._early.append(frame)
+
+    def next_frame(self) -> asyncio.Future[bytes]:
+        """The next frame from the child; fails with :class:`ChildDied` once it is gone."""
+        waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        if self._early:
+            waiter.set_result(self._early.popleft())
+        elif self.closed:
+            waiter.set_exception(ChildDied())
+        else:
+            self._waiter = waiter
+        return waiter
+
+    def fail(self) -> None:
+        """The child is gone or being killed: the call waiting on it ends now."""
+        self.closed = True
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ChildDied())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fail()
+
+
 @dataclass(eq=False)
 class Child:
     process: BaseProcess
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
+    frames: Frames
     pid: int
     max_jobs: int
     rss: int = 0
@@ -67,7 +129,6 @@ class Child:
     job_id: str | None = None
     retire: bool = False
     kill_reason: str | None = None
-    killed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def kill(self, reason: str) -> None:
         """Stop the child now; the job it holds ends with ``reason``."""
@@ -75,14 +136,15 @@ class Child:
             self.kill_reason = reason
         with contextlib.suppress(ProcessLookupError, AttributeError):
             self.process.kill()
-        self.killed.set()
+        self.frames.fail()
 
-    async def read_frame(self) -> bytes:
-        try:
-            size = HEADER.unpack(await self.reader.readexactly(HEADER.size))[0]
-            return await self.reader.readexactly(size)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            raise ChildDied from None
+    def send(self, frame: bytes) -> None:
+        assert self.frames.transport is not None
+        self.frames.transport.write(frame)
+
+    def close(self) -> None:
+        if self.frames.transport is not None:
+            self.frames.transport.close()
 
 
 @dataclass(eq=False)
@@ -154,17 +216,21 @@ class ProcessExecutor(Executor):
         parent_sock, child_sock = socket.socketpair()
         process = self._ctx.Process(
             target=child.main,
-            args=(child_sock, self.settings.preload_modules),
+            args=(
+                child_sock,
+                self.settings.preload_modules,
+                bool(self.settings.max_memory_per_child),
+            ),
             name="naq-child",
             daemon=True,
         )
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, process.start)  # forkserver start blocks briefly
         child_sock.close()
-        reader, writer = await asyncio.open_connection(sock=parent_sock)
-        new = Child(process, reader, writer, process.pid or 0, self._job_limit())
+        _, frames = await loop.create_connection(Frames, sock=parent_sock)
+        new = Child(process, frames, process.pid or 0, self._job_limit())
         try:
-            head, _ = unpack(await asyncio.wait_for(new.read_frame(), START_TIMEOUT))
+            head, _ = unpack(await asyncio.wait_for(frames.next_frame(), START_TIMEOUT))
         except (ChildDied, TimeoutError):
             await self._reap(new)
             raise ChildDied(describe_exit(process)) from None
@@ -177,7 +243,7 @@ class ProcessExecutor(Executor):
 
     async def _reap(self, old: Child) -> None:
         """Close the child's socket (it exits on EOF) and wait for it, killing if need be."""
-        old.writer.close()
+        old.close()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, old.process.join, 2.0)
         if old.process.exitcode is None:
@@ -241,29 +307,30 @@ class ProcessExecutor(Executor):
 
     async def _run_on(self, slot: Slot, worker: Child, call: Call) -> Outcome:
         worker.job_id = call.job_id
-        worker.killed.clear()
-        worker.writer.write(pack_call(call))
-        reply = asyncio.ensure_future(worker.read_frame())
-        killed = asyncio.ensure_future(worker.killed.wait())
+        reply = worker.frames.next_frame()
+        worker.send(pack_call(call))
+        frame: bytes | None = None
         try:
-            done, _ = await asyncio.wait(
-                {reply, killed}, timeout=call.timeout, return_when=asyncio.FIRST_COMPLETED
-            )
+            if call.timeout is None:
+                frame = await reply
+            else:
+                frame = await asyncio.wait_for(reply, call.timeout)
+        except TimeoutError:
+            worker.kill("timeout")
+        except ChildDied:
+            pass
         except asyncio.CancelledError:
             worker.kill("cancelled")
             self._replace(slot)
             raise
-        finally:
-            killed.cancel()
-        if reply in done and not reply.exception():
-            outcome, worker.rss = unpack_outcome(*unpack(reply.result()))
+        if frame is not None:
+            outcome, rss = unpack_outcome(*unpack(frame))
+            if rss:  # sent only when a memory limit needs it; else the watch reads it
+                worker.rss = rss
             worker.job_id = None
             worker.jobs_done += 1
             self._after_job(slot, worker)
             return outcome
-        reply.cancel()
-        if not done:
-            worker.kill("timeout")
         reason = worker.kill_reason
         if reason is None:  # it died by itself: read its exit status before reaping it
             await asyncio.get_running_loop().run_in_executor(None, worker.process.join, 5.0)

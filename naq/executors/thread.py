@@ -41,6 +41,7 @@ class ThreadExecutor(Executor):
         self._busy -= 1
         if self._busy == 0:
             self._idle.set()
+        self.slot_freed()
 
     async def run(self, call: Call) -> Outcome:
         if self._busy >= self.concurrency:  # the pool would queue it: a hidden extra slot

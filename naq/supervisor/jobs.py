@@ -4,17 +4,22 @@ The path, in order: decode the metadata only (unreadable: failed stream); during
 drain, hand it back; for a redelivery, read what earlier deliveries left (a final
 record: ack, do not run; too many crashes: failed); cancelled meanwhile (its record
 says so): ack; refused by this supervisor's serializer policy or, in json mode, its
-allow-list: failed; otherwise run it on the executor and settle the outcome
-(``naq.supervisor.settle``). Middleware hooks wrap the run.
+allow-list: failed; with no slot free, wait in the look-ahead for one (its lease
+kept; handed back by a drain or after ``lookahead_wait``); then run it on the
+executor and settle the outcome (``naq.supervisor.settle``). Middleware hooks wrap
+the run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
+from typing import Literal
 
 from nats.aio.msg import Msg
 
@@ -43,6 +48,13 @@ DEATHS_FORGIVEN = 2
 OOM-killed or lost with its machine takes every job it was running with it, and those
 bystanders must run again, not be dead-lettered as failures of their own; a job that
 kills its worker every time is still given up after a few deaths."""
+LOOKAHEAD_CAP = 64
+"""Look-ahead places at most, whatever the concurrency and ``lookahead``: with more
+slots than this the pulls are large enough already."""
+
+Turn = Literal["run", "back", "late", "cancelled"]
+"""What a job waiting for a slot is told: run now, be handed back (the drain began, or
+it waited too long), or be acked (it was cancelled while it waited)."""
 
 
 class Jobs:
@@ -66,7 +78,19 @@ class Jobs:
         deliveries of one job (a redelivery while the first still runs, a job published
         twice) each keep their own lease and entry."""
         self.starting = 0
-        """Jobs handed over by a puller that do not run yet: their slots are taken."""
+        """Jobs handed over by a puller that do not run yet (including those waiting in
+        the look-ahead): their slots or look-ahead places are taken."""
+        self.lookahead = min(executor.concurrency * settings.lookahead, LOOKAHEAD_CAP)
+        """Jobs held beyond the executor's slots, already leased, each started the
+        moment a slot frees: the pull round trip is hidden behind running jobs."""
+        self.waiting: dict[str, Delivery] = {}
+        """Look-ahead jobs waiting for a slot, by delivery: their leases are kept."""
+        self._turns: deque[tuple[str, asyncio.Future[Turn]]] = deque()
+        """Waiting jobs in arrival order, each told its turn through its future."""
+        self._woken = 0
+        """Waiting jobs told to run that have not reached ``executor.run`` yet: the
+        free slots they are about to take."""
+        self._lookahead_open = True
         self.slots_changed = asyncio.Event()
         self._stopping = stopping
         self._middleware = middleware
@@ -102,14 +126,94 @@ class Jobs:
     def attach(self, client: Client, settler: Settler) -> None:
         self._client = client
         self._settler = settler
+        self.executor.slot_freed = self._slot_freed
+
+    # -- look-ahead --------------------------------------------------------------------
+    def room(self) -> int:
+        """Jobs this supervisor can take in beside those in hand: free slots and open
+        look-ahead places, less the jobs starting or waiting."""
+        ahead = self.lookahead if self._lookahead_open else 0
+        return self.executor.free_slots() + ahead - self.starting
+
+    def _slot_free(self) -> bool:
+        """A slot can be taken now, by a job no waiting job comes before."""
+        return self.executor.free_slots() - self._woken > 0 and not self._turns
+
+    def _slot_freed(self) -> None:
+        """A slot may have freed: wake the waiting jobs that now have one, oldest first,
+        and let the pullers ask for the look-ahead places that reopen."""
+        while self._turns and self.executor.free_slots() - self._woken > 0:
+            _, turn = self._turns.popleft()
+            if not turn.done():
+                self._woken += 1
+                turn.set_result("run")
+        self.slots_changed.set()
+
+    async def _wait_for_slot(self, key: str, job: Delivery) -> Turn:
+        """Wait in the look-ahead until a slot frees (``run``: the caller must reach
+        ``executor.run`` without awaiting), at most ``lookahead_wait`` seconds.
+
+        The job's lease is kept meanwhile (it is in ``waiting``). A drain hands it back
+        at once (``back``); a longer wait hands it back too (``late``: the slots hold
+        long jobs, and another worker may be free) and closes the look-ahead until a
+        job shorter than ``lookahead_wait`` ends; a cancellation confirmed meanwhile
+        ends it (``cancelled``)."""
+        if self._stopping.draining:
+            return "back"
+        turn: asyncio.Future[Turn] = asyncio.get_running_loop().create_future()
+        entry = (key, turn)
+        self._turns.append(entry)
+        self.waiting[key] = job
+        try:
+            await asyncio.wait_for(asyncio.shield(turn), self.settings.lookahead_wait)
+        except TimeoutError:
+            if not turn.done():
+                turn.set_result("late")
+                self._lookahead_open = False
+        except BaseException:  # cancelled while waiting: the slot it was given goes on
+            woken = turn.done() and not turn.cancelled() and turn.result() == "run"
+            self._leave(entry)
+            if woken:
+                self._slot_freed()
+            raise
+        self._leave(entry)
+        return turn.result()
+
+    def _leave(self, entry: tuple[str, asyncio.Future[Turn]]) -> None:
+        """A waiting job's wait is over: its slot, if it was woken for one, is taken
+        from now on (the caller reaches ``executor.run`` without awaiting)."""
+        key, turn = entry
+        del self.waiting[key]
+        if turn.done() and not turn.cancelled() and turn.result() == "run":
+            self._woken -= 1
+        else:
+            turn.cancel()
+            with contextlib.suppress(ValueError):  # a woken one was taken off already
+                self._turns.remove(entry)
+
+    def hand_back_waiting(self) -> None:
+        """The drain began: every job waiting for a slot is handed back now."""
+        for _, turn in self._turns:
+            if not turn.done():
+                turn.set_result("back")
+
+    def _end_wait(self, job_id: str) -> bool:
+        """A cancellation confirmed: the job's waiting deliveries end without running."""
+        found = False
+        for key, turn in self._turns:
+            if not turn.done() and self.waiting[key].meta.job_id == job_id:
+                turn.set_result("cancelled")
+                found = True
+        return found
 
     # -- dispatch ----------------------------------------------------------------------
     def dispatch(self, queue: str, msg: Msg) -> None:
-        """Called by a puller for each message: its slot is taken from now on.
+        """Called by a puller for each message: its slot or look-ahead place is taken
+        from now on.
 
-        A message with no slot free for it (a puller that miscounted) is handed back
-        rather than given to a full executor."""
-        if self.executor.free_slots() - self.starting <= 0:
+        A message with no room for it (a request left open across a reconnect) is
+        handed back rather than given to a full executor."""
+        if self.room() <= 0:
             self.hand_back(queue, msg)
             return
         self.starting += 1
@@ -191,16 +295,32 @@ class Jobs:
                 keep_result=meta.options.result_ttl != 0,
                 allow=self._allow,
             )
+            key = delivery_key(msg)
+            if not self._slot_free():
+                turn = await self._wait_for_slot(key, job)
+                if turn == "cancelled":
+                    await msg.ack()  # cancel_job wrote its record: it never runs
+                    return
+                if turn != "run":
+                    await self._interrupted(
+                        job,
+                        "handed back by a stopping supervisor"
+                        if turn == "back"
+                        else "no slot freed in time: handed back for another worker",
+                    )
+                    return
+            # Nothing awaits from here to executor.run, which takes its slot at once.
             job.started_at = time.time()
             context = self._context(job) if self._middleware else None
             if context is not None:
                 self._middleware.emit("before_job", context)
-            key = delivery_key(msg)
             self.running[key] = job
             self.starting -= 1
             started = True
             try:
                 outcome = await self.executor.run(call)
+                if time.time() - job.started_at < self.settings.lookahead_wait:
+                    self._lookahead_open = True
             except BrokenExecutor as exc:
                 await msg.nak()  # not the job's fault: hand it back untouched
                 self._on_broken(exc)
@@ -211,6 +331,7 @@ class Jobs:
                 return
             finally:
                 del self.running[key]
+                self._slot_freed()
             if context is not None:
                 self._middleware.emit_after("after_outcome", context, outcome)
             action = await self._settle(settler, job, outcome)
@@ -378,7 +499,8 @@ class Jobs:
             job_id = validate_job_id(msg.data.decode())
         except (UnicodeDecodeError, ConfigurationError):
             return  # not a job id: nothing of ours is named
-        if not any(job.meta.job_id == job_id for job in self.running.values()):
+        held = [*self.running.values(), *self.waiting.values()]
+        if not any(job.meta.job_id == job_id for job in held):
             _remember(self._hinted, job_id)
             return
         try:
@@ -386,6 +508,8 @@ class Jobs:
         except Exception as exc:  # a lost connection, say: the job runs on
             log.warning("cancellation of job %s not confirmed: %r", job_id, exc)
             return
+        if confirmed and self._end_wait(job_id):
+            log.info("job %s cancelled while waiting for a slot", job_id)
         if confirmed and await self.executor.cancel(job_id):
             log.info("job %s cancelled while running", job_id)
 

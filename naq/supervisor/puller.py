@@ -5,9 +5,11 @@ its timeout, so a lone job on an idle queue would wait seconds to start. The
 puller instead keeps one pull request open on the server (``batch`` = free slots,
 ``expires`` = ``pull_expires``) and hands every message on as it arrives. When the
 request ends (filled, expired, or lost with a restarted server) it opens the next,
-sized to the slots free then. Credits not yet delivered count as taken, so the
-supervisor never holds a job it cannot start; a message that arrives with no credit
-left (a request that outlived a reconnect) is handed back at once.
+sized to the room free then: free slots and the supervisor's look-ahead places
+(``Jobs.lookahead``: jobs asked for while the slots are still busy, each started the
+moment one frees). Credits not yet delivered count as taken, so the supervisor never
+holds more than it can start soon; a message that arrives with no credit left (a
+request that outlived a reconnect) is handed back at once.
 
 An idle queue (its last request expired without a job) asks for one job only, so
 with several queues an idle one holds one slot, not all of them, while the busy

@@ -121,11 +121,12 @@ class Supervisor:
 
     # -- slots -------------------------------------------------------------------------
     def free(self) -> int:
-        """Slots not running, not about to run, and not promised to an open pull."""
+        """Slots and look-ahead places not running, not about to run, and not promised
+        to an open pull: jobs are asked for before slots free up, and each waits for one
+        already leased (see ``Jobs.lookahead``)."""
         if self._stopping.draining or self._memory.paused or self.jobs.storage_full():
             return 0
-        taken = self.jobs.starting + sum(p.credits for p in self._pullers.values())
-        return self.executor.free_slots() - taken
+        return self.jobs.room() - sum(p.credits for p in self._pullers.values())
 
     # -- lifecycle ---------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -277,13 +278,15 @@ class Supervisor:
     def _start_background(self, client: Client, info: Heartbeat) -> list[asyncio.Task[None]]:
         """Every long-lived task of the supervisor, each kept running: an error is logged
         with its traceback and the task starts again after a backoff (naq.supervised)."""
-        running = self.jobs.running
+        running, waiting = self.jobs.running, self.jobs.waiting
         work: dict[str, Callable[[], Awaitable[None]]] = {
             f"naq-pull-{queue}": _restartable(puller) for queue, puller in self._pullers.items()
         }
         holding = self.jobs.settler.holding  # outcomes waiting for storage keep leases too
         work["naq-leases"] = lambda: keep_leases(
-            lambda: [job.msg for job in running.values()] + list(holding.values()),
+            lambda: (
+                [job.msg for job in (*running.values(), *waiting.values())] + list(holding.values())
+            ),
             self.lease_ack_wait,
         )
         work["naq-heartbeat"] = lambda: self._heartbeat(info)
@@ -302,6 +305,7 @@ class Supervisor:
 
     async def _drain(self) -> None:
         self._stopping.draining = True
+        self.jobs.hand_back_waiting()  # look-ahead jobs go back now, not after the grace
         for puller in self._pullers.values():
             await puller.stop()
         await self.jobs.wait_all(self.settings.shutdown_grace)

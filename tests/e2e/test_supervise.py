@@ -57,10 +57,14 @@ async def test_sigterm_lets_the_running_job_finish_and_leaves_waiting_jobs(
     assert await queue.fetch_result(slow.job_id, timeout=1) == 2, "the running job was lost"
     assert (await js.stream_info(stream_name(namespace))).state.messages == 3
     info = await js.consumer_info(stream_name(namespace), "default")
-    assert (info.num_pending, info.num_ack_pending) == (3, 0), proc.output()
+    # Not delivered yet, or held in the look-ahead and handed back (nak'd) at the stop:
+    # the server counts that one as pending an ack until it is redelivered.
+    assert info.num_pending + info.num_ack_pending == 3, proc.output()
+    assert info.num_ack_pending <= 1, proc.output()  # -c 1: one look-ahead place
 
     second = supervise()
     await second.line(READY)
+    # All within 10 s, far below ack_wait (60 s): the held one was handed back at once.
     results = await queue.fetch_results([j.job_id for j in waiting], timeout=10)
     assert results == {j.job_id: 2 * i for i, j in enumerate(waiting)}
 

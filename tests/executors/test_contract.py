@@ -198,6 +198,25 @@ async def test_shutdown_waits_for_a_function_still_running_after_its_timeout(
     assert executor.free_slots() == CONCURRENCY, "shutdown returned with a slot still busy"
 
 
+async def test_a_slot_that_frees_after_run_returned_is_announced(
+    executor: Executor, gate: Gate
+) -> None:
+    """A job held in the supervisor's look-ahead starts the moment a slot frees: one
+    that frees later than ``run`` returned (a function running on past its timeout)
+    is announced through ``slot_freed``, or the held job would wait for another job."""
+    freed = asyncio.Event()
+    executor.slot_freed = freed.set
+    marker = gate.marker("late")
+    outcome = await executor.run(make_call(jobs.wait_for_file, (gate.path, marker), timeout=0.3))
+    assert outcome.status == "timeout"
+    if executor.free_slots() == CONCURRENCY:
+        return  # stopped with its job (a process executor kills the child): free at once
+    freed.clear()
+    gate.open()
+    await asyncio.wait_for(freed.wait(), 5)
+    assert executor.free_slots() == CONCURRENCY
+
+
 # concurrency
 
 

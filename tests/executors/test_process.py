@@ -18,6 +18,7 @@ from naq.errors import BrokenExecutor
 from naq.executors import process as process_module
 from naq.executors.process import ProcessExecutor
 from naq.settings import Settings
+from naq.transport.pool import new_event_loop
 from tests import jobs
 from tests.executors.conftest import Gate, make_call, result_of, started_executor, wait_until
 
@@ -249,3 +250,27 @@ async def test_slots_report_each_child(gate: Gate) -> None:
         assert result_of(await asyncio.wait_for(task, 5)) == job_pid
         after = {s.index: s for s in ex.slots()}
         assert (after[0].job_id, after[0].jobs_done) == (None, 2)
+
+
+def test_children_serve_and_crash_on_the_loop_the_cli_runs() -> None:
+    """``naq-supervise`` runs uvloop (``new_event_loop``), whose transports are not
+    ``asyncio.Transport``s: the executor reads its children there too, a crash
+    included."""
+
+    async def main() -> None:
+        ex = ProcessExecutor(1, Settings())
+        await ex.start()
+        try:
+            assert result_of(await ex.run(make_call(jobs.add, (2, 3)))) == 5
+            crashed = await ex.run(make_call(jobs.exit_now, (3,)))
+            assert (crashed.status, crashed.error) == (
+                "crashed",
+                "worker process exited with code 3",
+            )
+            assert result_of(await ex.run(make_call(jobs.add, (4, 5)))) == 9  # the new child
+        finally:
+            await ex.shutdown(1.0)
+
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        assert type(runner.get_loop()).__module__.startswith("uvloop")
+        runner.run(main())

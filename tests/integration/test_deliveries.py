@@ -67,7 +67,8 @@ async def test_a_message_beyond_the_free_slots_is_handed_back_at_once_and_runs(
     than the supervisor has slots. Made here by opening a second request on the
     supervisor's own inbox while its one slot is busy."""
     caplog.set_level(logging.WARNING)
-    sup = await start_supervisor(executor="process", concurrency=1, ack_wait=60.0)
+    # No look-ahead: a busy slot then leaves the supervisor asking for nothing.
+    sup = await start_supervisor(executor="process", concurrency=1, ack_wait=60.0, lookahead=0)
     gate, started = tmp_path / "gate", tmp_path / "started"
     busy = await queue.enqueue(jobs.wait_for_file, str(gate), str(started), 30.0)
     await _started(started)  # the only slot is busy: the supervisor asks for nothing
@@ -190,8 +191,8 @@ async def test_a_reconnect_blip_delivers_no_more_jobs_than_slots(
     heard = Heard()
     logging.getLogger("naq.supervisor.supervisor").addHandler(heard)
     try:
-        sup = await start_supervisor(
-            executor="process", concurrency=2, pull_expires=30.0, nats_url=proxy.url
+        sup = await start_supervisor(  # no look-ahead: the credits are the two slots
+            executor="process", concurrency=2, pull_expires=30.0, nats_url=proxy.url, lookahead=0
         )
         assert await _waiting_requests(nc, namespace, 1) == 1
         await proxy.cut()

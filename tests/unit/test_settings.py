@@ -33,6 +33,8 @@ ENV_SAMPLES: dict[str, tuple[str, Any]] = {
     "log_level": ("debug", "DEBUG"),
     "executor": ("thread", "thread"),
     "concurrency": ("7", 7),
+    "lookahead": ("2", 2),
+    "lookahead_wait": ("2.5", 2.5),
     "ack_wait": ("12.5", 12.5),
     "max_ack_pending": ("100", 100),
     "pull_expires": ("2.5", 2.5),
