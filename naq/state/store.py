@@ -82,10 +82,10 @@ async def store_unless_final(
         except Rejected as exc:
             if exc.err_code not in WRONG_LAST_SEQUENCE:
                 raise
+        found, expect = await get_message_seq(client, layout.results_bucket, record.job_id)
         try:
-            current, expect = await read_record_seq(client, layout, record.job_id)
+            current = _decode(client, *found) if found else None
         except BadMessage:  # not a record naq can read: written over
-            _, expect = await get_message_seq(client, layout.results_bucket, record.job_id)
             continue
         if current is not None and current.final and current.verified is not False:
             return expect, current
@@ -137,8 +137,8 @@ def unpack(record: ResultRecord, allow_pickle: bool = True, signed: bool = False
 
 
 async def read_record(client: Client, layout: Layout, job_id: str) -> ResultRecord | None:
-    found = await get_message(client, layout.results_bucket, job_id)
-    return _decode(client, *found) if found else None
+    record, _ = await read_record_seq(client, layout, job_id)
+    return record
 
 
 async def read_record_seq(

@@ -155,17 +155,18 @@ async def audit(queue: Queue, ids: dict[str, int], ledger: Ledger, timeout: floa
     ran) and those run more than once."""
     client = await queue.connection()
     records: dict[str, ResultRecord] = {}
+    waited = f"no final record within {timeout}s"
     try:
         async for record in iter_records(client, queue.layout, list(ids), timeout):
             records[record.job_id] = record
-    except ResultTimeout:
-        pass  # the jobs without a record are counted as lost below
+    except ResultTimeout as exc:  # those without a record are counted as lost below
+        waited = str(exc)
     counts = ledger.counts()
     missing = []
     for job_id, n in ids.items():
         record = records.get(job_id)
         if counts[n] == 0 or record is None or record.status != "finished":
-            state = "no record" if record is None else f"{record.status}: {record.error}"
+            state = waited if record is None else f"{record.status}: {record.error}"
             missing.append(f"{job_id} #{n}: ran {counts[n]} time(s), {state}")
     twice = sum(1 for n in ids.values() if counts[n] > 1)
     return Audit(len(ids), len(missing), twice, records, missing)

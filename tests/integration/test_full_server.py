@@ -5,7 +5,6 @@ more; once space returns every job ends once."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from pathlib import Path
 
 import nats
@@ -23,16 +22,9 @@ JOBS = 12
 
 
 async def test_jobs_enqueued_before_the_store_filled_each_end_once_after_it_is_freed(
-    small_store: EmbeddedServer, tmp_path: Path
+    small_store: EmbeddedServer, settings: Settings, tmp_path: Path
 ) -> None:
-    settings = Settings(
-        nats_url=small_store.url,
-        namespace=f"t{uuid.uuid4().hex[:10]}",
-        heartbeat_interval=1.0,
-        shutdown_grace=5.0,
-        pull_expires=2.0,
-        concurrency=2,
-    )
+    settings = settings.replace(nats_url=small_store.url, concurrency=2)
     runs = tmp_path / "runs"
     nc = await nats.connect(small_store.url)
     try:

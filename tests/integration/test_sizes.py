@@ -5,7 +5,6 @@ supervisor goes on; a result over the limit fails its job at once."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -34,15 +33,9 @@ def small_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
 
 
 @pytest.fixture
-def small_settings(small_server: EmbeddedServer) -> Settings:
-    return Settings(
-        nats_url=small_server.url,
-        namespace=f"t{uuid.uuid4().hex[:10]}",
-        heartbeat_interval=1.0,
-        shutdown_grace=5.0,
-        pull_expires=2.0,
-        ack_wait=2.0,
-    )
+def small_settings(small_server: EmbeddedServer, settings: Settings) -> Settings:
+    """The tests' usual settings, on the server with the small ``max_payload``."""
+    return settings.replace(nats_url=small_server.url, ack_wait=2.0)
 
 
 @pytest.fixture
