@@ -224,9 +224,10 @@ class Terminal:
 
 
 class LastWarning(logging.Handler):
-    """Keeps the last warning logged (nats-py's reconnect attempts among them) for the
-    view to show: on a terminal, a line written to stderr would land in the middle
-    of the redrawn screen and be erased by the next frame."""
+    """Keeps the last warning logged (nats-py's reconnect attempts among them, which
+    say why better than a read's timeout) for the view to show while reads fail. On a
+    terminal it is the only place they show: a line written to stderr would land in
+    the middle of the redrawn screen and be erased by the next frame."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
@@ -307,8 +308,12 @@ async def _refresh(
     display: Display = Terminal(out) if live else Plain(out, blank_line=not as_json)
     warnings = LastWarning()
     root = logging.getLogger()
-    if live:
-        root.addHandler(warnings)
+    handlers: list[logging.Handler] = [warnings]
+    if not live and not root.handlers:
+        # Python writes warnings to stderr only while no handler is set: keep that.
+        handlers.append(_stderr_handler())
+    for handler in handlers:
+        root.addHandler(handler)
     limit = max(MIN_REFRESH_WAIT, 3 * interval)
     frame = Frame(namespace, view, view.taken_at, interval)
     try:
@@ -344,11 +349,19 @@ async def _refresh(
                 warning=redact(warnings.message),
             )
     finally:
-        root.removeHandler(warnings)
+        for handler in handlers:
+            root.removeHandler(handler)
         try:
             display.close()
         except BrokenPipeError:
             _silence(out)
+
+
+def _stderr_handler() -> logging.Handler:
+    """What Python does with a warning when no handler is set (``logging.lastResort``)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    return handler
 
 
 def _silence(out: TextIO) -> None:
