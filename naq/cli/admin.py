@@ -264,7 +264,6 @@ def info_cmd(
     run_command(
         watch_view(
             read,
-            namespace=settings.namespace,
             interval=DEFAULT_INTERVAL if interval is None else interval,
             as_json=as_json,
             redact=settings.redact,

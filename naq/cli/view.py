@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TextIO
 
 from naq.producer.info import LeaderInfo, LiveWorker, Overview, QueueInfo
+from naq.state.overview import SCHEDULER_ROLE
 
 QUEUE_COLUMNS = tuple(f.name for f in dataclasses.fields(QueueInfo) if f.name != "name")
 """The table's count columns, in the dataclass's order, so a new count shows up by itself."""
@@ -54,7 +55,7 @@ def worker_line(worker: LiveWorker) -> str:
     """One worker as one line: a supervisor's load and size, or a scheduler's role;
     then how old its heartbeat is."""
     record = worker.record
-    if worker.role == "scheduler":
+    if worker.role == SCHEDULER_ROLE:
         line = (
             f"{worker.id}  scheduler {'LEADER' if worker.leader else 'standby'}  "
             f"schedules={record.get('schedules', '?')}  fired={record.get('fired', '?')}"
@@ -125,7 +126,6 @@ class Frame:
     """What one interval shows: the latest view read, and the trouble if the last
     refresh failed (then ``view`` is the last good one)."""
 
-    namespace: str
     view: Overview
     now: float
     interval: float
@@ -145,7 +145,7 @@ def text_frame(frame: Frame, live: bool) -> list[str]:
     if frame.failing_since is None:
         return overview_lines(frame.view, heading)
     trouble = [
-        f"namespace {frame.namespace}{heading}",
+        f"namespace {frame.view.namespace}{heading}",
         f"cannot read from NATS since {stamp(frame.failing_since)} "
         f"({frame.now - frame.failing_since:.0f}s): {frame.problem}; "
         f"trying again every {frame.interval:g}s",
@@ -167,7 +167,7 @@ def json_frame(frame: Frame) -> list[str]:
         json.dumps(
             {
                 "at": frame.now,
-                "namespace": frame.namespace,
+                "namespace": frame.view.namespace,
                 "error": frame.problem,
                 "failing_since": frame.failing_since,
             }
@@ -265,7 +265,6 @@ async def stopped_within(stop: asyncio.Event, seconds: float) -> bool:
 async def watch(
     read: Callable[[], Awaitable[Overview]],
     *,
-    namespace: str,
     interval: float,
     as_json: bool,
     redact: Callable[[str], str],
@@ -288,7 +287,7 @@ async def watch(
         first = await unless_stopped(read(), stop)
         if first is None:
             return
-        await _refresh(read, first, stop, namespace, interval, as_json, redact, out)
+        await _refresh(read, first, stop, interval, as_json, redact, out)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -298,7 +297,6 @@ async def _refresh(
     read: Callable[[], Awaitable[Overview]],
     view: Overview,
     stop: asyncio.Event,
-    namespace: str,
     interval: float,
     as_json: bool,
     redact: Callable[[str], str],
@@ -315,7 +313,7 @@ async def _refresh(
     for handler in handlers:
         root.addHandler(handler)
     limit = max(MIN_REFRESH_WAIT, 3 * interval)
-    frame = Frame(namespace, view, view.taken_at, interval)
+    frame = Frame(view, view.taken_at, interval)
     try:
         while True:
             try:
@@ -337,10 +335,9 @@ async def _refresh(
             else:
                 if fresh is None:
                     return  # stopped while reading
-                frame = Frame(namespace, fresh, fresh.taken_at, interval)
+                frame = Frame(fresh, fresh.taken_at, interval)
                 continue
             frame = Frame(
-                namespace,
                 frame.view,
                 time.time(),
                 interval,

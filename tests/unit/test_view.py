@@ -54,7 +54,7 @@ def view() -> Overview:
 
 
 def test_while_reads_fail_a_plain_block_says_so_without_stale_counts() -> None:
-    failing = Frame("ns", view(), NOW, 2.0, failing_since=NOW - 4, problem="nats: timeout")
+    failing = Frame(view(), NOW, 2.0, failing_since=NOW - 4, problem="nats: timeout")
     plain = text_frame(failing, live=False)
     assert plain == [
         "namespace ns at 2027-01-15T08:00:00Z",
