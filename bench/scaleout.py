@@ -7,7 +7,8 @@ all sharing the queue's one durable pull consumer. What they need to know is whe
 adding supervisors adds throughput until the server is the limit, and whether every
 supervisor gets its share of the jobs. Each figure is set next to what plain nats-py
 reaches with the same number of consumer processes on the same servers in the same
-run (``fetch(256)`` + ``ack``, messages of the job's size), as a ratio: the ratio is
+run (a pull request of 256 held open, each message acked as it comes, messages
+of the job's size), as a ratio: the ratio is
 what naq costs at that scale, whatever the machine.
 
     python bench/scaleout.py [--counts 1,2,4,8] [--jobs N] [--runs K] [--json PATH]
@@ -15,6 +16,7 @@ what naq costs at that scale, whatever the machine.
 Every phase (one count of supervisors or raw consumers, on one deployment):
 
 1. the queue's consumer is created as naq declares it and paused, and ``--jobs`` - 1
+   (``--cluster-jobs`` - 1 on the cluster)
    no-op jobs (``result_ttl=0``) are enqueued;
 2. the supervisors (``--concurrency`` slots each, asyncio executor) start, each in a
    process of its own, and wait on the paused consumer with their pull requests open;
@@ -50,6 +52,7 @@ from typing import Any
 
 from benchjobs import noop
 from harness import (
+    START_TIMEOUT,
     Child,
     Servers,
     emit,
@@ -59,6 +62,7 @@ from harness import (
     write_json,
 )
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from throughput import FETCH_BATCH, QUEUE, RAW_ID, delete_streams, raw_publish, wait_empty
 
@@ -74,8 +78,8 @@ SCRIPT = Path(__file__).resolve()
 COUNTS = (1, 2, 4, 8)
 CHUNK = 5_000
 """Jobs per ``enqueue_many`` call while a phase's queue is filled (not timed)."""
-RAW_FETCH_TIMEOUT = 1.0
-"""Seconds a raw consumer's ``fetch`` waits: how soon it notices its stop."""
+RAW_EXPIRES = 1.0
+"""Seconds a raw consumer's pull request waits on an empty queue."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,29 +101,53 @@ DEPLOYMENTS = (
 
 # -- the processes -----------------------------------------------------------------------
 async def role_raw(url: str, namespace: str) -> int:
-    """A raw consumer: ``fetch(256)`` on the queue's durable consumer, ``ack`` each,
-    until stdin closes; prints how many it acked."""
+    """A raw consumer: one pull request of ``FETCH_BATCH`` held open on the queue's
+    durable consumer, each message acked as it arrives, the next request sent as soon
+    as one ends, until stdin closes; prints how many it acked.
+
+    Why not nats-py's ``fetch``: a ``fetch`` that gets part of its batch waits out its
+    timeout before returning, with the messages unacked, so the last batches of a
+    phase would stand still for a second. This is the protocol naq's puller uses, in
+    plain nats-py."""
     settings = Settings(nats_url=url, namespace=namespace)
     nc: NATS = await connect(settings, name="naq-bench-raw")
-    layout = Layout(namespace)
+    pull = Layout(namespace).pull_subject(QUEUE)
+    inbox = nc.new_inbox()
     acked = 0
+    delivered = 0
+    trouble: list[str] = []
+
+    async def ask() -> None:
+        nonlocal delivered
+        delivered = 0
+        request = {"batch": FETCH_BATCH, "expires": int(RAW_EXPIRES * 1e9)}
+        await nc.publish(pull, json.dumps(request).encode(), inbox)
+
+    async def on_msg(msg: Msg) -> None:
+        nonlocal acked, delivered
+        status = (msg.headers or {}).get("Status")
+        if status is None:
+            await msg.ack()
+            acked += 1
+            delivered += 1
+            if delivered < FETCH_BATCH:
+                return
+        elif status == "100":
+            return
+        elif status not in ("404", "408"):  # no messages, request expired: ask again
+            trouble.append(f"raw pull answered {status} {msg.headers}")
+        await ask()  # the request is over: filled, expired, or closed
+
     try:
-        psub = await nc.jetstream().pull_subscribe_bind(
-            durable=layout.consumer(QUEUE), stream=layout.stream
-        )
+        await nc.subscribe(inbox, cb=on_msg)
+        await ask()
         say_ready()
-        stop = asyncio.create_task(stdin_closed())
-        while not stop.done():
-            try:
-                msgs = await psub.fetch(batch=FETCH_BATCH, timeout=RAW_FETCH_TIMEOUT)
-            except TimeoutError:  # nats-py's, and its FetchTimeoutError: nothing came
-                continue
-            for msg in msgs:
-                await msg.ack()
-            acked += len(msgs)
+        await stdin_closed()
         await nc.flush()
     finally:
         await nc.close()
+    if trouble:
+        raise RuntimeError(trouble[0])
     print(json.dumps({"processed": acked, "failed": 0}))
     return 0
 
@@ -147,16 +175,33 @@ async def paused_consumer(js: JetStreamContext, layout: Layout, settings: Settin
     change and leaves its pause alone), paused."""
     await ensure_consumer(js, layout, QUEUE, settings)
     await js.pause_consumer(layout.stream, layout.consumer(QUEUE), far_future())
+    await until_paused(js, layout, True)
+
+
+async def until_paused(js: JetStreamContext, layout: Layout, paused: bool) -> None:
+    """On a cluster a pause or a resume is applied after the answer (it is replicated):
+    wait until the consumer says so."""
+    name = layout.consumer(QUEUE)
+    deadline = time.monotonic() + START_TIMEOUT
+    while bool((await js.consumer_info(layout.stream, name)).paused) != paused:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"consumer {name}: paused is not {paused} after {START_TIMEOUT}s")
+        await asyncio.sleep(0.01)
 
 
 async def timed_release(
     js: JetStreamContext, layout: Layout, children: list[Child], last: Callable[[], Any]
 ) -> Phase:
-    """Resume the consumer, send the last message (``last``), time until the stream is
-    empty; then stop every child and collect its count."""
+    """Resume the consumer, send the last message (``last``: a new message makes the
+    server serve the pull requests already waiting), time until the stream is empty;
+    then stop every child and collect its count."""
     try:
-        started = time.perf_counter()
+        held = await js.consumer_info(layout.stream, layout.consumer(QUEUE))
+        if held.delivered.stream_seq:
+            raise RuntimeError("the consumer delivered jobs before the release: not paused")
         await js.resume_consumer(layout.stream, layout.consumer(QUEUE))
+        await until_paused(js, layout, False)
+        started = time.perf_counter()
         await last()
         await wait_empty(js, layout.stream)
         elapsed = time.perf_counter() - started
@@ -187,7 +232,7 @@ async def start_children(what: str, count: int, *args: str) -> list[Child]:
     return children
 
 
-async def naq_phase(url: str, settings: Settings, count: int, args: argparse.Namespace) -> Phase:
+async def naq_phase(url: str, settings: Settings, count: int, jobs: int, concurrency: int) -> Phase:
     nc: NATS = await connect(settings, name="naq-bench")
     js = nc.jetstream()
     layout = Layout(settings.namespace)
@@ -195,29 +240,29 @@ async def naq_phase(url: str, settings: Settings, count: int, args: argparse.Nam
         async with Queue(settings=settings) as queue:
             await queue.purge()  # connects and declares, so neither is timed
             await paused_consumer(js, layout, settings)
-            for first in range(0, args.jobs - 1, CHUNK):
-                size = min(CHUNK, args.jobs - 1 - first)
+            for first in range(0, jobs - 1, CHUNK):
+                size = min(CHUNK, jobs - 1 - first)
                 await queue.enqueue_many([(noop, ())] * size, result_ttl=0)
             children = await start_children(
                 "supervisor",
                 count,
                 *("--role", "supervisor", "--url", url, "--namespace", settings.namespace),
-                *("--concurrency", str(args.concurrency), "--replicas", str(settings.replicas)),
+                *("--concurrency", str(concurrency), "--replicas", str(settings.replicas)),
             )
 
             async def last() -> None:
                 await queue.enqueue(noop, result_ttl=0)
 
             phase = await timed_release(js, layout, children, last)
-        if sum(phase.shares) != args.jobs:
-            raise RuntimeError(f"supervisors ran {sum(phase.shares)} of {args.jobs} jobs")
+        if sum(phase.shares) != jobs:
+            raise RuntimeError(f"supervisors ran {sum(phase.shares)} of {jobs} jobs")
         return phase
     finally:
         await delete_streams(js, settings.namespace)
         await nc.close()
 
 
-async def raw_phase(url: str, settings: Settings, count: int, args: argparse.Namespace) -> Phase:
+async def raw_phase(url: str, settings: Settings, count: int, jobs: int) -> Phase:
     nc: NATS = await connect(settings, name="naq-bench")
     js = nc.jetstream()
     layout = Layout(settings.namespace)
@@ -226,7 +271,7 @@ async def raw_phase(url: str, settings: Settings, count: int, args: argparse.Nam
         await paused_consumer(js, layout, settings)
         subject = layout.job_subject(QUEUE, RAW_ID)
         payload = b"x" * job_size(settings)
-        await raw_publish(js, subject, payload, args.jobs - 1, None)
+        await raw_publish(js, subject, payload, jobs - 1, None)
         children = await start_children(
             "raw consumer",
             count,
@@ -237,8 +282,8 @@ async def raw_phase(url: str, settings: Settings, count: int, args: argparse.Nam
             await js.publish(subject, payload)
 
         phase = await timed_release(js, layout, children, last)
-        if sum(phase.shares) != args.jobs:
-            raise RuntimeError(f"raw consumers acked {sum(phase.shares)} of {args.jobs}")
+        if sum(phase.shares) != jobs:
+            raise RuntimeError(f"raw consumers acked {sum(phase.shares)} of {jobs}")
         return phase
     finally:
         await delete_streams(js, settings.namespace)
@@ -256,16 +301,16 @@ async def one_run(
 ) -> dict[str, dict[str, Any]]:
     """Every count, naq then raw, on one deployment; keyed by count."""
     found: dict[str, dict[str, Any]] = {}
+    jobs = args.jobs if deployment.nodes == 1 else args.cluster_jobs
     for count in args.counts:
         settings = Settings(
             nats_url=url,
             namespace=f"so{index}n{count}{uuid.uuid4().hex[:8]}",
             replicas=deployment.replicas,
         )
-        naq = await naq_phase(url, settings, count, args)
-        raw = await raw_phase(
-            url, settings.replace(namespace=f"{settings.namespace}raw"), count, args
-        )
+        naq = await naq_phase(url, settings, count, jobs, args.concurrency)
+        raw_settings = settings.replace(namespace=f"{settings.namespace}raw")
+        raw = await raw_phase(url, raw_settings, count, jobs)
         found[str(count)] = {
             "naq": naq.rate,
             "raw": raw.rate,
@@ -324,7 +369,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--counts", default=",".join(map(str, COUNTS)), help="supervisor counts, comma-separated"
     )
-    parser.add_argument("--jobs", type=int, default=10_000, help="jobs (raw messages) per phase")
+    parser.add_argument(
+        "--jobs", type=int, default=20_000, help="jobs (raw messages) per phase, one server"
+    )
+    parser.add_argument(
+        "--cluster-jobs", type=int, default=10_000, help="jobs (raw messages) per phase, cluster"
+    )
     parser.add_argument(
         "--concurrency", type=int, default=16, help="slots per supervisor (asyncio executor)"
     )
@@ -353,9 +403,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.deployments = tuple(known[k] for k in wanted)
     if not args.counts or min(args.counts) < 1:
         parser.error("--counts must be at least 1 each")
-    for name in ("jobs", "concurrency", "runs"):
-        if getattr(args, name) < 2 if name == "jobs" else getattr(args, name) < 1:
-            parser.error(f"--{name} is too small")
+    if min(args.jobs, args.cluster_jobs) < 2 or min(args.concurrency, args.runs) < 1:
+        parser.error("--jobs and --cluster-jobs must be at least 2, the others at least 1")
     return args
 
 
@@ -378,7 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     version = binary_version()
     cpus = os.cpu_count()
     emit(
-        f"naq scale-out: {args.jobs:,} no-op jobs per phase (result_ttl=0), "
+        f"naq scale-out: {args.jobs:,} no-op jobs per phase on one server, "
+        f"{args.cluster_jobs:,} on the cluster (result_ttl=0), "
         f"{args.concurrency} slots per supervisor, supervisors {args.counts}, "
         f"{args.runs} run(s), nats-server {version}, {cpus} CPUs, Python "
         f"{sys.version.split()[0]}"
@@ -389,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     report: dict[str, Any] = {
         "jobs": args.jobs,
+        "cluster_jobs": args.cluster_jobs,
         "concurrency": args.concurrency,
         "counts": list(args.counts),
         "runs": args.runs,
