@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from naq.producer.queue import Queue
+from naq.settings import Settings
 from naq.state.store import iter_records
+from naq.transport.server import EmbeddedCluster
 from tests.jobs import async_sleep
 from tests.procs import NAQ_SUPERVISE, READY, Spawn
 
@@ -23,23 +27,11 @@ RUN = 0.2
 each supervisor asks again many times (about 25 times per slot)."""
 
 
-async def test_three_supervisors_on_one_queue_each_run_a_fair_share(
-    spawn: Spawn, nats_url: str, namespace: str, queue: Queue
-) -> None:
-    """3 supervisors of 2 slots each, started before 150 jobs of 0.2 s are enqueued:
-    every job finishes, and each supervisor ran at least a third of its equal share
-    (50).
-
-    Why a third cannot flake: a supervisor holds a pull request open whenever it has a
-    free slot, and gets a job as soon as one is there (the jobs are asyncio sleeps,
-    so a slot frees on time even on a loaded machine). Running fewer than a third of
-    its share would take not asking for two thirds of the run, about 3 s, while the
-    others were served: a process frozen that long, not a matter of scheduling. A
-    supervisor whose pulls took more than its slots (the starvation this guards
-    against) would leave another with nothing while the jobs last.
-    """
-    args = ("--nats-url", nats_url, "--namespace", namespace, "-c", str(SLOTS))
-    sups = [spawn(NAQ_SUPERVISE, *args, "--pull-expires", "2") for _ in range(SUPERVISORS)]
+async def fair_shares(spawn: Spawn, queue: Queue, url: str, *args: str) -> None:
+    """Start the supervisors, then the jobs; every job finishes, and each supervisor's
+    share is at least a third of the equal one."""
+    base = ("--nats-url", url, "--namespace", queue.settings.namespace, "-c", str(SLOTS))
+    sups = [spawn(NAQ_SUPERVISE, *base, "--pull-expires", "2", *args) for _ in range(SUPERVISORS)]
     workers = [(await sup.line(READY)).group("id") for sup in sups]
     jobs = await queue.enqueue_many([(async_sleep, (RUN,))] * JOBS)
     ids = [job.job_id for job in jobs]
@@ -53,3 +45,32 @@ async def test_three_supervisors_on_one_queue_each_run_a_fair_share(
     assert all(shares[w] >= fair / 3 for w in workers), (
         f"shares {dict(shares)}: one supervisor ran less than a third of {fair:.0f}"
     )
+
+
+async def test_three_supervisors_on_one_queue_each_run_a_fair_share(
+    spawn: Spawn, nats_url: str, queue: Queue
+) -> None:
+    """3 supervisors of 2 slots each, started before 150 jobs of 0.2 s are enqueued:
+    every job finishes, and each supervisor ran at least a third of its equal share
+    (50).
+
+    Why a third cannot flake: a supervisor holds a pull request open whenever it has a
+    free slot, and gets a job as soon as one is there (the jobs are asyncio sleeps,
+    so a slot frees on time even on a loaded machine). Running fewer than a third of
+    its share would take not asking for two thirds of the run, about 3 s, while the
+    others were served: a process frozen that long, not a matter of scheduling. A
+    supervisor whose pulls took more than its slots (the starvation this guards
+    against) would leave another with nothing while the jobs last.
+    """
+    await fair_shares(spawn, queue, nats_url)
+
+
+@pytest.mark.cluster
+async def test_on_a_cluster_three_supervisors_each_run_a_fair_share(
+    spawn: Spawn, nats_cluster: EmbeddedCluster, cluster_settings: Settings
+) -> None:
+    """The same on a 3-node R3 cluster, each supervisor given every node's URL, so
+    they are spread over the nodes and their pulls reach the consumer's leader
+    through routes, some from a node that is not the leader's."""
+    async with Queue(settings=cluster_settings) as queue:
+        await fair_shares(spawn, queue, nats_cluster.url, "--replicas", "3")
