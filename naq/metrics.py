@@ -96,14 +96,14 @@ class ConsumerStats:
         self._client = client
         self._layout = layout
         self._queues = tuple(queues)
-        self._ttl = ttl
+        self.ttl = ttl
         self._read_at = -float("inf")
         self._reading: asyncio.Task[None] | None = None
         self.stats: dict[str, QueueStats] = {}
 
     async def fresh(self) -> dict[str, QueueStats]:
         """The stats, read again first if older than the TTL (one read at a time)."""
-        if time.monotonic() - self._read_at >= self._ttl:
+        if time.monotonic() - self._read_at >= self.ttl:
             if self._reading is None:
                 self._reading = asyncio.create_task(self._read())
                 self._reading.add_done_callback(self._read_done)
