@@ -25,6 +25,7 @@ from naq.settings import Settings
 from naq.tracing import Tracing
 from tests import jobs, otel_jobs
 from tests.conftest import StartSupervisor, until
+from tests.executors.conftest import interpreters_available
 
 
 @pytest.fixture
@@ -98,15 +99,24 @@ async def test_one_trace_from_enqueue_to_a_span_opened_in_a_process_child(
     assert inside["parent_id"] == _hex(process)[1]
 
 
-@pytest.mark.parametrize("function", [otel_jobs.current_span_ids, otel_jobs.async_current_span_ids])
-async def test_a_job_on_the_supervisors_loop_or_thread_runs_under_the_consumer_span(
+IN_PROCESS = [
+    ("asyncio", otel_jobs.async_current_span_ids),  # a coroutine on the loop
+    ("asyncio", otel_jobs.current_span_ids),  # a function in its threads
+    ("thread", otel_jobs.current_span_ids),
+    *([("interpreter", otel_jobs.current_span_ids)] if interpreters_available() else []),
+]
+
+
+@pytest.mark.parametrize(("executor", "function"), IN_PROCESS)
+async def test_a_job_runs_under_the_consumer_span_in_every_in_process_executor(
     settings: Settings,
     start_supervisor: StartSupervisor,
     exported: tuple[TracerProvider, InMemorySpanExporter],
+    executor: str,
     function: Any,
 ) -> None:
     provider, exporter = exported
-    await start_supervisor(middleware=[Tracing(tracer_provider=provider)])
+    await start_supervisor(executor=executor, middleware=[Tracing(tracer_provider=provider)])
     async with Queue(settings=settings, middleware=[Tracing(tracer_provider=provider)]) as q:
         job = await q.enqueue(function)
         seen = await q.fetch_result(job.job_id, timeout=15)
