@@ -147,3 +147,18 @@ async def test_a_failing_metric_never_fails_a_job(
 async def _failed_count(js: Any, layout: Layout, n: int) -> bool:
     info = await js.stream_info(layout.failed_stream)
     return bool(info.state.messages == n)
+
+
+async def test_a_job_dead_lettered_without_a_run_is_counted(
+    settings: Settings, start_supervisor: StartSupervisor, js: Any
+) -> None:
+    """No hook sees an unreadable message: the supervisor feeds its dead letter."""
+    sup = await start_supervisor(**metrics_on())
+    layout = Layout(settings.namespace)
+    await js.publish(layout.job_subject("default", "not-a-job"), b"garbage")
+    await sup.wait_until(lambda c: c.failed == 1)
+    text = await scrape(sup.settings.metrics_port)
+    labels = {"queue": "default", "executor": "asyncio"}
+    assert value(text, "naq_jobs_dead_lettered_total", **labels) == 1
+    assert value(text, "naq_jobs_started_total", **labels) is None  # never ran
+    assert named(text, "naq_jobs_failed_total") == {}
