@@ -21,8 +21,9 @@ Why here, and why so:
   its message, which may carry a job's arguments.
 - The queues' backlog, ack-pending and redelivered counts come from each queue's
   consumer info, read at most once per :data:`CONSUMER_INFO_TTL` however often and
-  however many scrapers scrape (concurrent scrapes share one read); a failed read
-  keeps the last values.
+  however many scrapers scrape (concurrent scrapes share one read, and a scrape
+  waits for it :data:`SCRAPE_READ_TIMEOUT` at most); a failed read keeps the last
+  values.
 - The HTTP server runs on the role's own event loop (``asyncio.start_server``), so
   the collectors read the role's state without locks, and a scrape awaits the
   consumer info instead of blocking a thread on it. A scrape that fails answers 500
@@ -107,8 +108,9 @@ class ConsumerStats:
             if self._reading is None:
                 self._reading = asyncio.create_task(self._read())
                 self._reading.add_done_callback(self._read_done)
-            # shield: a scrape that gives up does not cancel the read others wait on
-            await asyncio.wait([asyncio.shield(self._reading)], timeout=SCRAPE_READ_TIMEOUT)
+            # asyncio.wait never cancels what it waits on: a scrape that gives up (or is
+            # cut short) leaves the read to the others waiting on it
+            await asyncio.wait([self._reading], timeout=SCRAPE_READ_TIMEOUT)
         return self.stats
 
     async def _read(self) -> None:
@@ -377,8 +379,8 @@ class MetricsServer:
                     + body
                 )
                 await writer.drain()
-        except (TimeoutError, ConnectionError) as exc:  # a scraper that went away
-            log.debug("metrics: a scrape ended early: %r", exc)
+        except (TimeoutError, ConnectionError, ValueError) as exc:  # went away, too slow,
+            log.debug("metrics: a scrape ended early: %r", exc)  # or a line over 64 KiB
         finally:
             writer.close()
 

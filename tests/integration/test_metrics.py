@@ -162,3 +162,21 @@ async def test_a_job_dead_lettered_without_a_run_is_counted(
     assert value(text, "naq_jobs_dead_lettered_total", **labels) == 1
     assert value(text, "naq_jobs_started_total", **labels) is None  # never ran
     assert named(text, "naq_jobs_failed_total") == {}
+
+
+async def test_the_metrics_port_answers_only_metrics_and_outlives_bad_requests(
+    start_supervisor: StartSupervisor, caplog: pytest.LogCaptureFixture
+) -> None:
+    sup = await start_supervisor(**metrics_on())
+    caplog.set_level(logging.DEBUG)
+    port = sup.settings.metrics_port
+    with pytest.raises(AssertionError, match="404"):
+        await scrape(port, "/other")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /" + b"x" * 100_000 + b"\r\n\r\n")  # over the line limit
+    await writer.drain()
+    await reader.read()  # closed on us
+    writer.close()
+    assert value(await scrape(port), "naq_reconnects_total") == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert any("metrics: a scrape ended early" in r.getMessage() for r in caplog.records)
