@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,8 @@ from naq.transport.server import free_port
 from tests import jobs
 from tests.conftest import StartSupervisor, until
 from tests.metrics import named, samples, scrape, value
+
+JOB = {"queue": "default", "executor": "asyncio"}
 
 
 def metrics_on(**overrides: Any) -> dict[str, Any]:
@@ -180,3 +183,26 @@ async def test_the_metrics_port_answers_only_metrics_and_outlives_bad_requests(
     assert value(await scrape(port), "naq_reconnects_total") == 0
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert any("metrics: a scrape ended early" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_job_past_max_deliver_is_counted_once_as_dead_lettered(
+    settings: Settings, start_supervisor: StartSupervisor, nc: Any, tmp_path: Path
+) -> None:
+    """The backstop moves it (no hook sees the move): two failed runs, two retries
+    asked for, one dead letter."""
+    failed = await nc.subscribe(f"{settings.namespace}.failed.>")
+    sup = await start_supervisor(**metrics_on(max_deliver=2))
+    async with Queue(settings=settings) as queue:
+        await queue.enqueue(jobs.fail_with, str(tmp_path / "tries"), "ValueError", max_retries=5)
+    await failed.next_msg(timeout=15)
+    port = sup.settings.metrics_port
+
+    async def moved() -> bool:  # counted after the advisory is acked
+        return value(await scrape(port), "naq_jobs_dead_lettered_total", **JOB) == 1
+
+    await until(moved, 10, "the dead letter counted")
+    text = await scrape(port)
+    assert named(text, "naq_jobs_failed_total") == {
+        frozenset({**JOB, "exception": "ValueError"}.items()): 2
+    }
+    assert value(text, "naq_jobs_retried_total", **JOB) == 2
