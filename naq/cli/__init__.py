@@ -12,6 +12,7 @@ import click
 
 from naq.cli.admin import info_cmd, purge, server, workers_cmd
 from naq.cli.common import CONTEXT
+from naq.cli.dashboard import dashboard_cmd
 from naq.cli.failed import failed
 from naq.cli.scheduler import job_control, list_scheduled, scheduler_cmd
 from naq.cli.worker import supervise_main, worker
@@ -35,6 +36,7 @@ for command in (
     scheduler_cmd,
     list_scheduled,
     job_control,
+    dashboard_cmd,
 ):
     main.add_command(command)
 main.add_command(workers_cmd, name="list-workers")  # the original naq's name
