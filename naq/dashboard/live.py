@@ -1,7 +1,7 @@
 """What the dashboard keeps while it runs: the queues' rates over the last minutes.
 
 The server keeps, per queue, how many jobs its consumer has delivered so far
-(``QueueInfo.delivered``); the rate is that counter's change over time. The
+(``naq.producer.info.delivered_counts``); the rate is that counter's change over time. The
 dashboard samples it every ``SAMPLE_EVERY`` seconds and keeps ``HISTORY`` seconds of
 samples; a chart starts when the dashboard starts (the counter itself is the
 server's, so a restart loses the curve, never the totals).
@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections import deque
 
-from naq.producer.info import queues_info
+from naq.producer.info import delivered_counts
 
 SAMPLE_EVERY = 5.0
 HISTORY = 600.0
@@ -36,8 +36,7 @@ class Rates:
     async def run(self) -> None:
         """Sample for ever (run under ``keep_running``)."""
         while True:
-            infos = await queues_info(**self.target)
-            self.add(time.time(), {info.name: info.delivered for info in infos})
+            self.add(time.time(), await delivered_counts(**self.target))
             await asyncio.sleep(SAMPLE_EVERY)
 
     def series(self, queue: str) -> list[float]:

@@ -113,6 +113,14 @@ def queues_info_sync(
     return run_sync(queues_info(names, nats_url, namespace))
 
 
+async def delivered_counts(
+    nats_url: str | None = None, namespace: str | None = None
+) -> dict[str, int]:
+    """Per queue, the jobs delivered so far (a server-kept counter: its change over time
+    is the queue's rate). See ``naq.state.queues.delivered_counts``."""
+    return await state_queues.delivered_counts(*await connected(nats_url, namespace))
+
+
 async def stored_jobs_page(
     queue: str | None = None,
     *,

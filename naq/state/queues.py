@@ -67,9 +67,6 @@ class QueueInfo:
     consumers: int
     """Pull requests open on the queue: each supervisor with free slots keeps one, so
     this is how many supervisors are asking for this queue's jobs right now."""
-    delivered: int = 0
-    """Deliveries so far (redeliveries included), a counter the server keeps with the
-    queue's consumer: its change over time is the queue's rate (the dashboard's chart)."""
 
 
 async def list_queues(client: Client, layout: Layout) -> list[str]:
@@ -121,7 +118,6 @@ async def queues_info(
                     failed=failed[name],
                     scheduled=scheduled[name],
                     consumers=consumer.num_waiting or 0,
-                    delivered=consumer.delivered.consumer_seq if consumer.delivered else 0,
                 )
             )
             continue
@@ -269,6 +265,16 @@ async def _streams(client: Client) -> AsyncIterator[StreamInfo]:
         seen += len(page)
         for info in page:
             yield info
+
+
+async def delivered_counts(client: Client, layout: Layout) -> dict[str, int]:
+    """Per queue, the jobs its consumer delivered so far (redeliveries included): a
+    counter the server keeps, whose change over time is the queue's rate (the
+    dashboard's chart). One consumer listing, like :func:`list_queues`."""
+    return {
+        name: info.delivered.consumer_seq if info.delivered else 0
+        for name, info in (await _queue_consumers(client, layout)).items()
+    }
 
 
 async def scheduled_counts(client: Client, layout: Layout) -> Counter[str]:
