@@ -18,6 +18,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -89,6 +90,24 @@ def get(url: str) -> float:
     return time.perf_counter() - started
 
 
+def start_dashboard(url: str, namespace: str, port: int) -> subprocess.Popen[str]:
+    """The real ``naq dashboard`` process, returned once it listens."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NAQ_")}
+    proc = subprocess.Popen(
+        [NAQ, "dashboard", "-u", url, "-n", namespace, "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "Uvicorn running on" in line:  # keep reading, so its pipe never fills
+            threading.Thread(target=proc.stderr.read, daemon=True).start()
+            return proc
+    raise RuntimeError("naq dashboard ended before it listened")
+
+
 async def run(server: EmbeddedServer, version: str, args: argparse.Namespace) -> dict[str, Any]:
     namespace = f"bench{uuid.uuid4().hex[:6]}"
     client, layout = await connected(server.url, namespace)
@@ -98,21 +117,8 @@ async def run(server: EmbeddedServer, version: str, args: argparse.Namespace) ->
     emit(f"filled {args.failed:,} failed and {args.finished:,} finished in {filled:.1f}s")
     await close_connections()
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NAQ_")}
-    proc = subprocess.Popen(
-        [NAQ, "dashboard", "-u", server.url, "-n", namespace, "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = await asyncio.to_thread(start_dashboard, server.url, namespace, port)
     try:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if "Uvicorn running on" in line:
-                break
-        else:
-            raise RuntimeError("naq dashboard ended before it listened")
         base = f"http://127.0.0.1:{port}"
         pages = {
             "overview": "/",
@@ -136,7 +142,7 @@ async def run(server: EmbeddedServer, version: str, args: argparse.Namespace) ->
             times[name] = statistics.median(samples)
     finally:
         proc.terminate()
-        proc.wait(10)
+        await asyncio.to_thread(proc.wait, 10)
     emit("")
     emit(f"nats-server {version}; {args.failed:,} failed, {args.finished:,} finished")
     emit(f"{'page':<28} {'median (ms)':>12}")
