@@ -193,7 +193,7 @@ async def page_back[T](
     items: list[tuple[int, T]] = []
     scanned = 0
     while end > first and scanned < max_scan and len(items) < limit:
-        start = max(first, end - window)
+        start = max(first, end - min(window, max_scan - scanned))
         found: list[Msg] = []
         async with contextlib.aclosing(
             scan(client, stream, subject, start_seq=start, limit=end - start)
