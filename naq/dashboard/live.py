@@ -33,10 +33,13 @@ class Rates:
         while self.samples and self.samples[0][0] < now - HISTORY:
             self.samples.popleft()
 
+    async def sample(self) -> None:
+        self.add(time.time(), await delivered_counts(**self.target))
+
     async def run(self) -> None:
         """Sample for ever (run under ``keep_running``)."""
         while True:
-            self.add(time.time(), await delivered_counts(**self.target))
+            await self.sample()
             await asyncio.sleep(SAMPLE_EVERY)
 
     def series(self, queue: str) -> list[float]:

@@ -36,7 +36,6 @@ from naq.transport.names import (
     SCHEDULE_HEADER,
     SCHEDULE_TARGET_HEADER,
     Layout,
-    NasqLayout,
     nasq_namespace_of,
 )
 from naq.transport.streams import subject_counts
@@ -229,32 +228,25 @@ async def stored_job(client: Client, layout: Layout, job_id: str) -> StoredJob |
 
 @dataclass(frozen=True, slots=True)
 class DurableQueueInfo:
-    """A durable NASQueue namespace's store: messages kept, per priority level."""
+    """A durable NASQueue namespace's store: messages and bytes kept, and its readers."""
 
     namespace: str
     messages: int
     bytes: int
-    levels: dict[int, int]
+    consumers: int
 
 
 async def durable_queues(client: Client) -> list[DurableQueueInfo]:
-    """Every durable NASQueue namespace on the server with its size (one stream info
-    each, plus its per-level counts)."""
+    """Every durable NASQueue namespace on the server with its size: the server's list
+    of streams, read in pages (one request per 256 streams), nothing per stream."""
     found = []
     async for info in _streams(client):
-        name = info.config.name or ""
-        namespace = nasq_namespace_of(name)
-        if namespace is None:
-            continue
-        nasq = NasqLayout(namespace)
-        levels = Counter[int]()
-        for subject, count in (await subject_counts(client, name, nasq.all_messages)).items():
-            level = subject.removeprefix(nasq.base).split(".", 1)[0]
-            if level.isdigit():
-                levels[int(level)] += count
-        found.append(
-            DurableQueueInfo(namespace, info.state.messages, info.state.bytes, dict(levels))
-        )
+        namespace = nasq_namespace_of(info.config.name or "")
+        if namespace is not None:
+            state = info.state
+            found.append(
+                DurableQueueInfo(namespace, state.messages, state.bytes, state.consumer_count)
+            )
     return sorted(found, key=lambda q: q.namespace)
 
 
