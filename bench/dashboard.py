@@ -108,6 +108,16 @@ def start_dashboard(url: str, namespace: str, port: int) -> subprocess.Popen[str
     raise RuntimeError("naq dashboard ended before it listened")
 
 
+async def raw_page(client: Client, layout: Layout) -> float:
+    """The raw nats-py floor of a page: the newest 50 failed entries, each read by its
+    sequence with ``js.get_msg`` (what any reader of the stream pays)."""
+    started = time.perf_counter()
+    last = (await client.js.stream_info(layout.failed_stream)).state.last_seq
+    for seq in range(last, max(last - 50, 0), -1):
+        await client.js.get_msg(layout.failed_stream, seq)
+    return time.perf_counter() - started
+
+
 async def run(server: EmbeddedServer, version: str, args: argparse.Namespace) -> dict[str, Any]:
     namespace = f"bench{uuid.uuid4().hex[:6]}"
     client, layout = await connected(server.url, namespace)
@@ -115,6 +125,7 @@ async def run(server: EmbeddedServer, version: str, args: argparse.Namespace) ->
     await fill(client, layout, args.failed, args.finished)
     filled = time.perf_counter() - started
     emit(f"filled {args.failed:,} failed and {args.finished:,} finished in {filled:.1f}s")
+    raw = statistics.median([await raw_page(client, layout) for _ in range(args.gets)])
     await close_connections()
     port = free_port()
     proc = await asyncio.to_thread(start_dashboard, server.url, namespace, port)
@@ -145,12 +156,19 @@ async def run(server: EmbeddedServer, version: str, args: argparse.Namespace) ->
         await asyncio.to_thread(proc.wait, 10)
     emit("")
     emit(f"nats-server {version}; {args.failed:,} failed, {args.finished:,} finished")
-    emit(f"{'page':<28} {'median (ms)':>12}")
+    emit(f"{'page':<28} {'median (ms)':>12} {'x raw':>7}")
     for name, seconds in times.items():
-        emit(f"{name:<28} {seconds * 1000:>12.1f}")
+        emit(f"{name:<28} {seconds * 1000:>12.1f} {seconds / raw:>7.1f}")
+    emit(f"{'raw nats-py: 50 get_msg':<28} {raw * 1000:>12.1f} {1:>7.1f}")
     worst = max(times.values())
     emit(f"slowest page: {worst * 1000:.0f} ms ({'under' if worst < 1 else 'OVER'} 1 s)")
-    return {"server": version, "failed": args.failed, "finished": args.finished, "pages": times}
+    return {
+        "server": version,
+        "failed": args.failed,
+        "finished": args.finished,
+        "pages": times,
+        "raw_50_get_msg": raw,
+    }
 
 
 def main() -> None:
