@@ -258,3 +258,43 @@ async def test_without_admin_no_action_is_offered_or_accepted(
     async with Queue("doomed", settings=settings) as q:
         with pytest.raises(JobFailed):
             await q.fetch_result(job.job_id, timeout=1)
+
+
+async def test_a_token_or_basic_auth_is_asked_for(dashboard: Dashboard, page: Any) -> None:
+    token = "dash-" + "t" * 30
+    base = dashboard(
+        NAQ_DASHBOARD_TOKEN=token, NAQ_DASHBOARD_USER="ops", NAQ_DASHBOARD_PASSWORD="pw1"
+    )
+    plain = await page.request.get(f"{base}/failed", max_redirects=0)
+    assert plain.status == 401
+    assert token not in await plain.text()
+    bearer = await page.request.get(f"{base}/failed", headers={"Authorization": f"Bearer {token}"})
+    assert bearer.status == 200
+    basic = await page.request.get(
+        f"{base}/workers",
+        headers={"Authorization": "Basic b3BzOnB3MQ=="},  # ops:pw1
+    )
+    assert basic.status == 200
+    wrong = await page.request.get(
+        f"{base}/workers",
+        headers={"Authorization": "Basic b3BzOnB3Mg=="},  # ops:pw2
+    )
+    assert wrong.status == 401
+    # A browser is sent to the login form; the token once, then a cookie that is not it.
+    await page.goto(f"{base}/workers")
+    assert page.url.endswith("/login")
+    await page.locator("input[name=token]").fill("wrong")
+    await page.locator("button[type=submit]").click()
+    await expect(page.locator(".error")).to_have_text("wrong token")
+    await page.locator("input[name=token]").fill(token)
+    await page.locator("button[type=submit]").click()
+    await expect(page.locator("#queues")).to_be_visible(timeout=WAIT)
+    session = {c["name"]: c["value"] for c in await page.context.cookies()}["naq_session"]
+    assert token not in session
+    await shot(page, "overview-after-login")
+
+
+def test_listening_beyond_loopback_needs_authentication(spawn: Spawn, nats_url: str) -> None:
+    proc = spawn(NAQ, "dashboard", "--nats-url", nats_url, "--host", "0.0.0.0", "--port", "1")
+    assert proc.wait_exit(15) == 2
+    assert "no authentication" in proc.output()
