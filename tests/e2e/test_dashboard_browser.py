@@ -298,3 +298,41 @@ def test_listening_beyond_loopback_needs_authentication(spawn: Spawn, nats_url: 
     proc = spawn(NAQ, "dashboard", "--nats-url", nats_url, "--host", "0.0.0.0", "--port", "1")
     assert proc.wait_exit(15) == 2
     assert "no authentication" in proc.output()
+
+
+async def test_requeue_all_matching_and_purge_from_the_page(
+    dashboard: Dashboard,
+    page: Any,
+    settings: Settings,
+    supervise: SuperviseFn,
+    tmp_path: Path,
+) -> None:
+    sup = supervise("batch", "gone", "--executor", "thread")
+    await sup.line(READY)
+    base = dashboard("--admin")
+    async with Queue("batch", settings=settings) as batch, Queue("gone", settings=settings) as gone:
+        flaky = [
+            await batch.enqueue(jobs.flaky, str(tmp_path / f"tries{i}"), 1, max_retries=0)
+            for i in range(3)
+        ]
+        doomed = await gone.enqueue(jobs.fail, "for good", max_retries=0)
+        for job in [*flaky, doomed]:
+            with pytest.raises(JobFailed):
+                await batch.fetch_result(job.job_id, timeout=20)
+        await page.goto(f"{base}/failed?queue=batch&function=tests.jobs:flaky")
+        await expect(page.locator(".count")).to_have_text(
+            "3 failed jobs in batch, newest first", timeout=WAIT
+        )
+        await page.locator("#requeue-matching").click()
+        await expect(page.locator("#what")).to_contain_text("queue=batch function=tests.jobs:flaky")
+        await page.locator("#confirm").click()
+        await expect(page.locator("#notice")).to_have_text("requeued 3 jobs")
+        for job in flaky:
+            assert await batch.fetch_result(job.job_id, timeout=20) == 2
+        await page.goto(f"{base}/failed?queue=gone")
+        await expect(page.locator("#failed")).to_contain_text(doomed.job_id, timeout=WAIT)
+        await page.locator("#purge").click()
+        await page.locator("#confirm").click()
+        await expect(page.locator("#notice")).to_have_text("purged 1 failed entry")
+        await page.goto(f"{base}/failed")
+        await expect(page.locator("#failed")).to_contain_text("no failed jobs here", timeout=WAIT)
