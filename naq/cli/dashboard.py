@@ -9,8 +9,11 @@ runs without the extra installed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
+import signal
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -20,6 +23,7 @@ from naq.settings import Settings
 from naq.transport.pool import new_event_loop
 
 log = logging.getLogger(__name__)
+STOP_GRACE = 2
 
 
 def _loopback(host: str) -> bool:
@@ -107,6 +111,7 @@ def dashboard_cmd(**params: Any) -> None:
             "was built without npm; build it where npm is installed"
         )
     app = make_app(settings)
+    Server = _server_class()
     config = uvicorn.Config(
         app,
         host=settings.dashboard_host,
@@ -115,8 +120,11 @@ def dashboard_cmd(**params: Any) -> None:
         lifespan="on",
         log_level=settings.log_level.lower(),
         access_log=False,
+        # Open pages hold their live (SSE) streams for ever: a stop closes them after
+        # this many seconds instead of waiting for every browser to leave.
+        timeout_graceful_shutdown=STOP_GRACE,
     )
-    server = uvicorn.Server(config)
+    server = Server(config)
     click.echo(
         f"naq dashboard for namespace {settings.namespace} on "
         f"http://{settings.dashboard_host}:{settings.dashboard_port}/ "
@@ -125,3 +133,31 @@ def dashboard_cmd(**params: Any) -> None:
     )
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(server.serve())
+
+
+def _server_class() -> type[Any]:
+    import uvicorn
+
+    class StoppedCleanly(uvicorn.Server):
+        """uvicorn's server, stopped by SIGTERM or SIGINT like naq's other commands:
+        the first stops it (its pages' streams closed after ``STOP_GRACE``), and it
+        exits 0. uvicorn's own handling raises the signal again once stopped, so the
+        process would end killed by it."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop_requested)
+            try:
+                yield
+            finally:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+
+        def stop_requested(self) -> None:
+            if self.should_exit:  # a second request: stop at once
+                self.force_exit = True
+            self.should_exit = True
+
+    return StoppedCleanly

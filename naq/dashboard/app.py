@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import jinja2
+import nats.errors
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
@@ -199,11 +200,13 @@ async def jobs(dash: Dashboard, params: dict[str, str]) -> dict[str, Any]:
     elif state == "running":
         for worker in await info.list_workers(**dash.target):
             for run in worker.get("running", ()):
-                if queue is None or run.get("queue") == queue:
+                if (queue is None or run.get("queue") == queue) and (
+                    function is None or run.get("function") == function
+                ):
                     rows.append(
                         {
                             "job_id": run.get("job_id"),
-                            "function": None,
+                            "function": run.get("function"),
                             "queue": run.get("queue"),
                             "when": run.get("started_at"),
                             "worker": worker.get("id"),
@@ -441,7 +444,7 @@ async def _render_view(
         return await view(dash, params), None
     except (ConfigurationError, JobNotFound) as exc:
         return {}, str(exc)
-    except (NaqError, TimeoutError, OSError) as exc:
+    except (NaqError, nats.errors.Error, TimeoutError, OSError) as exc:
         log.warning("reading %s failed: %s", page, exc)
         return {}, dash.settings.redact(f"reading from NATS failed: {exc}")
 

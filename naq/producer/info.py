@@ -151,6 +151,7 @@ async def records_page(
     queue: str | None = None,
     before: int | None = None,
     limit: int = 50,
+    function: str | None = None,
     nats_url: str | None = None,
     namespace: str | None = None,
 ) -> Page[ResultRecord]:
@@ -159,7 +160,7 @@ async def records_page(
     if queue is not None:
         validate_name("queue", queue)
     return await store.page_records(
-        *await connected(nats_url, namespace), tuple(statuses), queue, before, limit
+        *await connected(nats_url, namespace), tuple(statuses), queue, before, limit, function
     )
 
 

@@ -144,9 +144,11 @@ async def page_records(
     queue: str | None = None,
     before: int | None = None,
     limit: int = 50,
+    function: str | None = None,
 ) -> Page[ResultRecord]:
     """One page of job records, newest first, below the results stream's sequence
-    ``before``: those whose status is one of ``statuses``, of one queue or all.
+    ``before``: those whose status is one of ``statuses``, of one queue or all, of one
+    function or all.
 
     Read by stream sequence (``naq.transport.streams.page_back``), so a page costs
     about a page whatever the bucket holds. Delete markers (a requeue) and records
@@ -163,7 +165,7 @@ async def page_records(
             return None
         if record.status not in wanted or (queue is not None and record.queue != queue):
             return None
-        return record
+        return record if function is None or record.function == function else None
 
     return await page_back(
         client,

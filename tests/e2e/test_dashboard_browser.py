@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +42,21 @@ pytestmark = [
     ),
 ]
 
-Dashboard = Callable[..., str]
+
+@dataclass
+class Running:
+    base: str
+    proc: Proc
+
+
+Dashboard = Callable[..., Running]
 
 
 @pytest.fixture
 def dashboard(spawn: Spawn, nats_url: str, namespace: str) -> Dashboard:
     """Start ``naq dashboard`` on a free port; returns its base URL once it listens."""
 
-    def start(*args: str, **env: str) -> str:
+    def start(*args: str, **env: str) -> Running:
         port = free_port()
         proc: Proc = spawn(
             NAQ, "dashboard",
@@ -59,7 +68,7 @@ def dashboard(spawn: Spawn, nats_url: str, namespace: str) -> Dashboard:
             **env,
         )  # fmt: skip
         proc.wait_line(r"Uvicorn running on", timeout=30)
-        return f"http://127.0.0.1:{port}"
+        return Running(f"http://127.0.0.1:{port}", proc)
 
     return start
 
@@ -102,7 +111,8 @@ async def shot(page: Any, name: str) -> Path:
 async def test_a_job_enqueued_appears_live_without_a_reload(
     dashboard: Dashboard, page: Any, settings: Settings
 ) -> None:
-    base = dashboard()
+    running = dashboard()
+    base = running.base
     await page.goto(f"{base}/jobs?state=waiting&queue=live")
     await expect(page.locator("#jobs")).to_contain_text("no waiting jobs", timeout=WAIT)
     await page.evaluate("window.notReloaded = true")
@@ -115,12 +125,15 @@ async def test_a_job_enqueued_appears_live_without_a_reload(
     await page.goto(base + "/")
     await expect(page.locator("#queues")).to_contain_text("live", timeout=WAIT)
     await shot(page, "overview")
+    # A page's live stream never ends by itself: a stop must not wait for the browser.
+    running.proc.send(signal.SIGTERM)
+    assert await running.proc.exit_code(15) == 0
 
 
 async def test_a_script_argument_shows_as_text(
     dashboard: Dashboard, page: Any, settings: Settings
 ) -> None:
-    base = dashboard()
+    base = dashboard().base
     hostile = "<script>alert(1)</script>"
     async with Queue("xss", settings=settings) as q:
         job = await q.enqueue(jobs.echo, hostile, token="hunter2")
@@ -147,7 +160,7 @@ async def test_a_failed_job_is_requeued_from_the_page_and_then_finishes(
 ) -> None:
     sup = supervise("flaky", "--executor", "process", "--concurrency", "2")
     await sup.line(READY)
-    base = dashboard("--admin")
+    base = dashboard("--admin").base
     async with Queue("flaky", settings=settings) as q:
         job = await q.enqueue(jobs.flaky, str(tmp_path / "tries"), 1, max_retries=0)
         with pytest.raises(JobFailed):
@@ -178,7 +191,7 @@ async def test_a_schedule_is_paused_and_resumed(
     dashboard: Dashboard, page: Any, target: dict[str, str]
 ) -> None:
     await schedule(jobs.noop, interval=3600, schedule_id="nightly", **target)
-    base = dashboard("--admin")
+    base = dashboard("--admin").base
     await page.goto(f"{base}/scheduled")
     row = page.locator("#schedule-nightly")
     await expect(row.locator(".status")).to_have_text("active", timeout=WAIT)
@@ -196,7 +209,7 @@ async def test_a_post_without_the_csrf_token_is_refused(
     dashboard: Dashboard, page: Any, target: dict[str, str]
 ) -> None:
     await schedule(jobs.noop, interval=3600, schedule_id="guarded", **target)
-    base = dashboard("--admin")
+    base = dashboard("--admin").base
     await page.goto(f"{base}/confirm/pause?schedule_id=guarded")  # sets the CSRF cookie
     token = await page.locator("input[name=csrf]").get_attribute("value")
     assert token
@@ -229,7 +242,7 @@ async def test_without_admin_no_action_is_offered_or_accepted(
         job = await q.enqueue(jobs.fail, max_retries=0)
         with pytest.raises(JobFailed):
             await q.fetch_result(job.job_id, timeout=20)
-    base = dashboard()
+    base = dashboard().base
     await page.goto(f"{base}/failed")
     await expect(page.locator("#failed")).to_contain_text(job.job_id, timeout=WAIT)
     await expect(page.locator("header .mode")).to_have_text("read-only")
@@ -264,7 +277,7 @@ async def test_a_token_or_basic_auth_is_asked_for(dashboard: Dashboard, page: An
     token = "dash-" + "t" * 30
     base = dashboard(
         NAQ_DASHBOARD_TOKEN=token, NAQ_DASHBOARD_USER="ops", NAQ_DASHBOARD_PASSWORD="pw1"
-    )
+    ).base
     plain = await page.request.get(f"{base}/failed", max_redirects=0)
     assert plain.status == 401
     assert token not in await plain.text()
@@ -309,7 +322,7 @@ async def test_requeue_all_matching_and_purge_from_the_page(
 ) -> None:
     sup = supervise("batch", "gone", "--executor", "thread")
     await sup.line(READY)
-    base = dashboard("--admin")
+    base = dashboard("--admin").base
     async with Queue("batch", settings=settings) as batch, Queue("gone", settings=settings) as gone:
         flaky = [
             await batch.enqueue(jobs.flaky, str(tmp_path / f"tries{i}"), 1, max_retries=0)

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from naq.producer.api import connected
 from naq.producer.failed import failed_page
-from naq.producer.info import records_page, stored_jobs_page
+from naq.producer.info import list_workers, records_page, stored_jobs_page
 from naq.queue import Queue
 from naq.settings import Settings
 from naq.transport.streams import page_back
 from tests import jobs
+from tests.conftest import until
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from dashboard import QUEUES, fill  # the benchmark's bulk filler
@@ -82,3 +84,40 @@ async def test_waiting_jobs_page_oldest_first_with_a_function_filter(
     assert [(j.job_id, j.function, j.queue) for j in only] == [
         (echoed, "tests.jobs:echo", "parked")
     ]
+
+
+async def test_records_and_heartbeats_name_the_function(
+    settings: Settings, target: dict[str, str], start_supervisor: Any, tmp_path: Path
+) -> None:
+    """A record keeps its job's function after the message is gone, and a heartbeat
+    names the function of each running job: the jobs page filters on both."""
+    sup = await start_supervisor(["named"], executor="thread")
+    gate, started = tmp_path / "gate", tmp_path / "started"
+    async with Queue("named", settings=settings) as q:
+        added = await q.enqueue(jobs.add, 1, 2)
+        assert await q.fetch_result(added.job_id, timeout=10) == 3
+        held = await q.enqueue(jobs.wait_for_file, str(gate), str(started))
+        running = await until_running(target, held.job_id)
+        assert running["function"] == "tests.jobs:wait_for_file"
+        gate.touch()
+        await q.fetch_result(held.job_id, timeout=10)
+    page = await records_page(("finished",), function="tests.jobs:add", **target)
+    assert [(r.job_id, r.function) for _, r in page.items] == [(added.job_id, "tests.jobs:add")]
+    assert sup.counters.processed == 2
+
+
+async def until_running(target: dict[str, str], job_id: str) -> dict[str, Any]:
+    """The heartbeat's entry for a running job, once a heartbeat lists it."""
+    found: list[dict[str, Any]] = []
+
+    async def listed() -> bool:
+        found[:] = [
+            run
+            for worker in await list_workers(**target)
+            for run in worker.get("running", ())
+            if run["job_id"] == job_id
+        ]
+        return bool(found)
+
+    await until(listed, 10, f"a heartbeat listing {job_id}")
+    return found[0]
