@@ -128,7 +128,9 @@ templates = jinja2.Environment(
     autoescape=True,  # everything user-supplied is escaped, whatever the file is named
 )
 templates.filters.update(when=_when, ago=_ago, size=_size)
-templates.globals.update(query=_query, chart_width=CHART_WIDTH, chart_height=CHART_HEIGHT)
+templates.globals.update(
+    query=_query, chart_width=CHART_WIDTH, chart_height=CHART_HEIGHT, states=STATES
+)
 
 
 def _name(params: dict[str, str], key: str) -> str | None:
