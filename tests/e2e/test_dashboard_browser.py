@@ -248,11 +248,15 @@ async def test_without_admin_no_action_is_offered_or_accepted(
     await expect(page.locator("header .mode")).to_have_text("read-only")
     await page.goto(f"{base}/scheduled")
     await expect(page.locator("#schedule-hands-off")).to_contain_text("active", timeout=WAIT)
-    for where in ("/failed", "/scheduled", f"/jobs/{job.job_id}"):
+    for where, name in (
+        ("/failed", "failed-read-only"),
+        ("/scheduled", "scheduled-read-only"),
+        (f"/jobs/{job.job_id}", "job-failed-read-only"),
+    ):
         await page.goto(base + where)
         await expect(page.locator("#live")).not_to_be_empty(timeout=WAIT)
         assert await page.locator("a.button, form[method=post]").count() == 0, where
-    await shot(page, "scheduled-read-only")
+        await shot(page, name)
     confirm = await page.request.get(f"{base}/confirm/requeue?job_id={job.job_id}")
     assert confirm.status == 403
     cookies = {c["name"]: c["value"] for c in await page.context.cookies()}
