@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,7 +188,7 @@ async def test_a_failed_job_is_requeued_from_the_page_and_then_finishes(
     await shot(page, "overview-with-worker")
 
 
-async def test_a_schedule_is_paused_and_resumed(
+async def test_a_schedule_is_paused_resumed_run_now_and_cancelled(
     dashboard: Dashboard, page: Any, target: dict[str, str]
 ) -> None:
     await schedule(jobs.noop, interval=3600, schedule_id="nightly", **target)
@@ -203,6 +204,17 @@ async def test_a_schedule_is_paused_and_resumed(
         await expect(row.locator(".status")).to_have_text(then, timeout=WAIT)
         [found] = await list_schedules(schedule_id="nightly", **target)
         assert found.status == then
+    asked = time.time()
+    await row.get_by_role("link", name="run now…").click()
+    await page.locator("#confirm").click()
+    await expect(page.locator("#notice")).to_contain_text("run now: nightly")
+    [found] = await list_schedules(schedule_id="nightly", **target)
+    assert asked - 1 <= found.next_run <= time.time()  # was an hour away (whole seconds)
+    await row.get_by_role("link", name="cancel…").click()
+    await expect(page.locator("#what")).to_contain_text("Cancel schedule nightly")
+    await page.locator("#confirm").click()
+    await expect(page.locator("#recurring")).to_contain_text("no recurring schedules", timeout=WAIT)
+    assert await list_schedules(schedule_id="nightly", **target) == []
 
 
 async def test_a_post_without_the_csrf_token_is_refused(
