@@ -41,7 +41,7 @@ from starlette.staticfiles import StaticFiles
 
 from naq.dashboard import guard as guards
 from naq.dashboard.live import CHART_HEIGHT, CHART_WIDTH, Rates
-from naq.dashboard.show import Redactor, load_redactor, show_call
+from naq.dashboard.show import Redactor, load_redactor, show_call, show_value
 from naq.errors import ConfigurationError, JobNotFound, NaqError
 from naq.job import validate_job_id
 from naq.producer import failed as failed_api, info, schedules
@@ -260,9 +260,7 @@ async def job_detail(dash: Dashboard, params: dict[str, str]) -> dict[str, Any]:
         raise JobNotFound(f"no job {job_id}")
     result = None
     if record is not None and record.status == "finished":
-        result = f"({len(record.payload):,} bytes, {record.serializer}; not decoded)"
-        if record.serializer == "json" and len(record.payload) <= 2000:
-            result = record.payload.decode("utf-8", "replace")
+        result = show_value(record.serializer, record.payload)
     timeline = []
     if status is not None and status.enqueued_at:
         timeline.append(("enqueued", status.enqueued_at))
@@ -515,7 +513,9 @@ def make_app(settings: Settings) -> Starlette:
     async def confirm(request: Request) -> Response:
         name = request.path_params["action"]
         action = ACTIONS.get(name)
-        if not dash.admin or action is None:
+        if action is None:
+            return Response("no such action", status_code=404)
+        if not dash.admin:
             return _refused(dash, "actions are off: start the dashboard with --admin")
         params = {f: request.query_params.get(f, "") for f in action.fields}
         html = templates.get_template("confirm.html").render(
@@ -530,7 +530,9 @@ def make_app(settings: Settings) -> Starlette:
     async def act(request: Request) -> Response:
         name = request.path_params["action"]
         action = ACTIONS.get(name)
-        if not dash.admin or action is None:
+        if action is None:
+            return Response("no such action", status_code=404)
+        if not dash.admin:
             return _refused(dash, "actions are off: start the dashboard with --admin")
         form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
         if not guards.csrf_ok(request, form):
@@ -547,7 +549,7 @@ def make_app(settings: Settings) -> Starlette:
             form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
             if not guards.csrf_ok(request, form):
                 return _refused(dash, "refused: the form's CSRF token is missing or wrong")
-            if guards._equal(form.get("token"), guard.token):
+            if guards.equal(form.get("token"), guard.token):
                 response = RedirectResponse("/", status_code=303)
                 response.set_cookie(
                     guards.SESSION_COOKIE,

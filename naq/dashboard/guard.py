@@ -39,7 +39,8 @@ def session_value(token: str) -> str:
     return hmac.new(token.encode(), b"naq-dashboard-session", hashlib.sha256).hexdigest()
 
 
-def _equal(a: str | None, b: str | None) -> bool:
+def equal(a: str | None, b: str | None) -> bool:
+    """Constant-time comparison; a missing side is never equal."""
     return a is not None and b is not None and hmac.compare_digest(a.encode(), b.encode())
 
 
@@ -61,16 +62,16 @@ class Guard:
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         if self.token:
-            if scheme.lower() == "bearer" and _equal(value.strip(), self.token):
+            if scheme.lower() == "bearer" and equal(value.strip(), self.token):
                 return True
-            if _equal(request.cookies.get(SESSION_COOKIE), session_value(self.token)):
+            if equal(request.cookies.get(SESSION_COOKIE), session_value(self.token)):
                 return True
         if self.user and self.password and scheme.lower() == "basic":
             try:
                 user, _, password = base64.b64decode(value).decode().partition(":")
             except (binascii.Error, UnicodeDecodeError):
                 return False
-            return _equal(user, self.user) & _equal(password, self.password)
+            return equal(user, self.user) & equal(password, self.password)
         return False
 
     def refusal(self, request: Request) -> Response:
@@ -89,7 +90,7 @@ def csrf_ok(request: Request, form: dict[str, str]) -> bool:
     origin = request.headers.get("origin")
     if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
         return False
-    return _equal(form.get(CSRF_FIELD), request.cookies.get(CSRF_COOKIE))
+    return equal(form.get(CSRF_FIELD), request.cookies.get(CSRF_COOKIE))
 
 
 def csrf_token(request: Request) -> str:

@@ -105,6 +105,22 @@ def decode_call(serializer: str, payload: bytes) -> tuple[tuple[Any, ...], dict[
     return tuple(args), {str(k): v for k, v in kwargs.items()}
 
 
+def show_value(serializer: str, payload: bytes) -> str:
+    """A job's result for showing: decoded as its arguments are (nothing run), cut to
+    ``MAX_SHOWN``; a line saying why when it cannot be shown."""
+    if len(payload) > MAX_PAYLOAD:
+        return f"({len(payload):,} bytes: too large to show)"
+    try:
+        value = json.loads(payload) if serializer == "json" else SafeUnpickler(payload).load()
+    except Exception as exc:  # anything a foreign payload makes the decoder do
+        return f"(result not readable: {type(exc).__name__})"
+    return _cut(_REPR.repr(value))
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
+
+
 def mask_secrets(
     function: str, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -138,5 +154,4 @@ def show_call(body: bytes, redactor: Redactor) -> str:
     except Exception as exc:  # the user's hook failed: show nothing rather than secrets
         return f"(arguments hidden: the redaction hook failed with {type(exc).__name__})"
     parts = [_REPR.repr(a) for a in args] + [f"{k}={_REPR.repr(v)}" for k, v in kwargs.items()]
-    text = f"{meta.function}({', '.join(parts)})"
-    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
+    return _cut(f"{meta.function}({', '.join(parts)})")

@@ -12,7 +12,14 @@ from typing import Any
 import cloudpickle
 import pytest
 
-from naq.dashboard.show import MAX_SHOWN, decode_call, load_redactor, mask_secrets, show_call
+from naq.dashboard.show import (
+    MAX_SHOWN,
+    decode_call,
+    load_redactor,
+    mask_secrets,
+    show_call,
+    show_value,
+)
 from naq.errors import ConfigurationError
 from naq.job import JobOptions
 from naq.wire import JobMeta, encode_job
@@ -73,3 +80,12 @@ def test_a_redaction_hook_replaces_the_arguments_and_a_failing_one_hides_them() 
     assert load_redactor("tests.jobs:echo") is jobs.echo
     with pytest.raises(ConfigurationError):
         load_redactor("tests.jobs:nothing_here")
+
+
+def test_a_result_is_shown_without_running_what_it_names(tmp_path: Path) -> None:
+    target = tmp_path / "made"
+    shown = show_value("pickle", cloudpickle.dumps({"ok": Explodes(str(target))}))
+    assert not target.exists()
+    assert shown.startswith("{'ok': <")
+    assert show_value("json", b'{"n": [1, 2]}') == "{'n': [1, 2]}"
+    assert show_value("pickle", b"garbage").startswith("(result not readable")
