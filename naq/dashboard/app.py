@@ -255,6 +255,11 @@ async def job_detail(dash: Dashboard, params: dict[str, str]) -> dict[str, Any]:
             entry = await failed_api.failed_at(seq, **dash.target)
             if entry.job_id != job_id:
                 entry = None
+    if entry is None and record is not None and record.status == "failed" and record.queue:
+        # Its newest entry in the failed stream, if it is among the recent ones (a
+        # bounded scan of its queue's entries): the call it was made with.
+        recent = await failed_api.failed_page(record.queue, limit=1, job_id=job_id, **dash.target)
+        entry = recent.items[0][1] if recent.items else None
     body = stored.body if stored is not None else entry.body if entry is not None else None
     if status is None and record is None and stored is None and entry is None:
         raise JobNotFound(f"no job {job_id}")

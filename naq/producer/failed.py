@@ -43,14 +43,17 @@ async def failed_page(
     function: str | None = None,
     before: int | None = None,
     limit: int = 50,
+    job_id: str | None = None,
     nats_url: str | None = None,
     namespace: str | None = None,
 ) -> Page[FailedJob]:
     """One page of failed jobs, newest first, below stream sequence ``before`` (the
     previous page's ``older``); see ``naq.state.failed.page_failed``."""
     registry.check_queue(queue)  # bad input fails before anything connects
+    if job_id is not None:
+        validate_job_id(job_id)
     return await registry.page_failed(
-        *await connected(nats_url, namespace), queue, function, before, limit
+        *await connected(nats_url, namespace), queue, function, before, limit, job_id
     )
 
 

@@ -184,17 +184,20 @@ async def page_failed(
     function: str | None = None,
     before: int | None = None,
     limit: int = 50,
+    job_id: str | None = None,
 ) -> Page[FailedJob]:
     """One page of failed jobs, newest first, below stream sequence ``before``: all of
-    them or one queue's (a filter the server applies), of one function or all (a
-    filter applied to the entries read, within the bounded scan of
+    them or one queue's (a filter the server applies), of one function or all, of one
+    job id or all (filters applied to the entries read, within the bounded scan of
     ``naq.transport.streams.page_back``). For the dashboard: a page reads about a
     page, not the registry."""
     queue = check_queue(queue)
 
     def keep(msg: Msg) -> FailedJob | None:
         entry = _entry(msg)
-        return entry if function is None or entry.function == function else None
+        if function is not None and entry.function != function:
+            return None
+        return entry if job_id is None or entry.job_id == job_id else None
 
     return await page_back(
         client,

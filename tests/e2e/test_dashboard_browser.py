@@ -269,6 +269,8 @@ async def test_without_admin_no_action_is_offered_or_accepted(
         await expect(page.locator("#live")).not_to_be_empty(timeout=WAIT)
         assert await page.locator("a.button, form[method=post]").count() == 0, where
         await shot(page, name)
+    # Reached from the jobs list (no failed-stream sequence given): its entry is found.
+    await expect(page.locator("#call")).to_have_text("tests.jobs:fail()")
     confirm = await page.request.get(f"{base}/confirm/requeue?job_id={job.job_id}")
     assert confirm.status == 403
     cookies = {c["name"]: c["value"] for c in await page.context.cookies()}
