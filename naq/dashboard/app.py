@@ -301,7 +301,7 @@ async def failed(dash: Dashboard, params: dict[str, str]) -> dict[str, Any]:
     page = await failed_api.failed_page(
         queue, function, before=_int(params, "before"), limit=PAGE, **dash.target
     )
-    counts = {q.name: q.failed for q in await info.queues_info(**dash.target)}
+    counts = await info.failed_counts(**dash.target)
     return {
         "queue": queue,
         "function": function,
@@ -497,6 +497,7 @@ def make_app(settings: Settings) -> Starlette:
         async def events() -> AsyncIterator[str]:
             last = None
             while True:
+                started = time.monotonic()
                 context, error = await _render_view(dash, page, params)
                 html = templates.get_template(f"_{page}.html").render(
                     **common, **context, error=error
@@ -507,7 +508,9 @@ def make_app(settings: Settings) -> Starlette:
                     yield f"event: live\n{data}\n\n"
                 else:
                     yield ": idle\n\n"
-                await asyncio.sleep(REFRESH)
+                # A page that is costly to read (many delayed jobs to count, a slow
+                # server) is read less often: never more than half the time.
+                await asyncio.sleep(max(REFRESH, 2 * (time.monotonic() - started)))
 
         return StreamingResponse(
             events(),

@@ -113,6 +113,14 @@ def queues_info_sync(
     return run_sync(queues_info(names, nats_url, namespace))
 
 
+async def failed_counts(
+    nats_url: str | None = None, namespace: str | None = None
+) -> dict[str, int]:
+    """Failed jobs per queue, from the failed stream's per-subject counts only (where
+    :func:`queues_info` also reads every delayed job)."""
+    return dict(await state_queues.failed_counts(*await connected(nats_url, namespace)))
+
+
 async def delivered_counts(
     nats_url: str | None = None, namespace: str | None = None
 ) -> dict[str, int]:
