@@ -2,7 +2,8 @@
 ``naq-supervise``.
 
 One module per group of commands: ``worker`` (the supervisor), ``admin`` (server,
-purge, workers, info), ``failed``, ``scheduler``; ``common`` holds what they share.
+purge, workers, info), ``failed``, ``scheduler``, ``dashboard`` (the web dashboard,
+imported only when run); ``common`` holds what they share.
 This module only assembles the ``naq`` group.
 """
 
