@@ -7,7 +7,7 @@ an embedded server, then GETs each page several times and prints the median. The
 target is under 1 s for every page: each page reads a page of the stream by
 sequence, never the whole set.
 
-    python bench/dashboard.py [--failed N] [--finished N] [--gets K] [--json PATH]
+    python bench/dashboard.py [--failed N] [--finished N] [--gets K] [--runs R] [--json PATH]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from harness import emit, on_embedded_server, write_json
+from harness import emit, median_of, on_embedded_server, write_json
 
 from naq.job import JobOptions
 from naq.producer.api import close_connections, connected
@@ -118,56 +118,69 @@ async def raw_page(client: Client, layout: Layout) -> float:
     return time.perf_counter() - started
 
 
-async def run(server: EmbeddedServer, version: str, args: argparse.Namespace) -> dict[str, Any]:
+PAGES = {
+    "overview": "/",
+    "jobs waiting": "/jobs",
+    "jobs finished": "/jobs?state=finished",
+    "jobs finished, deep page": "/jobs?state=finished&cursor=150000",
+    "jobs finished, one queue": "/jobs?state=finished&queue=billing",
+    "failed": "/failed",
+    "failed, one queue": "/failed?queue=reports",
+    "failed, rare function": "/failed?function=tasks:rare",
+    "failed, deep page": "/failed?before=20000",
+    "scheduled": "/scheduled",
+    "workers": "/workers",
+    "job detail (finished)": "/jobs/r0000007",
+    "job detail (failed entry)": "/jobs/f0000009?seq=10",
+}
+
+
+async def one_run(server: EmbeddedServer, args: argparse.Namespace) -> dict[str, float]:
+    """Fill a fresh namespace, then each page's median time and the raw floor's."""
     namespace = f"bench{uuid.uuid4().hex[:6]}"
     client, layout = await connected(server.url, namespace)
     started = time.perf_counter()
     await fill(client, layout, args.failed, args.finished)
     filled = time.perf_counter() - started
     emit(f"filled {args.failed:,} failed and {args.finished:,} finished in {filled:.1f}s")
-    raw = statistics.median([await raw_page(client, layout) for _ in range(args.gets)])
+    times = {"raw": statistics.median([await raw_page(client, layout) for _ in range(args.gets)])}
     await close_connections()
     port = free_port()
     proc = await asyncio.to_thread(start_dashboard, server.url, namespace, port)
     try:
         base = f"http://127.0.0.1:{port}"
-        pages = {
-            "overview": "/",
-            "jobs waiting": "/jobs",
-            "jobs finished": "/jobs?state=finished",
-            "jobs finished, deep page": "/jobs?state=finished&cursor=150000",
-            "jobs finished, one queue": "/jobs?state=finished&queue=billing",
-            "failed": "/failed",
-            "failed, one queue": "/failed?queue=reports",
-            "failed, rare function": "/failed?function=tasks:rare",
-            "failed, deep page": "/failed?before=20000",
-            "scheduled": "/scheduled",
-            "workers": "/workers",
-            "job detail (finished)": "/jobs/r0000007",
-            "job detail (failed entry)": "/jobs/f0000009?seq=10",
-        }
-        times: dict[str, float] = {}
-        for name, path in pages.items():
-            get(base + path)  # the first read warms the connection
+        for name, path in PAGES.items():
+            await asyncio.to_thread(get, base + path)  # the first read warms up
             samples = [await asyncio.to_thread(get, base + path) for _ in range(args.gets)]
             times[name] = statistics.median(samples)
     finally:
         proc.terminate()
         await asyncio.to_thread(proc.wait, 10)
+    return times
+
+
+async def run(server: EmbeddedServer, version: str, args: argparse.Namespace) -> dict[str, Any]:
+    runs = [await one_run(server, args) for _ in range(args.runs)]
+    times = median_of(runs)
+    ratios = median_of([{k: run[k] / run["raw"] for k in run} for run in runs])
     emit("")
-    emit(f"nats-server {version}; {args.failed:,} failed, {args.finished:,} finished")
+    emit(
+        f"nats-server {version}; {args.failed:,} failed, {args.finished:,} finished; "
+        f"medians of {args.runs} runs of {args.gets} GETs"
+    )
     emit(f"{'page':<28} {'median (ms)':>12} {'x raw':>7}")
-    for name, seconds in times.items():
-        emit(f"{name:<28} {seconds * 1000:>12.1f} {seconds / raw:>7.1f}")
-    emit(f"{'raw nats-py: 50 get_msg':<28} {raw * 1000:>12.1f} {1:>7.1f}")
-    worst = max(times.values())
+    for name in PAGES:
+        emit(f"{name:<28} {times[name] * 1000:>12.1f} {ratios[name]:>7.1f}")
+    emit(f"{'raw nats-py: 50 get_msg':<28} {times['raw'] * 1000:>12.1f} {1:>7.1f}")
+    worst = max(times[name] for name in PAGES)
     emit(f"slowest page: {worst * 1000:.0f} ms ({'under' if worst < 1 else 'OVER'} 1 s)")
     return {
         "server": version,
         "failed": args.failed,
         "finished": args.finished,
-        "pages": times,
-        "raw_50_get_msg": raw,
+        "runs": runs,
+        "medians": times,
+        "ratios": ratios,
     }
 
 
@@ -176,6 +189,7 @@ def main() -> None:
     parser.add_argument("--failed", type=int, default=100_000)
     parser.add_argument("--finished", type=int, default=100_000)
     parser.add_argument("--gets", type=int, default=5, help="GETs per page (median)")
+    parser.add_argument("--runs", type=int, default=3, help="fresh namespaces (median)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     report = on_embedded_server(lambda server, version: run(server, version, args))
