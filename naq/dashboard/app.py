@@ -216,11 +216,13 @@ async def jobs(dash: Dashboard, params: dict[str, str]) -> dict[str, Any]:
                         }
                     )
     else:
-        page = await info.records_page((state,), queue, before=cursor, limit=PAGE, **dash.target)
+        page = await info.records_page(
+            (state,), queue, before=cursor, limit=PAGE, function=function, **dash.target
+        )
         rows = [
             {
                 "job_id": rec.job_id,
-                "function": None,
+                "function": rec.function or None,
                 "queue": rec.queue,
                 "when": rec.finished_at,
                 "error": rec.error,

@@ -192,7 +192,7 @@ async def stored_job(
 async def durable_queues(
     nats_url: str | None = None, namespace: str | None = None
 ) -> list[DurableQueueInfo]:
-    """Every durable NASQueue namespace on the server, with its messages per level."""
+    """Every durable NASQueue namespace on the server: messages, bytes and readers."""
     client, _ = await connected(nats_url, namespace)
     return await state_queues.durable_queues(client)
 

@@ -182,7 +182,11 @@ async def waiters_of(client: Client, layout: Layout, dep: str) -> list[str]:
     """Every job known to wait for ``dep``: those taken in (its waiter entry) and those
     still on their held subject. For showing a job's dependents."""
     value = await get_value(await bucket(client, layout), layout.waiters_key(dep))
-    found = [str(job_id) for job_id in json.loads(value)] if value else []
+    try:
+        listed = json.loads(value) if value else []
+    except ValueError:  # not a list naq wrote: show what the held messages say
+        listed = []
+    found = [str(job_id) for job_id in listed] if isinstance(listed, list) else []
     return list(dict.fromkeys(found + await held_dependents(client, layout, dep)))
 
 

@@ -8,6 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from naq.dashboard import app as views
+from naq.dashboard.app import Dashboard
+from naq.dashboard.live import Rates
+from naq.dashboard.show import mask_secrets
 from naq.producer.api import connected
 from naq.producer.failed import failed_page
 from naq.producer.info import list_workers, records_page, stored_jobs_page
@@ -103,6 +107,15 @@ async def test_records_and_heartbeats_name_the_function(
         await q.fetch_result(held.job_id, timeout=10)
     page = await records_page(("finished",), function="tests.jobs:add", **target)
     assert [(r.job_id, r.function) for _, r in page.items] == [(added.job_id, "tests.jobs:add")]
+    dash = Dashboard(settings, mask_secrets, Rates(**target))
+    for function, expected in (("tests.jobs:add", [added.job_id]), ("tests.jobs:echo", [])):
+        shown = await views.jobs(dash, {"state": "finished", "function": function})
+        assert [row["job_id"] for row in shown["rows"]] == expected
+    shown = await views.jobs(dash, {"state": "finished"})
+    assert {(row["job_id"], row["function"]) for row in shown["rows"]} == {
+        (added.job_id, "tests.jobs:add"),
+        (held.job_id, "tests.jobs:wait_for_file"),
+    }
     assert sup.counters.processed == 2
 
 
