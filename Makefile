@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.naq-installed
 
-.PHONY: demo test faults faults-quick lint typecheck check bench clean
+.PHONY: demo test browser faults faults-quick lint typecheck check bench clean
 
 $(STAMP): pyproject.toml scripts/find-python
 	@python=$$(scripts/find-python) || exit 1; \
@@ -20,6 +20,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The dashboard in Debian's chromium (scripts/install-system-deps installs it); also
+# part of `make test`. Screenshots of each page land in tests/artifacts/.
+browser: $(STAMP)
+	$(PY) -m pytest -q -m browser tests/e2e/test_dashboard_browser.py
 
 # The fault suite: real faults injected into real processes; prints and writes
 # faults-report.md. faults-quick is its part that CI runs.

@@ -304,6 +304,55 @@ class Settings:
         },
     )
 
+    dashboard_host: str = field(
+        default="127.0.0.1",
+        metadata={"help": "address the web dashboard listens on", "dashboard": True},
+    )
+    dashboard_port: int = field(
+        default=8080, metadata={"help": "port of the web dashboard", "dashboard": True}
+    )
+    dashboard_admin: bool = field(
+        default=False,
+        metadata={
+            "help": "offer and accept the dashboard's actions (requeue, purge, pause, ...); "
+            "read-only without it",
+            "dashboard": True,
+        },
+    )
+    dashboard_user: str | None = field(
+        default=None,
+        metadata={
+            "help": "basic-auth user of the dashboard (with its password)",
+            "dashboard": True,
+        },
+    )
+    dashboard_password: str | None = field(
+        default=None,
+        repr=False,
+        metadata={
+            "help": "basic-auth password of the dashboard (environment only, never a flag)",
+            "secret": True,
+            "dashboard": True,
+        },
+    )
+    dashboard_token: str | None = field(
+        default=None,
+        repr=False,
+        metadata={
+            "help": "bearer token the dashboard asks for (environment only, never a flag)",
+            "secret": True,
+            "dashboard": True,
+        },
+    )
+    dashboard_redact: str = field(
+        default="",
+        metadata={
+            "help": "module:function that masks secrets in job arguments the dashboard "
+            "shows (default: values of keywords named like a password, token or key)",
+            "dashboard": True,
+        },
+    )
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             if f.metadata.get("size"):  # "512MiB" from a flag or the environment
@@ -439,7 +488,7 @@ class Settings:
     def secrets(self) -> tuple[str, ...]:
         """Every secret value these settings hold: the password, the token, and the
         passwords and tokens written into the URLs."""
-        found = [self.password, self.token]
+        found = [self.password, self.token, self.dashboard_password, self.dashboard_token]
         for server in self.servers:
             try:
                 parts = urlsplit(server if "://" in server else f"nats://{server}")

@@ -2,7 +2,8 @@
 ``naq-supervise``.
 
 One module per group of commands: ``worker`` (the supervisor), ``admin`` (server,
-purge, workers, info), ``failed``, ``scheduler``; ``common`` holds what they share.
+purge, workers, info), ``failed``, ``scheduler``, ``dashboard`` (the web dashboard,
+imported only when run); ``common`` holds what they share.
 This module only assembles the ``naq`` group.
 """
 
@@ -12,6 +13,7 @@ import click
 
 from naq.cli.admin import info_cmd, purge, server, workers_cmd
 from naq.cli.common import CONTEXT
+from naq.cli.dashboard import dashboard_cmd
 from naq.cli.failed import failed
 from naq.cli.scheduler import job_control, list_scheduled, scheduler_cmd
 from naq.cli.worker import supervise_main, worker
@@ -35,6 +37,7 @@ for command in (
     scheduler_cmd,
     list_scheduled,
     job_control,
+    dashboard_cmd,
 ):
     main.add_command(command)
 main.add_command(workers_cmd, name="list-workers")  # the original naq's name

@@ -124,9 +124,12 @@ def queue_names(queues: tuple[str, ...], settings: Settings) -> list[str]:
 
 
 SUPERVISOR_FIELDS = tuple(
-    f.name for f in dataclasses.fields(Settings) if not f.metadata.get("secret")
+    f.name
+    for f in dataclasses.fields(Settings)
+    if not f.metadata.get("secret") and not f.metadata.get("dashboard")
 )
-"""Every setting but the secrets is a supervisor flag; each has its environment twin."""
+"""Every setting but the secrets and the dashboard's is a supervisor flag; each has its
+environment twin."""
 
 
 class Role(Protocol):

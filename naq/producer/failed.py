@@ -14,6 +14,7 @@ from naq.producer.api import connected
 from naq.state import failed as registry
 from naq.state.failed import FailedJob as FailedJob  # the type these calls return
 from naq.transport.pool import run_sync
+from naq.transport.streams import Page as Page  # what failed_page returns
 
 
 async def list_failed(
@@ -35,6 +36,32 @@ def list_failed_sync(
     namespace: str | None = None,
 ) -> list[FailedJob]:
     return run_sync(list_failed(queue, limit, nats_url, namespace))
+
+
+async def failed_page(
+    queue: str | None = None,
+    function: str | None = None,
+    before: int | None = None,
+    limit: int = 50,
+    job_id: str | None = None,
+    nats_url: str | None = None,
+    namespace: str | None = None,
+) -> Page[FailedJob]:
+    """One page of failed jobs, newest first, below stream sequence ``before`` (the
+    previous page's ``older``); see ``naq.state.failed.page_failed``."""
+    registry.check_queue(queue)  # bad input fails before anything connects
+    if job_id is not None:
+        validate_job_id(job_id)
+    return await registry.page_failed(
+        *await connected(nats_url, namespace), queue, function, before, limit, job_id
+    )
+
+
+async def failed_at(
+    seq: int, nats_url: str | None = None, namespace: str | None = None
+) -> FailedJob:
+    """The failed stream's entry at sequence ``seq``; ``JobNotFound`` when it is gone."""
+    return await registry.failed_at(*await connected(nats_url, namespace), seq)
 
 
 async def get_failed(
@@ -59,17 +86,23 @@ async def requeue_failed(
     job_ids: Iterable[str] | None = None,
     *,
     all: bool = False,
+    queue: str | None = None,
+    function: str | None = None,
     nats_url: str | None = None,
     namespace: str | None = None,
 ) -> list[str]:
     """Put failed jobs back on their queues to run again; returns the job ids, in order.
 
     Each job keeps its id, so its new result replaces the old failure under that id.
+    With ``all=True``, ``queue`` and ``function`` narrow it to the matching entries.
     See ``naq.state.failed.requeue_failed`` for what ``all=True`` refuses.
     """
     registry.requeue_ids(job_ids, all)  # bad input fails before anything connects
+    registry.check_queue(queue)
     client, layout = await connected(nats_url, namespace)
-    return await registry.requeue_failed(client, layout, job_ids, all=all)
+    return await registry.requeue_failed(
+        client, layout, job_ids, all=all, queue=queue, function=function
+    )
 
 
 def requeue_failed_sync(

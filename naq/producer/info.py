@@ -15,11 +15,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from naq.errors import ConfigurationError
+from naq.job import validate_job_id
 from naq.producer.api import connected
 from naq.settings import validate_name
 from naq.state import (
+    dependencies as state_dependencies,
     overview as state_overview,
     queues as state_queues,
+    store,
     workers as state_workers,
 )
 from naq.state.overview import (  # the types these calls return
@@ -27,8 +30,14 @@ from naq.state.overview import (  # the types these calls return
     LiveWorker as LiveWorker,
     Overview as Overview,
 )
-from naq.state.queues import QueueInfo as QueueInfo
+from naq.state.queues import (
+    DurableQueueInfo as DurableQueueInfo,
+    QueueInfo as QueueInfo,
+    StoredJob as StoredJob,
+)
+from naq.state.record import ResultRecord as ResultRecord
 from naq.transport.pool import run_sync
+from naq.transport.streams import Page as Page
 
 
 async def list_workers(
@@ -136,3 +145,95 @@ def overview_sync(
     namespace: str | None = None,
 ) -> Overview:
     return run_sync(overview(names, nats_url, namespace))
+
+
+async def failed_counts(
+    nats_url: str | None = None, namespace: str | None = None
+) -> dict[str, int]:
+    """Failed jobs per queue, from the failed stream's per-subject counts only (where
+    :func:`queues_info` also reads every delayed job)."""
+    return dict(await state_queues.failed_counts(*await connected(nats_url, namespace)))
+
+
+async def delivered_counts(
+    nats_url: str | None = None, namespace: str | None = None
+) -> dict[str, int]:
+    """Per queue, the jobs delivered so far (a server-kept counter: its change over time
+    is the queue's rate). See ``naq.state.queues.delivered_counts``."""
+    return await state_queues.delivered_counts(*await connected(nats_url, namespace))
+
+
+async def stored_jobs_page(
+    queue: str | None = None,
+    *,
+    delayed: bool = False,
+    function: str | None = None,
+    after: int = 0,
+    limit: int = 50,
+    nats_url: str | None = None,
+    namespace: str | None = None,
+) -> tuple[list[StoredJob], int | None]:
+    """One page of the jobs waiting in the job stream (ready, or delayed), oldest
+    first, from stream sequence ``after + 1``; and the ``after`` of the next page.
+    See ``naq.state.queues.page_stored_jobs``."""
+    if queue is not None:
+        validate_name("queue", queue)  # bad input fails before anything connects
+    return await state_queues.page_stored_jobs(
+        *await connected(nats_url, namespace),
+        queue,
+        delayed=delayed,
+        function=function,
+        after=after,
+        limit=limit,
+    )
+
+
+async def records_page(
+    statuses: Iterable[str] = ("finished", "failed", "cancelled"),
+    queue: str | None = None,
+    before: int | None = None,
+    limit: int = 50,
+    function: str | None = None,
+    nats_url: str | None = None,
+    namespace: str | None = None,
+) -> Page[ResultRecord]:
+    """One page of job records (finished, failed, cancelled, ...), newest first, below
+    the results stream's sequence ``before``. See ``naq.state.store.page_records``."""
+    if queue is not None:
+        validate_name("queue", queue)
+    return await store.page_records(
+        *await connected(nats_url, namespace), tuple(statuses), queue, before, limit, function
+    )
+
+
+async def job_record(
+    job_id: str, nats_url: str | None = None, namespace: str | None = None
+) -> ResultRecord | None:
+    """The job's record in the results KV (its value left encoded), or None."""
+    validate_job_id(job_id)
+    return await store.read_record(*await connected(nats_url, namespace), job_id)
+
+
+async def stored_job(
+    job_id: str, nats_url: str | None = None, namespace: str | None = None
+) -> StoredJob | None:
+    """The job's message while it waits in the job stream (ready, delayed or held for
+    its dependencies), or None: for showing a job's arguments before it ran."""
+    validate_job_id(job_id)
+    return await state_queues.stored_job(*await connected(nats_url, namespace), job_id)
+
+
+async def durable_queues(
+    nats_url: str | None = None, namespace: str | None = None
+) -> list[DurableQueueInfo]:
+    """Every durable NASQueue namespace on the server: messages, bytes and readers."""
+    client, _ = await connected(nats_url, namespace)
+    return await state_queues.durable_queues(client)
+
+
+async def dependents(
+    job_id: str, nats_url: str | None = None, namespace: str | None = None
+) -> list[str]:
+    """The jobs held until ``job_id`` ends (its waiters), or none."""
+    validate_job_id(job_id)
+    return await state_dependencies.waiters_of(*await connected(nats_url, namespace), job_id)

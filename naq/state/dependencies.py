@@ -57,7 +57,7 @@ from naq.state.status import job_status
 from naq.state.store import read_record, store_unless_final
 from naq.supervised import backoff, keep_running
 from naq.transport.connect import Client
-from naq.transport.kv import cas, current_values, delete, get_entry, stop_watch, write
+from naq.transport.kv import cas, current_values, delete, get_entry, get_value, stop_watch, write
 from naq.transport.names import DEPENDS_ON_HEADER, Layout, kv_stream
 from naq.transport.publish import Outgoing
 from naq.transport.streams import subjects_of
@@ -176,6 +176,18 @@ async def held_dependents(client: Client, layout: Layout, dep: str) -> list[str]
         ):
             found.append(job_id)
     return found
+
+
+async def waiters_of(client: Client, layout: Layout, dep: str) -> list[str]:
+    """Every job known to wait for ``dep``: those taken in (its waiter entry) and those
+    still on their held subject. For showing a job's dependents."""
+    value = await get_value(await bucket(client, layout), layout.waiters_key(dep))
+    try:
+        listed = json.loads(value) if value else []
+    except ValueError:  # not a list naq wrote: show what the held messages say
+        listed = []
+    found = [str(job_id) for job_id in listed] if isinstance(listed, list) else []
+    return list(dict.fromkeys(found + await held_dependents(client, layout, dep)))
 
 
 def _add(value: bytes | None, job_id: str) -> bytes:

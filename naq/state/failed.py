@@ -34,7 +34,7 @@ from naq.transport.connect import Client
 from naq.transport.kv import delete_marker
 from naq.transport.names import Layout
 from naq.transport.publish import NoStream, Outgoing
-from naq.transport.streams import purge_subject, scan
+from naq.transport.streams import Page, page_back, purge_subject, scan
 from naq.wire import BadMessage, decode_job
 
 REQUEUE_CHUNK = 1024
@@ -74,10 +74,21 @@ class FailedJob:
 
 
 def _entry(msg: Msg) -> FailedJob:
-    headers = msg.headers or {}
+    return _fields(
+        msg.headers or {},
+        msg.data,
+        msg.subject,
+        msg.metadata.sequence.stream,
+        msg.metadata.timestamp.timestamp(),
+    )
+
+
+def _fields(
+    headers: dict[str, str], data: bytes, subject: str, seq: int, stored_at: float | None
+) -> FailedJob:
     meta = None
     with contextlib.suppress(BadMessage):
-        meta, _ = decode_job(msg.data)
+        meta, _ = decode_job(data)
     traceback = None
     if raw_tb := headers.get("Naq-Traceback"):
         try:
@@ -87,7 +98,7 @@ def _entry(msg: Msg) -> FailedJob:
     try:
         failed_at = float(headers["Naq-Failed-At"])
     except (KeyError, ValueError):  # entries from before the header existed
-        failed_at = msg.metadata.timestamp.timestamp()
+        failed_at = stored_at or 0.0
     try:
         attempts = int(headers.get("Naq-Attempts", "0"))
     except ValueError:
@@ -95,14 +106,14 @@ def _entry(msg: Msg) -> FailedJob:
     return FailedJob(
         job_id=_job_id(headers.get("Naq-Job-Id") or (meta.job_id if meta is not None else None)),
         function=meta.function if meta is not None else None,
-        queue=msg.subject.rsplit(".", 1)[-1],
+        queue=subject.rsplit(".", 1)[-1],
         reason=headers.get("Naq-Reason", ""),
         traceback=traceback,
         attempts=attempts,
         worker=headers.get("Naq-Worker", ""),
         failed_at=failed_at,
-        seq=msg.metadata.sequence.stream,
-        body=msg.data,
+        seq=seq,
+        body=data,
         signature=headers.get(SIGNATURE_HEADER),
     )
 
@@ -166,6 +177,50 @@ async def list_failed(
         return [entry async for entry in entries]
 
 
+async def page_failed(
+    client: Client,
+    layout: Layout,
+    queue: str | None = None,
+    function: str | None = None,
+    before: int | None = None,
+    limit: int = 50,
+    job_id: str | None = None,
+) -> Page[FailedJob]:
+    """One page of failed jobs, newest first, below stream sequence ``before``: all of
+    them or one queue's (a filter the server applies), of one function or all, of one
+    job id or all (filters applied to the entries read, within the bounded scan of
+    ``naq.transport.streams.page_back``). For the dashboard: a page reads about a
+    page, not the registry."""
+    queue = check_queue(queue)
+
+    def keep(msg: Msg) -> FailedJob | None:
+        entry = _entry(msg)
+        if function is not None and entry.function != function:
+            return None
+        return entry if job_id is None or entry.job_id == job_id else None
+
+    return await page_back(
+        client,
+        layout.failed_stream,
+        layout.failed_subject(queue),
+        keep,
+        before=before,
+        limit=limit,
+    )
+
+
+async def failed_at(client: Client, layout: Layout, seq: int) -> FailedJob:
+    """The failed stream's entry at sequence ``seq`` (one read, whatever the stream
+    holds); ``JobNotFound`` when it is gone (requeued, purged, aged out)."""
+    try:
+        msg = await client.js.get_msg(layout.failed_stream, seq)
+    except NotFoundError:
+        raise JobNotFound(f"no failed entry #{seq} in namespace {layout.namespace}") from None
+    headers = {str(k): str(v) for k, v in (msg.headers or {}).items()}
+    stored_at = msg.time.timestamp() if msg.time else None
+    return _fields(headers, msg.data or b"", msg.subject or "", seq, stored_at)
+
+
 async def get_failed(client: Client, layout: Layout, job_id: str) -> FailedJob:
     """The failed stream's entry for ``job_id``; the newest if it failed more than once.
 
@@ -190,7 +245,13 @@ def _named(entries: list[FailedJob]) -> str:
 
 
 async def requeue_failed(
-    client: Client, layout: Layout, job_ids: Iterable[str] | None = None, *, all: bool = False
+    client: Client,
+    layout: Layout,
+    job_ids: Iterable[str] | None = None,
+    *,
+    all: bool = False,
+    queue: str | None = None,
+    function: str | None = None,
 ) -> list[str]:
     """Put failed jobs back on their queues to run again; returns the job ids, in order.
 
@@ -200,17 +261,23 @@ async def requeue_failed(
     could never run) makes the call refuse before it changes anything: remove those
     with :func:`purge_failed`, or requeue the others by id. Raises
     :class:`JobNotFound` naming the ids that are not in the failed stream, also
-    before changing anything.
+    before changing anything. ``queue`` and ``function`` narrow ``all=True`` to the
+    entries of that queue and function ("requeue all matching").
     """
     wanted = requeue_ids(job_ids, all)
+    if (queue is not None or function is not None) and not all:
+        raise ConfigurationError("requeue_failed filters by queue or function only with all=True")
+    queue = check_queue(queue)
     if wanted is not None and not wanted:
         return []
     newest: dict[str, FailedJob] = {}
     seqs: dict[str, list[int]] = {}
     unreadable: list[FailedJob] = []
     wanted_set = set(wanted or ())
-    async with contextlib.aclosing(_scan(client, layout, None)) as entries:
+    async with contextlib.aclosing(_scan(client, layout, queue)) as entries:
         async for entry in entries:
+            if function is not None and entry.function != function:
+                continue
             if entry.job_id is None:
                 if all:
                     unreadable.append(entry)

@@ -20,7 +20,16 @@ ResultStatus = Literal["finished", "failed", "cancelled", "retrying", "interrupt
 FINAL = frozenset({"finished", "failed", "cancelled"})
 """Statuses a job never leaves; ``retrying`` and ``interrupted`` wait for another run."""
 
-_EXTRA = ("attempt", "queue", "enqueued_at", "started_at", "worker", "crashes", "interruptions")
+_EXTRA = (
+    "attempt",
+    "queue",
+    "enqueued_at",
+    "started_at",
+    "worker",
+    "crashes",
+    "interruptions",
+    "function",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +55,9 @@ class ResultRecord:
     worker: str = ""
     crashes: int = 0
     interruptions: int = 0
+    function: str = ""
+    """The job's ``module:qualname``, so a record can be listed and filtered by function
+    after the job message is gone (the dashboard's jobs page)."""
     verified: bool | None = field(default=None, compare=False)
     """Whether the record's signature matched a signing key when it was read; None
     when the reader has no key. Not part of the record's bytes."""
@@ -118,6 +130,7 @@ class RunFacts:
     interruptions: int = 0
     serializer: str = "json"
     """How the record's value is encoded: the job's serializer (json when it has none)."""
+    function: str = ""
 
 
 def _record(
@@ -143,6 +156,7 @@ def _record(
         worker=facts.worker,
         crashes=facts.crashes,
         interruptions=facts.interruptions,
+        function=facts.function,
     )
 
 

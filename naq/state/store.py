@@ -34,8 +34,9 @@ from naq.signing import RESULT, SIGNATURE_HEADER
 from naq.state.record import ResultRecord, decode_result, encode_result
 from naq.transport.connect import Client
 from naq.transport.kv import WRONG_LAST_SEQUENCE, get_message, get_message_seq
-from naq.transport.names import Layout
+from naq.transport.names import Layout, kv_stream
 from naq.transport.retry import Rejected
+from naq.transport.streams import Page, page_back
 from naq.wire import BadMessage
 
 EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
@@ -134,6 +135,46 @@ def unpack(record: ResultRecord, allow_pickle: bool = True, signed: bool = False
             "NAQ_JOB_SERIALIZER=json, which never unpickles"
         )
     return get_serializer(record.serializer).loads_result(record.payload)
+
+
+async def page_records(
+    client: Client,
+    layout: Layout,
+    statuses: Iterable[str] = ("finished", "failed", "cancelled"),
+    queue: str | None = None,
+    before: int | None = None,
+    limit: int = 50,
+    function: str | None = None,
+) -> Page[ResultRecord]:
+    """One page of job records, newest first, below the results stream's sequence
+    ``before``: those whose status is one of ``statuses``, of one queue or all, of one
+    function or all.
+
+    Read by stream sequence (``naq.transport.streams.page_back``), so a page costs
+    about a page whatever the bucket holds. Delete markers (a requeue) and records
+    that are not naq's are skipped. Nothing is unpickled: a record's value stays bytes.
+    """
+    wanted = set(statuses)
+
+    def keep(msg: Msg) -> ResultRecord | None:
+        if not msg.data:  # a delete or purge marker
+            return None
+        try:
+            record = _decode(client, msg.data, msg.headers)
+        except BadMessage:
+            return None
+        if record.status not in wanted or (queue is not None and record.queue != queue):
+            return None
+        return record if function is None or record.function == function else None
+
+    return await page_back(
+        client,
+        kv_stream(layout.results_bucket),
+        layout.kv_subject(layout.results_bucket, ">"),
+        keep,
+        before=before,
+        limit=limit,
+    )
 
 
 async def read_record(client: Client, layout: Layout, job_id: str) -> ResultRecord | None:

@@ -97,6 +97,7 @@ async def _move(
             attempt=deliveries,
             worker=worker_id,
             serializer=meta.serializer,
+            function=meta.function,
         )
         record = records.failed(meta.job_id, facts, reason)
         ttl = capped_ttl(meta.options.record_ttl_or(settings.result_ttl), settings.max_result_ttl)

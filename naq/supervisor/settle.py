@@ -166,6 +166,7 @@ class Settler:
             crashes=job.crashes,
             interruptions=job.interruptions,
             serializer=job.meta.serializer,
+            function=job.meta.function,
         )
 
     async def note(self, job: Delivery, note: Note, error: str | None) -> bool:

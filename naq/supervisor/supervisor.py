@@ -375,6 +375,7 @@ class Supervisor:
         record["running"] = [
             {
                 "job_id": job.meta.job_id,
+                "function": job.meta.function,
                 "queue": job.queue,
                 "attempt": job.attempt,
                 "started_at": job.started_at,

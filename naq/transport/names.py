@@ -169,6 +169,11 @@ class Layout:
         has validated or made (one concatenation per job instead of a call)."""
         return f"{self.namespace}.{JOBS_TOKEN}.{validate_name('queue', queue)}."
 
+    @property
+    def every_queue_subjects(self) -> str:
+        """The ready jobs of every queue."""
+        return f"{self.namespace}.{JOBS_TOKEN}.*.*"
+
     def queue_subjects(self, queue: str) -> str:
         """Every job of ``queue``: the consumer's filter, and what a purge removes."""
         return f"{self.namespace}.{JOBS_TOKEN}.{validate_name('queue', queue)}.*"
@@ -276,6 +281,17 @@ class Layout:
         return key.removeprefix("waiters.")
 
 
+NASQ_STREAM_PREFIX = "NASQ_"
+"""Every durable NASQueue namespace's stream starts so (see :class:`NasqLayout`)."""
+
+
+def nasq_namespace_of(stream: str) -> str | None:
+    """The durable NASQueue namespace a stream belongs to, if it is one's."""
+    if not stream.startswith(NASQ_STREAM_PREFIX):
+        return None
+    return stream.removeprefix(NASQ_STREAM_PREFIX)
+
+
 @dataclass(frozen=True, slots=True)
 class NasqLayout:
     """The names of a durable NASQueue namespace (one token: it names a stream)."""
@@ -284,7 +300,7 @@ class NasqLayout:
 
     @property
     def stream(self) -> str:
-        return f"NASQ_{self.namespace}"
+        return f"{NASQ_STREAM_PREFIX}{self.namespace}"
 
     @property
     def base(self) -> str:

@@ -29,6 +29,10 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from naq import JobCancelled, JobFailed, Queue
+from naq.dashboard import app as views
+from naq.dashboard.app import Dashboard
+from naq.dashboard.live import Rates
+from naq.dashboard.show import mask_secrets
 from naq.errors import NaqError
 from naq.executors.registry import load_executor
 from naq.producer import failed as failed_api, info, schedules
@@ -380,6 +384,43 @@ async def test_the_monitor_reads_queues_workers_and_failed_jobs(
     assert (await fetch_job_status(failing.job_id)).status == "failed"
     assert (await fetch_job_status(later.job_id)).status == "scheduled"
     await schedules.list_schedules()
+
+
+async def test_the_dashboard_reads_every_page_as_the_monitor(
+    server: RolesServer,
+    supervisor: Callable[..., Awaitable[Supervisor]],
+    producer: Queue,
+    as_role: Callable[[str], None],
+) -> None:
+    """``naq dashboard`` without --admin runs as the monitor: every page reads."""
+    sup = await supervisor()
+    before = sup.counters.failed
+    failing = await producer.enqueue(jobs.fail, "for the dashboard")
+    await asyncio.wait_for(sup.wait_until(lambda c: c.failed > before), 15)
+    done = await producer.enqueue(jobs.add, 1, 2)
+    assert await producer.fetch_result(done.job_id, timeout=15) == 3
+    waiting = await producer.enqueue_in(3600, jobs.add, 2, 2)
+
+    as_role("monitor")
+    dash = Dashboard(
+        Settings(nats_url=server.url, namespace=LAYOUT.namespace),
+        mask_secrets,
+        Rates(server.url, LAYOUT.namespace),
+    )
+    await dash.rates.sample()
+    failed_page = await views.failed(dash, {})
+    [entry] = [e for e in failed_page["entries"] if e.job_id == failing.job_id]
+    detail = await views.job_detail(dash, {"job_id": failing.job_id, "seq": str(entry.seq)})
+    assert detail["entry"] is not None
+    finished = await views.jobs(dash, {"state": "finished"})
+    assert done.job_id in {row["job_id"] for row in finished["rows"]}
+    delayed = await views.scheduled(dash, {})
+    assert waiting.job_id in {job.job_id for job in delayed["delayed"]}
+    overview = await views.overview(dash, {})
+    assert "default" in {q.name for q in overview["queues"]}
+    assert sup.worker_id in {w["id"] for w in (await views.workers(dash, {}))["supervisors"]}
+    await views.jobs(dash, {"state": "waiting"})
+    await views.jobs(dash, {"state": "running"})
 
 
 async def test_the_admin_cancels_purges_requeues_and_controls_schedules(

@@ -65,6 +65,13 @@ ENV_SAMPLES: dict[str, tuple[str, Any]] = {
     "max_result_ttl": ("86400", 86400),
     "signing_key": ("k" * 40, "k" * 40),
     "signing_keys_previous": ("o" * 40 + "," + "p" * 40, "o" * 40 + "," + "p" * 40),
+    "dashboard_host": ("0.0.0.0", "0.0.0.0"),
+    "dashboard_port": ("9090", 9090),
+    "dashboard_admin": ("yes", True),
+    "dashboard_user": ("ops", "ops"),
+    "dashboard_password": ("dashpw", "dashpw"),
+    "dashboard_token": ("dash-t0ken", "dash-t0ken"),
+    "dashboard_redact": ("app.secrets:mask", "app.secrets:mask"),
 }
 # The settings that are valid only with another one, and that other one.
 ENV_COMPANIONS: dict[str, dict[str, str]] = {
@@ -239,6 +246,9 @@ def test_repr_shows_no_password_or_token() -> None:
         repr(Settings(nats_url=f"nats://alice:{SECRET}@h:4222,tls://bob:{SECRET}@h2:4222")),
         repr(Settings(nats_url=f"nats://{SECRET}@h:4222")),
         str(Settings(user="alice", password=SECRET)),
+        repr(Settings(dashboard_user="ops", dashboard_password=SECRET)),
+        repr(Settings(dashboard_token=SECRET)),
+        Settings(dashboard_token=SECRET).redact(f"refused {SECRET}"),
     ]
     for text in shown:
         assert SECRET not in text
