@@ -2,7 +2,7 @@
 ``naq-supervise``.
 
 One module per group of commands: ``worker`` (the supervisor), ``admin`` (server,
-purge, workers, info), ``failed``, ``scheduler``; ``common`` holds what they share.
+purge, workers, info), ``failed``, ``scheduler``, ``health``; ``common`` holds what they share.
 This module only assembles the ``naq`` group.
 """
 
@@ -13,6 +13,7 @@ import click
 from naq.cli.admin import info_cmd, purge, server, workers_cmd
 from naq.cli.common import CONTEXT
 from naq.cli.failed import failed
+from naq.cli.health import health
 from naq.cli.scheduler import job_control, list_scheduled, scheduler_cmd
 from naq.cli.worker import supervise_main, worker
 
@@ -35,6 +36,7 @@ for command in (
     scheduler_cmd,
     list_scheduled,
     job_control,
+    health,
 ):
     main.add_command(command)
 main.add_command(workers_cmd, name="list-workers")  # the original naq's name
