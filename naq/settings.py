@@ -208,9 +208,9 @@ class Settings:
     worker_id_file: str | None = field(
         default=None,
         metadata={
-            "help": "file a supervisor writes its worker id to while it runs, and where "
-            "`naq health` finds which heartbeat is its own (unset: `naq health` checks "
-            "every supervisor on this host)"
+            "help": "file a supervisor (or scheduler) writes its heartbeat's id to while "
+            "it runs, where `naq health` finds which heartbeat is its own (unset: `naq "
+            "health` checks every supervisor on this host)"
         },
     )
     max_deliver: int = field(

@@ -42,6 +42,8 @@ from naq.state.schedules import STATUSES, Schedule
     "replicas",
     "duplicate_window",
     "middleware",
+    "heartbeat_interval",
+    "worker_id_file",
 )
 def scheduler_cmd(**params: Any) -> None:
     """Run the scheduler role: fire recurring jobs while this process is the leader."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from naq.transport.server import EmbeddedServer, free_port
+from tests.conftest import until
 from tests.e2e.conftest import NAQ, NAQ_SUPERVISE, READY, Spawn, SuperviseFn
 from tests.procs import Proc
 
@@ -120,3 +121,24 @@ async def test_unhealthy_when_nats_goes_away(spawn: Spawn, namespace: str, tmp_p
         )
     finally:
         server.stop()
+
+
+async def test_a_scheduler_is_judged_by_its_own_heartbeat(
+    spawn: Spawn, nats_url: str, namespace: str, tmp_path: Path
+) -> None:
+    """The compose file's schedulers run the same image, so the same HEALTHCHECK."""
+    id_file = tmp_path / "scheduler.id"
+    args = ("--nats-url", nats_url, "--namespace", namespace, "--worker-id-file", str(id_file))
+    proc = spawn(NAQ, "scheduler", "--heartbeat-interval", "0.2", *args)
+
+    async def written() -> bool:
+        return id_file.exists()
+
+    await until(written, 15, "the scheduler's id file")
+    ok = health(spawn, *args)
+    assert ok.popen.returncode == 0, ok.output()
+    assert ok.matching(r"^healthy: worker scheduler-\S+: running", "stdout"), ok.output()
+
+    proc.send(signal.SIGTERM)
+    assert await proc.exit_code(15) == 0, proc.output()
+    assert not id_file.exists()
