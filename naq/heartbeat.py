@@ -11,6 +11,7 @@ through ``naq.state.workers``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import socket
@@ -26,6 +27,8 @@ from naq.executors.base import Executor
 from naq.transport.connect import Client
 from naq.transport.kv import purge_key
 from naq.transport.names import Layout
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -99,11 +102,15 @@ async def remove(client: Client, layout: Layout, worker_id: str) -> None:
 def write_id_file(path: str, worker_id: str) -> None:
     """Say which heartbeat is this supervisor's, for ``naq health`` beside it (in the same
     container, say). Written whole or not at all (a rename), so a reader never sees half
-    an id."""
+    an id. A file that cannot be written is logged, not fatal: the jobs still run, and
+    ``naq health`` says that it finds no id."""
     target = Path(path)
     partial = target.with_name(f".{target.name}.{os.getpid()}")
-    partial.write_text(worker_id + "\n")
-    partial.replace(target)
+    try:
+        partial.write_text(worker_id + "\n")
+        partial.replace(target)
+    except OSError as exc:
+        log.error("cannot write the worker id file %s (naq health reads it): %s", path, exc)
 
 
 _WORKER_ID = re.compile(r"[-/_=.a-zA-Z0-9]{1,255}")
@@ -127,3 +134,5 @@ def clear_id_file(path: str, worker_id: str) -> None:
             target.unlink()
     except FileNotFoundError:
         return
+    except OSError as exc:
+        log.warning("cannot remove the worker id file %s: %s", path, exc)

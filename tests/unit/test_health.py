@@ -49,3 +49,12 @@ def test_the_id_file_is_checked_and_cleared_only_by_its_writer(tmp_path: Path) -
     Path(path).write_text("a b*\n")
     with pytest.raises(ConfigurationError, match="holds no worker id"):
         read_id_file(path)
+
+
+def test_an_id_file_that_cannot_be_written_is_logged_not_fatal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = str(tmp_path / "missing-dir" / "id")
+    write_id_file(path, "w1")
+    assert "cannot write the worker id file" in caplog.text
+    assert not Path(path).exists()
