@@ -1,8 +1,8 @@
-"""``docker/compose.yaml`` brought up with podman-compose, on images built here (naq's
+"""``docker/compose.yaml`` brought up with podman-compose on images built here (naq's
 from ``docker/Dockerfile``, nats-server's from ``docker/nats.Dockerfile``) and named
 through the file's variables: three NATS nodes form one JetStream cluster (the layout
-the cluster tests run), a supervisor runs a job enqueued from the host on R3 streams,
-and a scheduler fires a recurring job."""
+the cluster tests run), two supervisors (``--scale supervisor=2``) run a job enqueued
+from the host on R3 streams, and one of two schedulers fires a recurring job."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def project(image: str, nats_image: str, tmp_path: Path) -> Iterator[Project]:
     down with its volumes."""
     up = Project(image, nats_image)
     try:
-        up.compose("up", "-d")
+        up.compose("up", "-d", "--scale", "supervisor=2")
         yield up
     finally:
         (tmp_path / "compose.log").write_text(up.logs())
@@ -160,4 +160,5 @@ async def test_compose_runs_a_three_node_cluster_a_supervisor_and_a_scheduler(
         schedulers = [r for r in records if r.get("role") == "scheduler"]
         assert len(schedulers) == 2, records
         assert sorted(r["leader"] for r in schedulers) == [False, True], "one leads"
-        assert [r["state"] for r in records if r.get("role") != "scheduler"] == ["running"]
+        states = [r["state"] for r in records if r.get("role") != "scheduler"]
+        assert states == ["running", "running"], "two supervisors (--scale supervisor=2)"
