@@ -12,6 +12,8 @@ from nats.js import JetStreamContext
 from naq import Queue
 from naq.transport.server import EmbeddedServer, free_port
 from tests import jobs
+from tests.conftest import until
+from tests.container import jobs as container_jobs
 from tests.container.conftest import RunContainer, podman
 from tests.e2e import jobs as e2e_jobs
 from tests.e2e.conftest import READY, worker_record
@@ -94,6 +96,23 @@ async def test_a_child_killed_inside_the_container_costs_its_job_one_attempt(
     assert await proc.exit_code(30) == 0, proc.output()
     status = podman("ps", "--all", "--filter", f"name={name}", "--format", "{{.Status}}")
     assert status.stdout.startswith("Exited (0)"), status.stdout
+
+
+async def test_tini_reaps_a_process_whose_parent_is_gone(
+    run_container: RunContainer, queue: Queue, nats_url: str, namespace: str
+) -> None:
+    """Without an init as PID 1 an orphan that exits stays a zombie for good (with
+    ``--entrypoint naq-supervise`` this test times out)."""
+    name, proc = run_container(env=naq_env(nats_url, namespace))
+    await proc.line(READY)
+    job = await queue.enqueue(container_jobs.orphan, 0.5)
+    pid = await queue.fetch_result(job.job_id, timeout=20)
+
+    async def reaped() -> bool:
+        stat = podman("exec", name, "cat", f"/proc/{pid}/stat", check=False)
+        return stat.returncode != 0  # gone from /proc: reaped, not a zombie
+
+    await until(reaped, 15, f"the orphan {pid} reaped")
 
 
 async def test_health_turns_unhealthy_when_nats_goes_away(
