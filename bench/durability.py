@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from benchjobs import noop
-from harness import emit, median_of, write_json
+from harness import Servers, emit, median_of, write_json
 from throughput import (
     COMPARISONS,
     Sizes,
@@ -46,7 +46,7 @@ from naq.settings import Settings
 from naq.transport.connect import connect
 from naq.transport.names import Layout
 from naq.transport.pool import new_event_loop
-from naq.transport.server import EmbeddedCluster, EmbeddedServer, binary_version, free_port
+from naq.transport.server import binary_version
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,51 +66,6 @@ MODES = (
     Mode("single_sync", "single server, sync_interval: always", 1, True),
     Mode("cluster_r3", "3-node cluster, R3, sync_interval: always", 3, True),
 )
-
-
-class Servers:
-    """One mode's servers: a single embedded server, or a cluster, behind one face."""
-
-    def __init__(self, mode: Mode, store: Path) -> None:
-        self.single: EmbeddedServer | None = None
-        self.cluster: EmbeddedCluster | None = None
-        if mode.nodes == 1:
-            self.single = EmbeddedServer(free_port(), store, sync_always=mode.sync_always)
-        else:
-            self.cluster = EmbeddedCluster(mode.nodes, store, sync_always=mode.sync_always)
-
-    @property
-    def url(self) -> str:
-        return self.single.url if self.single else self._cluster.url
-
-    @property
-    def _cluster(self) -> EmbeddedCluster:
-        assert self.cluster is not None
-        return self.cluster
-
-    def start(self) -> None:
-        if self.single:
-            self.single.start()
-        else:
-            self._cluster.start()
-
-    def crash_and_restart(self) -> None:
-        """SIGKILL every server at once, then start them again on their stores."""
-        if self.single:
-            self.single.kill()
-            self.single.start()
-            return
-        for node in self._cluster.nodes:
-            node.kill()
-        for node in self._cluster.nodes:
-            node.start()
-        self._cluster.wait_ready(60)
-
-    def stop(self) -> None:
-        if self.single:
-            self.single.stop()
-        else:
-            self._cluster.stop()
 
 
 async def crash_check(servers: Servers, mode: Mode, jobs: int) -> dict[str, float]:
@@ -208,7 +163,7 @@ def on_servers(
     runner: asyncio.Runner,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="naq-durability-") as store:
-        servers = Servers(mode, Path(store))
+        servers = Servers(mode.nodes, Path(store), sync_always=mode.sync_always)
         servers.start()
         try:
             return runner.run(run(servers))

@@ -51,27 +51,24 @@ import math
 import os
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from benchjobs import stamp, stamp_sync
-from harness import emit, on_embedded_server, write_json
+from harness import Child, emit, on_embedded_server, role_supervisor, say_ready, write_json
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from throughput import delete_streams
 
-from naq.executors.registry import load_executor
 from naq.queue import Queue
 from naq.serializers import get_serializer
 from naq.settings import Settings
 from naq.state.record import ResultRecord, decode_result
-from naq.supervisor import Supervisor
 from naq.transport.connect import connect
 from naq.transport.declare import declare, ensure_consumer
 from naq.transport.names import Layout, kv_stream
@@ -93,8 +90,6 @@ RAW_BATCH = 256
 RAW_EXPIRES = 1.0
 """The raw consumer's pull request: at most this many messages, held this many seconds."""
 RAW_ID = "r" * 32
-READY = b"ready"
-START_TIMEOUT = 60.0
 POLL = 0.02
 """Seconds between looks at the results stream while a phase drains (not timed)."""
 PHASE_TIMEOUT = 300.0
@@ -182,89 +177,6 @@ def phase_size(rate: float, seconds: float, min_jobs: int) -> int:
 
 
 # -- helper processes --------------------------------------------------------------------
-class Child:
-    """A process running this script with ``--role``: it prints ``ready`` once it can
-    take messages, stops when its stdin closes, and prints what it measured on exit.
-    Its stderr is kept in a file and shown if it fails."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, errors: IO[bytes], what: str) -> None:
-        self.proc = proc
-        self.errors = errors
-        self.what = what
-
-    @classmethod
-    async def start(cls, what: str, *args: str) -> Child:
-        errors = tempfile.TemporaryFile()  # noqa: SIM115 (open for the child's life; closed by finish or kill)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(SCRIPT),
-            *args,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=errors,
-        )
-        child = cls(proc, errors, what)
-        assert proc.stdout is not None
-        try:
-            line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)
-        except TimeoutError:
-            await child.kill()
-            raise RuntimeError(f"{what} was not ready in {START_TIMEOUT:.0f}s") from None
-        if line.strip() != READY:
-            await child.kill()
-            raise RuntimeError(f"{what} exited before it was ready:\n{child.stderr()}")
-        return child
-
-    def stderr(self) -> str:
-        self.errors.seek(0)
-        return self.errors.read().decode(errors="replace")[-4000:]
-
-    async def finish(self, timeout: float = PHASE_TIMEOUT) -> bytes:
-        """Close its stdin (asks it to stop), and return what it printed after ``ready``."""
-        assert self.proc.stdin is not None
-        assert self.proc.stdout is not None
-        self.proc.stdin.close()
-        try:
-            out = await asyncio.wait_for(self.proc.stdout.read(), timeout)
-            code = await asyncio.wait_for(self.proc.wait(), timeout)
-        except TimeoutError:
-            await self.kill()
-            raise RuntimeError(f"{self.what} did not stop in {timeout:.0f}s") from None
-        if code != 0:
-            raise RuntimeError(f"{self.what} exited with {code}:\n{self.stderr()}")
-        self.errors.close()
-        return out
-
-    async def kill(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.kill()
-        await self.proc.wait()
-        self.errors.close()
-
-
-async def role_supervisor(url: str, namespace: str, executor: str, concurrency: int) -> int:
-    """A supervisor on its own: ``ready`` once it pulls; drains when stdin closes."""
-    settings = Settings(
-        nats_url=url, namespace=namespace, executor=executor, concurrency=concurrency
-    )
-    sup = Supervisor(settings, load_executor(executor)(concurrency, settings))
-    task = asyncio.create_task(sup.run())
-    ready = asyncio.create_task(sup.ready.wait())
-    await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
-    if not ready.done():
-        ready.cancel()
-        await task  # raises what stopped it
-        return 1
-    sys.stdout.buffer.write(READY + b"\n")
-    sys.stdout.flush()
-    stdin_closed = asyncio.get_running_loop().run_in_executor(None, sys.stdin.buffer.read)
-    await asyncio.wait([task, stdin_closed], return_when=asyncio.FIRST_COMPLETED)
-    sup.request_stop()
-    code = await task
-    print(json.dumps({"processed": sup.counters.processed, "failed": sup.counters.failed}))
-    return code
-
-
 async def role_raw(url: str, namespace: str, count: int) -> int:
     """A raw pull consumer: one pull request held open on the server at a time (the
     next asked for as soon as it ends), each message acked as it arrives. Prints the
@@ -312,8 +224,7 @@ async def role_raw(url: str, namespace: str, count: int) -> int:
     try:
         await nc.subscribe(inbox, cb=on_msg)
         await ask()
-        sys.stdout.buffer.write(READY + b"\n")
-        sys.stdout.flush()
+        say_ready()
         await asyncio.wait_for(done.wait(), PHASE_TIMEOUT)
     finally:
         await nc.close()
@@ -404,6 +315,7 @@ async def measure_executor(
             ids.update(job.job_id for job in jobs)
         sup = await Child.start(
             f"the {executor} supervisor",
+            SCRIPT,
             *("--role", "supervisor", "--url", url, "--namespace"),
             *(namespace, "--executor", executor, "--concurrency", str(concurrency)),
         )
@@ -481,6 +393,7 @@ async def raw_phase(
     The first ``warm`` messages are sent and received but not counted, as in naq's."""
     consumer = await Child.start(
         "the raw consumer",
+        SCRIPT,
         *("--role", "raw", "--url", url, "--namespace"),
         *(layout.namespace, "--count", str(n)),
     )
@@ -659,7 +572,14 @@ def main(argv: list[str] | None = None) -> int:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:  # as a worker runs
             if args.role == "supervisor":
                 return runner.run(
-                    role_supervisor(args.url, args.namespace, args.executor, args.concurrency)
+                    role_supervisor(
+                        Settings(
+                            nats_url=args.url,
+                            namespace=args.namespace,
+                            executor=args.executor,
+                            concurrency=args.concurrency,
+                        )
+                    )
                 )
             return runner.run(role_raw(args.url, args.namespace, args.count))
 

@@ -85,6 +85,9 @@ _EXPORTS = {
         "requeue_failed_sync",
     ],
     "naq.producer.info": [
+        "LeaderInfo",
+        "LiveWorker",
+        "Overview",
         "QueueInfo",
         "current_leader",
         "current_leader_sync",
@@ -92,6 +95,8 @@ _EXPORTS = {
         "list_queues_sync",
         "list_workers",
         "list_workers_sync",
+        "overview",
+        "overview_sync",
         "queue_info",
         "queue_info_sync",
         "queues_info",
@@ -217,6 +222,9 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ serv
         requeue_failed_sync as requeue_failed_sync,
     )
     from naq.producer.info import (
+        LeaderInfo as LeaderInfo,
+        LiveWorker as LiveWorker,
+        Overview as Overview,
         QueueInfo as QueueInfo,
         current_leader as current_leader,
         current_leader_sync as current_leader_sync,
@@ -224,6 +232,8 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ serv
         list_queues_sync as list_queues_sync,
         list_workers as list_workers,
         list_workers_sync as list_workers_sync,
+        overview as overview,
+        overview_sync as overview_sync,
         queue_info as queue_info,
         queue_info_sync as queue_info_sync,
         queues_info as queues_info,

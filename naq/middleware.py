@@ -85,6 +85,12 @@ class JobContext:
     worker_id: str
     started_at: float = 0.0
     state: dict[str, Any] = field(default_factory=dict)
+    delivered: int = 1
+    """The server's delivery count: above 1 for every redelivery (a retry, a job handed
+    back by a shutdown, the job of a worker that died)."""
+    trace_context: dict[str, str] = field(default_factory=dict)
+    """W3C trace-context headers a ``before_job`` hook may set: the job runs under them,
+    wherever it runs (``naq.tracing``)."""
 
 
 class Middleware:

@@ -243,6 +243,20 @@ class Settings:
         default="",
         metadata={"help": "middleware (module:Class or entry-point names), comma-separated"},
     )
+    metrics_port: int = field(
+        default=0,
+        metadata={
+            "help": "serve Prometheus metrics at http://HOST:PORT/metrics from the "
+            "supervisor or scheduler (0: off)"
+        },
+    )
+    metrics_host: str = field(
+        default="0.0.0.0",
+        metadata={
+            "help": "address the metrics port listens on (all interfaces, so a "
+            "container's port can be published; 127.0.0.1 keeps it local)"
+        },
+    )
     scheduler_lock_ttl: float = field(
         default=30.0, metadata={"help": "seconds the scheduler leader's lease lasts unrenewed"}
     )
@@ -344,6 +358,10 @@ class Settings:
                 raise ConfigurationError(f"{name} must not be negative")
         if not self.lookahead_wait > 0:
             raise ConfigurationError(f"lookahead_wait must be positive, got {self.lookahead_wait}")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigurationError(
+                f"metrics_port must be 0 (off) to 65535, got {self.metrics_port}"
+            )
         if self.max_deliver < 1 and self.max_deliver != -1:
             raise ConfigurationError("max_deliver must be positive, or -1 for no limit")
         if self.replicas not in (1, 3, 5):

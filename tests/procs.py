@@ -73,14 +73,15 @@ class Proc:
         return not any(reader.is_alive() for reader in self._readers)
 
     def wait_line(
-        self, pattern: str, stream: str = "stderr", timeout: float = 15.0
+        self, pattern: str, stream: str = "stderr", timeout: float = 15.0, start: int = 0
     ) -> re.Match[str]:
-        """The first line of ``stream`` matching ``pattern``; fails if the process ends first."""
+        """The first line of ``stream`` matching ``pattern`` (from its line ``start`` on);
+        fails if the process ends first."""
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
-                for line in self.lines[stream]:
+                for line in self.lines[stream][start:]:
                     if match := regex.search(line):
                         return match
                 remaining = deadline - time.monotonic()
@@ -93,9 +94,9 @@ class Proc:
                 self._changed.wait(min(remaining, 0.5))
 
     async def line(
-        self, pattern: str, stream: str = "stderr", timeout: float = 15.0
+        self, pattern: str, stream: str = "stderr", timeout: float = 15.0, start: int = 0
     ) -> re.Match[str]:
-        return await asyncio.to_thread(self.wait_line, pattern, stream, timeout)
+        return await asyncio.to_thread(self.wait_line, pattern, stream, timeout, start)
 
     def matching(self, pattern: str, stream: str = "stderr") -> list[str]:
         with self._changed:

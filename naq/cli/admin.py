@@ -2,12 +2,12 @@
 ``naq info``.
 
 ``workers`` and ``info`` print through the public read API (``naq.producer.info``),
-the same calls a program would make, and one worker line serves both.
+the same calls a program would make; the text they print is ``naq.cli.view``'s, one
+worker line for both, and ``info --watch`` shows it live.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -19,8 +19,9 @@ from typing import Any
 import click
 
 from naq.cli.common import queue_names, run_command, settings_from, settings_options
+from naq.cli.view import overview_json, overview_lines, watch as watch_view, worker_line
 from naq.errors import EXIT_FAILURE
-from naq.producer.info import QueueInfo, current_leader, list_workers, queues_info
+from naq.producer.info import LiveWorker, Overview, list_workers, overview
 from naq.producer.queue import Queue
 from naq.settings import Settings
 from naq.transport.server import (
@@ -30,10 +31,6 @@ from naq.transport.server import (
     binary_version,
     free_port,
 )
-
-QUEUE_COLUMNS = tuple(f.name for f in dataclasses.fields(QueueInfo) if f.name != "name")
-"""The table's count columns, in the dataclass's order, so a new count shows up by itself."""
-
 
 SINGLE_SYNC_ALWAYS = False
 """``naq server`` alone fsyncs as nats-server does by default (every two minutes);
@@ -190,43 +187,6 @@ def _target(settings: Settings) -> dict[str, Any]:
     return {"nats_url": settings.nats_url, "namespace": settings.namespace}
 
 
-def worker_line(record: dict[str, Any]) -> str:
-    """One heartbeat record as one line: a supervisor's load, or a scheduler's role."""
-    if record.get("role") == "scheduler":
-        return (
-            f"{record['id']}  scheduler {'LEADER' if record['leader'] else 'standby'}  "
-            f"schedules={record['schedules']}  fired={record['fired']}"
-        )
-    return (
-        f"{record['id']}  {record['executor']} {record['busy']}/{record['slots']} busy  "
-        f"queues={','.join(record['queues'])}  processed={record['processed']} "
-        f"failed={record['failed']}  rss={record['rss'] // 1024**2}MiB"
-    )
-
-
-def _queue_table(infos: list[QueueInfo]) -> list[str]:
-    """The queues as aligned columns, a header first."""
-    rows = [("queue", *QUEUE_COLUMNS)] + [
-        (info.name, *(str(getattr(info, column)) for column in QUEUE_COLUMNS)) for info in infos
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return [
-        "  ".join(
-            cell.ljust(width) if i == 0 else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ).rstrip()
-        for row in rows
-    ]
-
-
-def _leader_line(leader: dict[str, Any] | None) -> str:
-    if leader is None:
-        return "scheduler leader: none"
-    since = leader.get("since")
-    held = f", leading for {int(time.time() - since)}s" if since else ""
-    return f"scheduler leader: {leader['id']} (host {leader['host']}, pid {leader['pid']}{held})"
-
-
 @click.command(name="workers")
 @settings_options("nats_url", "namespace")
 @click.option("--json", "as_json", is_flag=True, help="one JSON record per line")
@@ -236,55 +196,76 @@ def workers_cmd(as_json: bool, **params: Any) -> None:
 
     async def run() -> None:
         records = await list_workers(**_target(settings))
+        now = time.time()
         for record in records:
-            click.echo(json.dumps(record) if as_json else worker_line(record))
+            click.echo(
+                json.dumps(record) if as_json else worker_line(LiveWorker.from_record(record, now))
+            )
         if not records:
             click.echo("no live workers")
 
     run_command(run())
 
 
+DEFAULT_INTERVAL = 2.0
+
+
 @click.command(name="info")
 @click.argument("queues", nargs=-1)
 @settings_options("nats_url", "namespace")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object: queues, workers, leader")
-def info_cmd(queues: tuple[str, ...], as_json: bool, **params: Any) -> None:
+@click.option(
+    "--watch",
+    "-w",
+    is_flag=True,
+    help="show it again every interval until Ctrl-C: redrawn in place on a terminal, "
+    "one block per interval otherwise (one JSON object per line with --json)",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1, max=3600),
+    default=None,
+    metavar="SECONDS",
+    help=f"seconds between two views with --watch  [default: {DEFAULT_INTERVAL:g}]",
+)
+def info_cmd(
+    queues: tuple[str, ...],
+    as_json: bool,
+    watch: bool,
+    interval: float | None,
+    **params: Any,
+) -> None:
     """Queues, live workers and the scheduler leader at a glance.
 
     Per queue: jobs waiting, running (or waiting out a retry delay), redelivered,
     failed for good, scheduled (delayed jobs due to move there), and consumers (the
-    supervisors asking for its jobs now). QUEUES limits the table to those queues.
+    supervisors asking for its jobs now). Per worker: busy/slots, RSS and the age of
+    its heartbeat. QUEUES limits the table to those queues.
     """
+    if interval is not None and not watch:
+        raise click.UsageError("--interval applies to --watch only")
     settings = settings_from(params)
     wanted = queue_names(queues, settings) if queues else None  # checked before connecting
 
-    async def run() -> None:
-        target = _target(settings)
-        infos = await queues_info(wanted, **target)  # QueueNotFound: exit 1
-        records = await list_workers(**target)
-        leader = await current_leader(**target)
-        if as_json:
-            click.echo(
-                json.dumps(
-                    {
-                        "namespace": settings.namespace,
-                        "queues": [dataclasses.asdict(info) for info in infos],
-                        "workers": records,
-                        "leader": leader,
-                    }
-                )
-            )
-            return
-        click.echo(f"namespace {settings.namespace}")
-        click.echo("")
-        for line in _queue_table(infos) if infos else ["no queues"]:
-            click.echo(line)
-        click.echo("")
-        count = len(records)
-        click.echo(f"{count} live worker{'s' * (count != 1)}" if records else "no live workers")
-        for record in records:
-            click.echo(f"  {worker_line(record)}")
-        click.echo("")
-        click.echo(_leader_line(leader))
+    async def read() -> Overview:
+        return await overview(wanted, **_target(settings))  # QueueNotFound: exit 1
 
-    run_command(run())
+    async def once() -> None:
+        view = await read()
+        if as_json:
+            click.echo(json.dumps(overview_json(view)))
+            return
+        for line in overview_lines(view):
+            click.echo(line)
+
+    if not watch:
+        run_command(once())
+        return
+    run_command(
+        watch_view(
+            read,
+            interval=DEFAULT_INTERVAL if interval is None else interval,
+            as_json=as_json,
+            redact=settings.redact,
+        )
+    )

@@ -18,7 +18,7 @@ from naq.cli.common import (
     settings_from,
     settings_options,
 )
-from naq.errors import EXIT_CONFIG, EXIT_CONNECTION, NaqError
+from naq.errors import EXIT_CONFIG, EXIT_CONNECTION, ConfigurationError, NaqError
 from naq.middleware import load_middleware
 from naq.producer.schedules import (
     cancel_recurring,
@@ -44,6 +44,8 @@ from naq.state.schedules import STATUSES, Schedule
     "middleware",
     "heartbeat_interval",
     "worker_id_file",
+    "metrics_port",
+    "metrics_host",
 )
 def scheduler_cmd(**params: Any) -> None:
     """Run the scheduler role: fire recurring jobs while this process is the leader."""
@@ -56,6 +58,9 @@ def scheduler_cmd(**params: Any) -> None:
         sys.exit(EXIT_CONFIG)
     try:
         code = run_role(lambda: Scheduler(settings, middleware=middleware))
+    except ConfigurationError as exc:  # found on start (a metrics port taken, say)
+        click.echo(f"naq scheduler: {settings.redact(str(exc))}", err=True)
+        code = EXIT_CONFIG
     except NaqError as exc:
         click.echo(f"naq scheduler: {settings.redact(str(exc))}", err=True)
         code = EXIT_CONNECTION

@@ -19,7 +19,14 @@ from naq.cli.common import (
     settings_from,
     settings_options,
 )
-from naq.errors import EXIT_BROKEN, EXIT_CONFIG, EXIT_CONNECTION, BrokenExecutor, NaqError
+from naq.errors import (
+    EXIT_BROKEN,
+    EXIT_CONFIG,
+    EXIT_CONNECTION,
+    BrokenExecutor,
+    ConfigurationError,
+    NaqError,
+)
 from naq.executors.registry import load_executor
 from naq.middleware import load_middleware
 from naq.settings import DEFAULT_NATS_URL, Settings
@@ -60,6 +67,9 @@ def run_supervisor(settings: Settings, queues: list[str]) -> int:
     except BrokenExecutor as exc:
         log.error("%s", exc)
         code = EXIT_BROKEN
+    except ConfigurationError as exc:  # found on start (a metrics port taken, say)
+        log.error("%s", settings.redact(str(exc)))
+        code = EXIT_CONFIG
     except NaqError as exc:
         log.error("%s", settings.redact(str(exc)))
         code = EXIT_CONNECTION

@@ -11,7 +11,16 @@ from __future__ import annotations
 import asyncio
 
 from naq.executors.base import Call, Executor, NoFreeSlot, Outcome
-from naq.executors.calls import Rejected, cancelled, load, raised, rejected, succeeded, timed_out
+from naq.executors.calls import (
+    Rejected,
+    attached,
+    cancelled,
+    load,
+    raised,
+    rejected,
+    succeeded,
+    timed_out,
+)
 from naq.executors.thread import ThreadExecutor
 from naq.settings import Settings
 
@@ -48,8 +57,9 @@ class AsyncioExecutor(Executor):
             except Rejected as exc:
                 return rejected(call, exc)
             try:
-                async with asyncio.timeout(call.timeout) as deadline:
-                    value = await func(*args, **kwargs)
+                with attached(call.trace_context):
+                    async with asyncio.timeout(call.timeout) as deadline:
+                        value = await func(*args, **kwargs)
             except TimeoutError as exc:
                 if deadline.expired():
                     return timed_out(call)

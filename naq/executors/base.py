@@ -24,6 +24,14 @@ if TYPE_CHECKING:
 Status = Literal["ok", "error", "retry", "timeout", "cancelled", "crashed", "rejected"]
 """``rejected``: the job cannot run at all (undecodable payload, function not
 importable); it is dead-lettered, never retried."""
+FAILED: dict[str, str] = {
+    "error": "Error",
+    "timeout": "TimeoutError",
+    "crashed": "Crashed",
+    "rejected": "Rejected",
+}
+"""The statuses of a failed run, each with the class it is counted under when the
+Outcome names none (a timeout, a child that died, a job that could not be loaded)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +52,10 @@ class Call:
     """A json-mode supervisor's allow-list: the function is resolved through it, so the
     check made before dispatch is made again where the job runs. ``None``: no limit
     (pickle mode, where decoding the payload runs code anyway)."""
+    trace_context: tuple[tuple[str, str], ...] = ()
+    """W3C trace-context headers (``traceparent``, ``tracestate``) the job runs under,
+    so spans its function opens are children of the supervisor's (``naq.tracing``);
+    plain strings, so they cross to children and subinterpreters as they are."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +70,17 @@ class Outcome:
     retry_in: float | None = None
     error_types: tuple[str, ...] = ()
     """``module.Qualname`` of the exception's class and its bases, for retry_on/ignore_on."""
+
+    @property
+    def error_class(self) -> str | None:
+        """A failed run's exception class (``ValueError``, ``tasks.Boom``), never its
+        message; ``None`` for a run that did not fail. What metrics label and traces
+        record: a message may carry a job's arguments."""
+        if self.status not in FAILED:
+            return None
+        if self.error_types:
+            return self.error_types[0].removeprefix("builtins.")
+        return FAILED[self.status]
 
 
 class NoFreeSlot(NaqError):

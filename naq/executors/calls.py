@@ -7,8 +7,10 @@ and interpreter executors the parent only ever holds the payload's bytes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 from naq.errors import Retry, SerializationError
@@ -84,6 +86,26 @@ def cancelled(call: Call, why: str = "cancelled") -> Outcome:
     return Outcome(call.job_id, "cancelled", error=why)
 
 
+@contextlib.contextmanager
+def attached(carrier: tuple[tuple[str, str], ...]) -> Iterator[None]:
+    """Run the block under the trace context ``carrier`` holds (W3C headers), so spans
+    opened inside are its children. Nothing happens with an empty carrier or without
+    OpenTelemetry installed (a child without the extra runs its job untraced)."""
+    if not carrier:
+        yield
+        return
+    try:
+        from opentelemetry import context, propagate
+    except ImportError:
+        yield
+        return
+    token = context.attach(propagate.extract(dict(carrier)))
+    try:
+        yield
+    finally:
+        context.detach(token)
+
+
 _local = threading.local()
 
 
@@ -96,15 +118,17 @@ def _thread_runner() -> asyncio.Runner:
 
 
 def run_blocking(call: Call) -> Outcome:
-    """Decode, run and encode in the calling thread (a pool thread or a child process)."""
+    """Decode, run and encode in the calling thread (a pool thread or a child process),
+    under the call's trace context."""
     try:
         func, args, kwargs = load(call)
     except Rejected as exc:
         return rejected(call, exc)
     try:
-        value = func(*args, **kwargs)
-        if asyncio.iscoroutine(value):
-            value = _thread_runner().run(value)
+        with attached(call.trace_context):
+            value = func(*args, **kwargs)
+            if asyncio.iscoroutine(value):
+                value = _thread_runner().run(value)
     except (Exception, SystemExit) as exc:  # sys.exit() in a job fails the job, not the worker
         return raised(call, exc)
     return succeeded(call, value)

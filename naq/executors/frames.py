@@ -44,12 +44,20 @@ def pack_call(call: Call) -> bytes:
     }
     if call.allow is not None:
         head["allow"] = asdict(call.allow)
+    if call.trace_context:
+        head["trace"] = call.trace_context
     return pack(head, call.payload)
 
 
 def unpack_call(head: dict[str, Any], body: bytes) -> Call:
     allow = head.pop("allow", None)
-    return Call(payload=body, allow=None if allow is None else AllowList.from_wire(allow), **head)
+    trace = tuple((str(k), str(v)) for k, v in head.pop("trace", ()))
+    return Call(
+        payload=body,
+        allow=None if allow is None else AllowList.from_wire(allow),
+        trace_context=trace,
+        **head,
+    )
 
 
 def pack_outcome(outcome: Outcome, rss: int) -> bytes:

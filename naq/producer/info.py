@@ -1,4 +1,5 @@
-"""The public read API: live workers, the scheduler leader, the queues and their counts.
+"""The public read API: live workers, the scheduler leader, the queues and their counts,
+and all three at once as one typed ``Overview`` (what ``naq info`` prints).
 
 Each call takes ``nats_url=`` and ``namespace=`` like the rest of the producer API
 and runs on its shared connection (``naq.producer.api.shared_queue``), so a
@@ -16,8 +17,17 @@ from typing import Any
 from naq.errors import ConfigurationError
 from naq.producer.api import connected
 from naq.settings import validate_name
-from naq.state import queues as state_queues, workers as state_workers
-from naq.state.queues import QueueInfo as QueueInfo  # the type these calls return
+from naq.state import (
+    overview as state_overview,
+    queues as state_queues,
+    workers as state_workers,
+)
+from naq.state.overview import (  # the types these calls return
+    LeaderInfo as LeaderInfo,
+    LiveWorker as LiveWorker,
+    Overview as Overview,
+)
+from naq.state.queues import QueueInfo as QueueInfo
 from naq.transport.pool import run_sync
 
 
@@ -87,9 +97,7 @@ async def queues_info(
 ) -> list[QueueInfo]:
     """:func:`queue_info` of several queues (every queue with None), reading what they
     share once: the delayed jobs are read once in all, not once per queue."""
-    if isinstance(names, str):  # a lone name would be read as its letters
-        raise ConfigurationError(f"queues_info takes a list of queue names, got {names!r}")
-    wanted = None if names is None else [validate_name("queue", name) for name in names]
+    wanted = _queue_names(names, "queues_info")
     return await state_queues.queues_info(*await connected(nats_url, namespace), wanted)
 
 
@@ -99,3 +107,32 @@ def queues_info_sync(
     namespace: str | None = None,
 ) -> list[QueueInfo]:
     return run_sync(queues_info(names, nats_url, namespace))
+
+
+def _queue_names(names: Iterable[str] | None, call: str) -> list[str] | None:
+    """Checked queue names (None: every queue), before anything connects."""
+    if isinstance(names, str):  # a lone name would be read as its letters
+        raise ConfigurationError(f"{call} takes a list of queue names, got {names!r}")
+    return None if names is None else [validate_name("queue", name) for name in names]
+
+
+async def overview(
+    names: Iterable[str] | None = None,
+    nats_url: str | None = None,
+    namespace: str | None = None,
+) -> Overview:
+    """The namespace at one moment, typed: :func:`queues_info` of ``names`` (every
+    queue with None), the live workers (id, role, busy/slots, RSS, heartbeat age,
+    and the whole record) and the scheduler leader. ``naq info`` prints it, ``naq
+    info --watch`` prints it again every interval, and a dashboard can show it as it
+    is. Raises what :func:`queues_info` raises."""
+    wanted = _queue_names(names, "overview")
+    return await state_overview.overview(*await connected(nats_url, namespace), wanted)
+
+
+def overview_sync(
+    names: Iterable[str] | None = None,
+    nats_url: str | None = None,
+    namespace: str | None = None,
+) -> Overview:
+    return run_sync(overview(names, nats_url, namespace))

@@ -33,6 +33,7 @@ from naq import heartbeat
 from naq.cron import due, following
 from naq.errors import ConfigurationError
 from naq.job import Job
+from naq.metrics import MetricsServer, SchedulerMetrics, feed
 from naq.middleware import Middleware, Middlewares
 from naq.scheduler.leader import Lease
 from naq.settings import Settings
@@ -74,6 +75,17 @@ class Scheduler:
         self.leading = asyncio.Event()
         """Set while this scheduler is the leader."""
         self.fired = 0
+        self.metrics: SchedulerMetrics | None = None
+        """With ``metrics_port`` set: whether it leads, what it fired, reconnects."""
+        self._metrics_server: MetricsServer | None = None
+        if settings.metrics_port:
+            self.metrics = SchedulerMetrics(lambda: self.is_leader)
+            self._metrics_server = MetricsServer(
+                settings.metrics_host,
+                settings.metrics_port,
+                self.metrics.registry,
+                self.metrics.refresh,
+            )
         self._stop = asyncio.Event()
         self._schedules: dict[str, tuple[Schedule, int]] = {}
         self._changed = asyncio.Event()
@@ -86,7 +98,25 @@ class Scheduler:
         self._stop.set()
 
     async def run(self) -> int:
-        nc = await connect(self.settings, name=f"naq-scheduler {self.scheduler_id}")
+        if self._metrics_server is not None:
+            await self._metrics_server.start()  # a port taken fails here, before NATS
+        try:
+            return await self._run()
+        finally:
+            if self._metrics_server is not None:
+                await self._metrics_server.stop()
+
+    async def _on_reconnected(self) -> None:
+        log.info("reconnected to NATS")
+        if self.metrics is not None:
+            feed(self.metrics.reconnects.inc)
+
+    async def _run(self) -> int:
+        nc = await connect(
+            self.settings,
+            name=f"naq-scheduler {self.scheduler_id}",
+            reconnected_cb=self._on_reconnected,
+        )
         client = Client(nc, self.settings)
         lease: Lease | None = None
         beats: asyncio.Task[None] | None = None
@@ -311,6 +341,8 @@ class Scheduler:
                 self.middleware.emit_after("after_enqueue", job)
             if not ack.duplicate:
                 self.fired += 1
+                if self.metrics is not None:
+                    feed(self.metrics.fires.labels(schedule.queue).inc)
             log.debug("fired %s (schedule %s)", job_id, schedule.schedule_id)
 
             def mutate(current: Schedule) -> Schedule | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 
 from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import NotFoundError
@@ -34,8 +35,15 @@ from naq.wire import BadMessage, decode_job
 log = logging.getLogger(__name__)
 
 
-async def drain(client: Client, layout: Layout, worker_id: str, settings: Settings) -> None:
-    """Run for the supervisor's life: move every exhausted job to the failed stream."""
+async def drain(
+    client: Client,
+    layout: Layout,
+    worker_id: str,
+    settings: Settings,
+    on_moved: Callable[[str], None] | None = None,
+) -> None:
+    """Run for the supervisor's life: move every exhausted job to the failed stream;
+    ``on_moved`` is told the queue of each one moved."""
     await declare_advisories(client.js, layout, settings)
     sub = await client.js.pull_subscribe(
         layout.advisory_subject,
@@ -50,11 +58,13 @@ async def drain(client: Client, layout: Layout, worker_id: str, settings: Settin
             continue
         for advisory in advisories:
             try:
-                await _move(client, layout, json.loads(advisory.data), worker_id, settings)
+                queue = await _move(client, layout, json.loads(advisory.data), worker_id, settings)
             except Exception as exc:  # leave it for the next supervisor or the next try
                 log.warning("dead-lettering an exhausted job failed: %s", exc)
                 continue
             await advisory.ack()
+            if queue is not None and on_moved is not None:
+                on_moved(queue)
 
 
 async def _move(
@@ -63,13 +73,14 @@ async def _move(
     advisory: dict[str, object],
     worker_id: str,
     settings: Settings,
-) -> None:
+) -> str | None:
+    """Move the exhausted job; its queue, or None if it needed no move."""
     seq = int(str(advisory["stream_seq"]))
     deliveries = int(str(advisory.get("deliveries", 0)))
     try:
         msg = await client.js.get_msg(layout.stream, seq)
     except NotFoundError:
-        return  # acked or purged meanwhile
+        return None  # acked or purged meanwhile
     queue = layout.queue_of(msg.subject or "") or UNKNOWN_QUEUE
     reason = f"the server stopped delivering it after {deliveries} deliveries (max_deliver)"
     headers = failed_headers(reason, None, deliveries, worker_id, msg.headers)
@@ -93,9 +104,10 @@ async def _move(
         if kept is not None:  # it ended meanwhile (cancelled, say): that stays its outcome
             await client.js.delete_msg(layout.stream, seq)
             log.info("job %s exhausted max_deliver but is %s already", meta.job_id, kept.status)
-            return
+            return None
     fitted = fit_failed_headers(headers, data, client.nc.max_payload)
     if fitted is not None:  # else the record says failed, and the job is too big to copy
         await client.publisher.publish(layout.failed_subject(queue), data, fitted)
     await client.js.delete_msg(layout.stream, seq)
     log.warning("job at sequence %d exhausted max_deliver: moved to the failed stream", seq)
+    return queue

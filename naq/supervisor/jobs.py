@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -113,6 +114,8 @@ class Jobs:
         self._settler: Settler | None = None
         self._signer = settings.signer
         self._subject_prefixes: dict[str, str] = {}
+        self.on_dead_letter: Callable[[str], None] = _ignore
+        """Told the queue of each job dead-lettered without a run (metrics)."""
 
     @property
     def settler(self) -> Settler:
@@ -271,7 +274,7 @@ class Jobs:
                 meta, payload = self._admit(msg, queue)
             except BadMessage as exc:
                 if await settler.fail(msg, queue, None, str(exc), None):
-                    self.count_failure()
+                    self.count_failure(queue)
                 return
             job = Delivery(msg, queue, meta, _attempt(msg))
             if job.attempt > 1 and not await self._resume(settler, job):
@@ -282,7 +285,7 @@ class Jobs:
             refusal = self._refuse(meta)
             if refusal:
                 if await settler.fail(msg, queue, job, refusal, None):
-                    self.count_failure()
+                    self.count_failure(queue)
                 return
             call = Call(
                 meta.job_id,
@@ -314,6 +317,10 @@ class Jobs:
             context = self._context(job) if self._middleware else None
             if context is not None:
                 self._middleware.emit("before_job", context)
+                if context.trace_context:  # a tracing hook: the job runs under its span
+                    call = dataclasses.replace(
+                        call, trace_context=tuple(context.trace_context.items())
+                    )
             self.running[key] = job
             self.starting -= 1
             started = True
@@ -398,6 +405,7 @@ class Jobs:
             headers=dict(job.msg.headers or {}),
             worker_id=self.worker_id,
             started_at=job.started_at,
+            delivered=_attempt(job.msg),
         )
 
     async def _resume(self, settler: Settler, job: Delivery) -> bool:
@@ -422,7 +430,7 @@ class Jobs:
                 f"its worker died while running it {job.crashes} time(s); it is not run again",
                 None,
             ):
-                self.count_failure()
+                self.count_failure(job.queue)
             return False
         if not previous_ended:  # leave a trace, so the next delivery can count this one
             return await settler.note(job, records.running, "the worker running it before died")
@@ -476,8 +484,11 @@ class Jobs:
         self._settled.set()
         return done
 
-    def count_failure(self) -> None:
+    def count_failure(self, queue: str) -> None:
+        """A job failed for good without a run (unreadable, refused, or it killed its
+        worker too often): it is in the failed stream."""
         self.counters.failed += 1
+        self.on_dead_letter(queue)
         self._settled.set()
 
     async def wait_until(self, predicate: Callable[[Counters], bool]) -> None:
@@ -538,6 +549,10 @@ def delivery_key(msg: Msg) -> str:
     """What tells one delivery from another: its ack subject, which names the stream
     sequence and the delivery count (unique per delivery, where the job id is not)."""
     return msg.reply or f"unacknowledgeable-{id(msg)}"
+
+
+def _ignore(_: str) -> None:
+    return None
 
 
 def _remember(ids: dict[str, None], job_id: str) -> None:

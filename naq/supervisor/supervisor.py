@@ -42,6 +42,7 @@ from naq import heartbeat
 from naq.errors import EXIT_OK, EXIT_STOP_CUT, BrokenExecutor
 from naq.executors.base import Executor
 from naq.heartbeat import Counters, Heartbeat
+from naq.metrics import ConsumerStats, MetricsServer, SupervisorMetrics, feed
 from naq.middleware import Middleware, Middlewares, WorkerInfo
 from naq.settings import Settings, validate_name
 from naq.state.dependencies import DependencyWatch
@@ -80,10 +81,30 @@ class Supervisor:
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.middleware = Middlewares.configured(settings.middleware_names, middleware)
         self.client: Client | None = None
+        self._consumer_stats: ConsumerStats | None = None
+        self.metrics: SupervisorMetrics | None = None
+        """With ``metrics_port`` set: the supervisor's metrics (a middleware, last)."""
+        self._metrics_server: MetricsServer | None = None
+        if settings.metrics_port:
+            self.metrics = SupervisorMetrics(
+                executor,
+                lambda: [job.queue for job in self.jobs.running.values()],
+                lambda: self._consumer_stats,
+            )
+            self.middleware = Middlewares([*self.middleware.items, self.metrics])
+            self._metrics_server = MetricsServer(
+                settings.metrics_host,
+                settings.metrics_port,
+                self.metrics.registry,
+                self.metrics.refresh,
+            )
         self._stopping = Stopping()
         self.jobs = Jobs(
             settings, executor, self.worker_id, self._stopping, self.middleware, self._fail_fatally
         )
+        if self.metrics is not None:
+            metrics = self.metrics
+            self.jobs.on_dead_letter = lambda queue: feed(metrics.dead_lettered_unrun, queue)
         self._pullers: dict[str, Puller] = {}
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._ack_waits: dict[str, float] = {}
@@ -142,6 +163,15 @@ class Supervisor:
         self.jobs.slots_changed.set()
 
     async def run(self) -> int:
+        if self._metrics_server is not None:
+            await self._metrics_server.start()  # a port taken fails here, before NATS
+        try:
+            return await self._run()
+        finally:
+            if self._metrics_server is not None:
+                await self._metrics_server.stop()
+
+    async def _run(self) -> int:
         nc = await connect(
             self.settings,
             name=f"naq-supervisor {self.worker_id}",
@@ -151,6 +181,7 @@ class Supervisor:
         self.client = client = Client(nc, self.settings)
         try:
             await client.layout(self.settings.namespace)
+            self._consumer_stats = ConsumerStats(client, self.layout, self.queues)
             for queue in self.queues:
                 consumer = await ensure_consumer(client.js, self.layout, queue, self.settings)
                 self._ack_waits[queue] = float(consumer.config.ack_wait or self.settings.ack_wait)
@@ -295,7 +326,7 @@ class Supervisor:
         )
         work["naq-heartbeat"] = lambda: self._heartbeat(info)
         work["naq-dead-letter"] = lambda: deadletter.drain(
-            client, self.layout, self.worker_id, self.settings
+            client, self.layout, self.worker_id, self.settings, self.jobs.on_dead_letter
         )
         work["naq-held-intake"] = lambda: take_in_held(client, self.layout, self._refuse_held)
         if self.settings.max_memory:
@@ -327,7 +358,7 @@ class Supervisor:
     async def _refuse_held(self, msg: Msg, reason: str) -> None:
         """A message on a held subject that is no job naq can take in: failed stream."""
         await self.jobs.settler.fail(msg, UNKNOWN_QUEUE, None, reason, None)
-        self.jobs.count_failure()
+        self.jobs.count_failure(UNKNOWN_QUEUE)
 
     def _fail_fatally(self, exc: BrokenExecutor) -> None:
         if self.fatal is None:
@@ -413,6 +444,8 @@ class Supervisor:
 
     async def _on_reconnected(self) -> None:
         log.info("reconnected to NATS")
+        if self.metrics is not None:
+            feed(self.metrics.reconnects.inc)
         for puller in self._pullers.values():
             puller.reset()
         self.jobs.slots_changed.set()

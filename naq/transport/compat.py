@@ -37,6 +37,21 @@ async def send_unsubscribe(nc: NATS, sub: Subscription) -> None:
     await nc._send_unsubscribe(sub._id)
 
 
+def drop_pending(nc: NATS) -> int:
+    """Forget what the client buffered while it was disconnected; the bytes dropped.
+
+    While reconnecting, nats-py keeps commands in its pending buffer to send after the
+    reconnect; ``close()`` then writes that buffer to the old, closed socket, which
+    uvloop refuses with a ``RuntimeError`` (the plain asyncio loop ignores it), so a
+    process closing while the server is gone failed in ``close()`` instead of exiting.
+    A closing client will never send the buffer anyway.
+    """
+    dropped: int = nc.pending_data_size
+    nc._pending = []
+    nc._pending_data_size = 0
+    return dropped
+
+
 def watch_consumer(watcher: KeyValue.KeyWatcher) -> tuple[Any, str, str] | None:
     """The JetStream context, stream and current consumer name behind a KV watch.
 

@@ -273,5 +273,7 @@ class Client:
         if not self.nc.is_closed:
             try:
                 await self.nc.drain()
-            except Exception:
+            except Exception:  # reconnecting (nothing to drain through), or a failed drain
+                if not self.nc.is_connected:
+                    compat.drop_pending(self.nc)  # see there: close() would fail on it
                 await self.nc.close()

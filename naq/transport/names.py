@@ -108,6 +108,11 @@ def consumer_stepdown_api_subject(stream: str, consumer: str) -> str:
     return f"{API_PREFIX}.CONSUMER.LEADER.STEPDOWN.{stream}.{consumer}"
 
 
+def consumer_info_api_subject(stream: str, consumer: str) -> str:
+    """The consumer info API: what metrics read a queue's backlog from."""
+    return f"{API_PREFIX}.CONSUMER.INFO.{stream}.{consumer}"
+
+
 def stream_info_api_subject(stream: str) -> str:
     """The stream info API (nats-py's ``stream_info`` cannot page the subjects it
     lists: past 100,000 the server sends them in pages, by ``offset``)."""

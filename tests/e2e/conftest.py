@@ -6,14 +6,17 @@ never by fixed sleeps, so a slow machine makes the tests slower, not flaky.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 from nats.js import JetStreamContext
 
-from naq import close_connections
+from naq import Settings, close_connections
 from naq.producer.schedules import list_schedules
+from naq.scheduler import Scheduler
 from naq.transport.names import Layout
 from tests.conftest import first_json
 from tests.procs import NAQ, NAQ_SUPERVISE, READY, Proc, Spawn
@@ -69,3 +72,45 @@ async def target(nats_url: str, namespace: str) -> AsyncIterator[dict[str, str]]
     await list_schedules(**conn)  # connects, and so declares every stream and bucket
     yield conn
     await close_connections()
+
+
+COLUMNS = ["queue", "waiting", "running", "redelivered", "failed", "scheduled", "consumers"]
+"""The header of ``naq info``'s queue table."""
+
+RunNaq = Callable[..., Awaitable[Proc]]
+
+
+@pytest.fixture
+def naq(spawn: Spawn, nats_url: str, namespace: str) -> RunNaq:
+    """Run ``naq ARGS`` on the test's namespace to its end; check its exit code."""
+
+    async def run(*args: str, code: int = 0, url: str = nats_url) -> Proc:
+        proc = spawn(NAQ, *args, "--nats-url", url, "--namespace", namespace)
+        assert await proc.exit_code(30) == code, proc.output()
+        return proc
+
+    return run
+
+
+@pytest.fixture
+async def leader(settings: Settings) -> AsyncIterator[Scheduler]:
+    """A scheduler role in this process, leading; it releases the lease at the end."""
+    sched = Scheduler(settings, "info-e2e")
+    task = asyncio.create_task(sched.run())
+    await asyncio.wait_for(sched.leading.wait(), 10)
+    yield sched
+    sched.request_stop()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(task, 10)
+
+
+def table(lines: list[str]) -> dict[str, list[int]]:
+    """The queue table of ``naq info``'s text: counts by queue name."""
+    start = next(i for i, line in enumerate(lines) if line.split() == COLUMNS)
+    rows: dict[str, list[int]] = {}
+    for line in lines[start + 1 :]:
+        if not line.strip():
+            break
+        name, *counts = line.split()
+        rows[name] = [int(count) for count in counts]
+    return rows

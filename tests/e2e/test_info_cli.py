@@ -4,9 +4,7 @@ scheduler leader, as text and as one JSON object."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from nats.js import JetStreamContext
@@ -15,49 +13,9 @@ from naq import Queue, Settings
 from naq.scheduler import Scheduler
 from tests import jobs
 from tests.conftest import StartSupervisor
-from tests.e2e.conftest import NAQ, Proc, Spawn, worker_record
+from tests.e2e.conftest import COLUMNS, RunNaq, table, worker_record
 
 pytestmark = pytest.mark.e2e
-
-COLUMNS = ["queue", "waiting", "running", "redelivered", "failed", "scheduled", "consumers"]
-
-RunNaq = Callable[..., Awaitable[Proc]]
-
-
-@pytest.fixture
-def naq(spawn: Spawn, nats_url: str, namespace: str) -> RunNaq:
-    """Run ``naq ARGS`` on the test's namespace to its end; check its exit code."""
-
-    async def run(*args: str, code: int = 0, url: str = nats_url) -> Proc:
-        proc = spawn(NAQ, *args, "--nats-url", url, "--namespace", namespace)
-        assert await proc.exit_code(30) == code, proc.output()
-        return proc
-
-    return run
-
-
-@pytest.fixture
-async def leader(settings: Settings) -> AsyncIterator[Scheduler]:
-    """A scheduler role in this process, leading; it releases the lease at the end."""
-    sched = Scheduler(settings, "info-e2e")
-    task = asyncio.create_task(sched.run())
-    await asyncio.wait_for(sched.leading.wait(), 10)
-    yield sched
-    sched.request_stop()
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(task, 10)
-
-
-def table(lines: list[str]) -> dict[str, list[int]]:
-    """The queue table of ``naq info``'s text: counts by queue name."""
-    start = next(i for i, line in enumerate(lines) if line.split() == COLUMNS)
-    rows: dict[str, list[int]] = {}
-    for line in lines[start + 1 :]:
-        if not line.strip():
-            break
-        name, *counts = line.split()
-        rows[name] = [int(count) for count in counts]
-    return rows
 
 
 async def test_info_shows_queues_workers_and_the_leader(

@@ -7,10 +7,12 @@ import signal
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 
 from naq import Queue
 from naq.settings import Settings
-from tests import jobs
+from naq.tracing import Tracing
+from tests import jobs, otel_jobs
 from tests.e2e.conftest import NAQ, READY, Spawn, SuperviseFn
 from tests.middleware import Stamp
 
@@ -58,3 +60,19 @@ async def test_an_unloadable_middleware_is_a_usage_error_before_connecting(
         proc = spawn(*command, "--nats-url", "nats://127.0.0.1:1", "--middleware", bad)
     assert await proc.exit_code(15) == 2, proc.output()
     assert "is not a naq Middleware" in proc.output()
+
+
+async def test_the_tracing_entry_point_carries_the_producers_trace_into_the_job(
+    settings: Settings, supervise: SuperviseFn
+) -> None:
+    """``NAQ_MIDDLEWARE=tracing`` by its entry-point name; the supervisor has no tracer
+    provider set up (its spans are not recorded), yet the job still runs in the
+    producer's trace."""
+    proc = supervise(NAQ_MIDDLEWARE="tracing")
+    await proc.line(READY)
+    provider = TracerProvider()
+    with provider.get_tracer("tests").start_as_current_span("request") as request:
+        async with Queue(settings=settings, middleware=[Tracing(tracer_provider=provider)]) as q:
+            job = await q.enqueue(otel_jobs.current_span_ids)
+            trace_id, _ = await q.fetch_result(job.job_id, timeout=15)
+    assert trace_id == f"{request.get_span_context().trace_id:032x}"

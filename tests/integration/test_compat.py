@@ -5,6 +5,7 @@ fails here, not in a supervisor."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -13,6 +14,9 @@ from naq import Settings
 from naq.transport import compat
 from naq.transport.connect import Client, connect, flush
 from naq.transport.names import Layout, kv_stream
+from naq.transport.pool import new_event_loop
+from naq.transport.server import EmbeddedServer, free_port
+from tests.conftest import until
 
 
 async def test_server_info_is_the_servers_info(nc: NATS) -> None:
@@ -85,3 +89,30 @@ async def test_js_and_kv_connection_name_the_connection_they_work_on(
     kv = await client.kv(layout.workers_bucket)
     assert compat.js_connection(client.js) is nc
     assert compat.kv_connection(kv) is nc
+
+
+def test_drop_pending_lets_a_client_close_while_the_server_is_gone(tmp_path: Path) -> None:
+    """What nats-py buffers while reconnecting is dropped, so the close completes on
+    uvloop (naq's loop), which refuses the write to the old socket that close makes."""
+    server = EmbeddedServer(free_port(), tmp_path / "store").start()
+    settings = Settings(nats_url=server.url)
+
+    async def main() -> None:
+        client = Client(await connect(settings), settings)
+
+        async def reconnecting() -> bool:
+            return client.nc.is_reconnecting
+
+        server.stop()
+        await until(reconnecting, 10, "the client to notice the server is gone")
+        await client.nc.publish("compat.pending", b"buffered while reconnecting")
+        assert client.nc.pending_data_size > 0
+        await client.close()  # drops the buffer: see compat.drop_pending
+        assert client.nc.is_closed
+        assert client.nc.pending_data_size == 0
+
+    try:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(asyncio.wait_for(main(), 30))
+    finally:
+        server.stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,7 +22,10 @@ from naq import (
     ConfigurationError,
     JobFailed,
     JobNotFound,
+    LeaderInfo,
+    LiveWorker,
     NaqError,
+    Overview,
     Queue,
     QueueInfo,
     QueueNotFound,
@@ -34,6 +38,8 @@ from naq import (
     list_queues_sync,
     list_workers,
     list_workers_sync,
+    overview,
+    overview_sync,
     queue_info,
     queue_info_sync,
     queues_info,
@@ -224,3 +230,75 @@ async def test_workers_and_the_scheduler_leader(
 
     assert await current_leader(**target) is None  # released: a delete marker
     assert await asyncio.to_thread(current_leader_sync, **target) is None
+
+
+async def test_the_overview_is_the_queues_workers_and_leader_typed(
+    settings: Settings, target: dict[str, Any], nc: NATS, namespace: str
+) -> None:
+    """One call for the whole screen (what ``naq info`` prints and a dashboard shows):
+    the same queue counts as ``queues_info``, the heartbeats typed (supervisors
+    first), the lease typed; the same through the ``_sync`` twin."""
+    empty = await overview(**target)
+    assert (empty.namespace, empty.queues, empty.workers, empty.leader) == (
+        namespace,
+        [],
+        [],
+        None,
+    )
+
+    conf = settings.replace(executor="thread", concurrency=3)
+    sup = Supervisor(conf, load_executor("thread")(3, conf), ["alpha"])
+    sup_task = await run_until_ready(sup)
+    sched = Scheduler(settings, "only")
+    sched_task = asyncio.create_task(sched.run())
+    try:
+        await asyncio.wait_for(sched.leading.wait(), 10)
+        async with Queue("alpha", settings=settings) as queue:
+            job = await queue.enqueue(jobs.fail, "boom", max_retries=0)
+            with pytest.raises(JobFailed):
+                await queue.fetch_result(job.job_id, timeout=10)
+        kv = await nc.jetstream().key_value(Layout(namespace).workers_bucket)
+        assert await first_json(kv, sup.worker_id, lambda r: r["failed"] == 1, 10) is not None
+        assert await first_json(kv, sched.heartbeat_key, lambda r: r["leader"], 10) is not None
+
+        for view in (await overview(**target), await asyncio.to_thread(overview_sync, **target)):
+            assert isinstance(view, Overview)
+            assert view.queues == await queues_info(**target)
+            assert [(q.name, q.failed) for q in view.queues] == [("alpha", 1)]
+            worker, scheduler = view.workers
+            assert isinstance(worker, LiveWorker)
+            assert (worker.id, worker.role, worker.pid) == (
+                sup.worker_id,
+                "supervisor",
+                os.getpid(),
+            )
+            assert (worker.busy, worker.slots) == (0, 3)
+            assert worker.rss > 0
+            assert worker.heartbeat_age is not None
+            assert worker.heartbeat_age >= 0
+            assert worker.record["failed"] == 1  # the whole heartbeat record
+            assert (scheduler.id, scheduler.role, scheduler.leader) == (
+                sched.heartbeat_key,
+                "scheduler",
+                True,
+            )
+            assert isinstance(view.leader, LeaderInfo)
+            assert view.leader.id == sched.scheduler_id
+            assert view.leader.since is not None
+            assert view.leader.since <= view.taken_at
+        only = await overview(["alpha"], **target)
+        assert [q.name for q in only.queues] == ["alpha"]
+    finally:
+        sched.request_stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(sched_task, 10)
+        sup.request_stop()
+        await asyncio.wait_for(sup_task, 15)
+
+    with pytest.raises(QueueNotFound):
+        await overview(["nope"], **target)
+    nowhere = {"nats_url": UNREACHABLE, "namespace": namespace}  # checked before connecting
+    with pytest.raises(ConfigurationError, match="list of queue names"):
+        await overview("alpha", **nowhere)
+    with pytest.raises(ConfigurationError, match="invalid queue name"):
+        await overview(["bad.name"], **nowhere)

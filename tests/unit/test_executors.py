@@ -20,6 +20,7 @@ import pytest
 
 from naq.executors import Call, Executor, Outcome, load_executor
 from naq.executors.asyncio import AsyncioExecutor
+from naq.executors.frames import pack_call, unpack, unpack_call
 from naq.executors.thread import ThreadExecutor
 from naq.job import new_job_id
 from naq.serializers import function_ref, get_serializer
@@ -364,3 +365,33 @@ def test_executor_names() -> None:
     assert AsyncioExecutor.name == "asyncio"
     assert ThreadExecutor.name == "thread"
     assert ThreadExecutor(1, Settings()).slots() == ()
+
+
+def test_a_calls_trace_context_crosses_the_frame_to_a_child() -> None:
+    context = (("traceparent", "00-" + "a" * 32 + "-" + "b" * 16 + "-01"), ("tracestate", "k=v"))
+    call = Call("j1", "tests.jobs:add", "pickle", b"payload", trace_context=context)
+    assert unpack_call(*unpack(pack_call(call)[4:])) == call
+    plain = Call("j2", "tests.jobs:add", "pickle", b"payload")
+    assert b"trace" not in pack_call(plain)  # nothing sent when there is none
+    assert unpack_call(*unpack(pack_call(plain)[4:])).trace_context == ()
+
+
+@pytest.mark.parametrize(
+    ("status", "types", "expected"),
+    [
+        ("ok", (), None),
+        ("retry", (), None),
+        ("cancelled", (), None),
+        ("error", ("builtins.ValueError", "builtins.Exception"), "ValueError"),
+        ("error", ("tasks.Boom", "builtins.Exception"), "tasks.Boom"),
+        ("error", (), "Error"),
+        ("timeout", (), "TimeoutError"),
+        ("crashed", (), "Crashed"),
+        ("rejected", (), "Rejected"),
+    ],
+)
+def test_an_outcome_names_its_failure_by_class_never_by_message(
+    status: Any, types: tuple[str, ...], expected: str | None
+) -> None:
+    outcome = Outcome("j", status, error="ValueError: secret 42", error_types=types)
+    assert outcome.error_class == expected

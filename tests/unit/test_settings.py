@@ -55,6 +55,8 @@ ENV_SAMPLES: dict[str, tuple[str, Any]] = {
     "preload": ("tasks,app.jobs", "tasks,app.jobs"),
     "allow": ("tasks, reports.*", "tasks, reports.*"),
     "middleware": ("tests.middleware:Stamp,tracing", "tests.middleware:Stamp,tracing"),
+    "metrics_port": ("9108", 9108),
+    "metrics_host": ("127.0.0.1", "127.0.0.1"),
     "scheduler_lock_ttl": ("45", 45.0),
     "scheduler_lock_renew_interval": ("10", 10.0),
     "max_stream_bytes": ("10GiB", 10 * 1024**3),
