@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.naq-installed
 
-.PHONY: demo test browser faults faults-quick lint typecheck check bench clean
+.PHONY: demo test browser faults faults-quick lint typecheck check bench container clean
 
 $(STAMP): pyproject.toml scripts/find-python
 	@python=$$(scripts/find-python) || exit 1; \
@@ -62,6 +62,21 @@ bench: $(BENCH_STAMP)
 	$(PY) bench/executors.py --runs 3 --json $(BENCH_OUT)/executors.json
 	$(PY) bench/latency.py --runs 3 --json $(BENCH_OUT)/latency.json
 	$(PY) bench/plot.py $(BENCH_OUT)
+
+# The image and the compose file, built and run with podman (root; about 2 minutes
+# once the base image exists, plus about a minute to make it the first time):
+# scripts/container-setup installs podman, runc and debootstrap and makes the local
+# base image; the container extra brings podman-compose.
+CONTAINER_STAMP := $(VENV)/.naq-container-installed
+
+$(CONTAINER_STAMP): $(STAMP)
+	@echo "installing the container extra into $(VENV)"
+	@$(PY) -m pip install --quiet -e ".[dev,container]" > $(VENV)/pip-container.log 2>&1 || { cat $(VENV)/pip-container.log; exit 1; }
+	@touch $(CONTAINER_STAMP)
+
+container: $(CONTAINER_STAMP)
+	scripts/container-setup
+	$(PY) -m pytest -q -m container tests/container --timeout 900
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .grimp_cache

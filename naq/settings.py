@@ -205,6 +205,14 @@ class Settings:
     store_dir: str | None = field(
         default=None, metadata={"help": "embedded server store dir (default: per-user dir)"}
     )
+    worker_id_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "file a supervisor (or scheduler) writes its heartbeat's id to while "
+            "it runs, where `naq health` finds which heartbeat is its own (unset: `naq "
+            "health` checks every supervisor on this host)"
+        },
+    )
     max_deliver: int = field(
         default=100,
         metadata={"help": "deliveries after which the server gives a job up (a backstop)"},

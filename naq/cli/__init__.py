@@ -2,8 +2,8 @@
 ``naq-supervise``.
 
 One module per group of commands: ``worker`` (the supervisor), ``admin`` (server,
-purge, workers, info), ``failed``, ``scheduler``, ``dashboard`` (the web dashboard,
-imported only when run); ``common`` holds what they share.
+purge, workers, info), ``failed``, ``scheduler``, ``health``, ``dashboard`` (the web
+dashboard, imported only when run); ``common`` holds what they share.
 This module only assembles the ``naq`` group.
 """
 
@@ -15,6 +15,7 @@ from naq.cli.admin import info_cmd, purge, server, workers_cmd
 from naq.cli.common import CONTEXT
 from naq.cli.dashboard import dashboard_cmd
 from naq.cli.failed import failed
+from naq.cli.health import health
 from naq.cli.scheduler import job_control, list_scheduled, scheduler_cmd
 from naq.cli.worker import supervise_main, worker
 
@@ -38,6 +39,7 @@ for command in (
     list_scheduled,
     job_control,
     dashboard_cmd,
+    health,
 ):
     main.add_command(command)
 main.add_command(workers_cmd, name="list-workers")  # the original naq's name

@@ -42,6 +42,8 @@ from naq.state.schedules import STATUSES, Schedule
     "replicas",
     "duplicate_window",
     "middleware",
+    "heartbeat_interval",
+    "worker_id_file",
     "metrics_port",
     "metrics_host",
 )

@@ -37,6 +37,7 @@ from naq.supervised import finish
 from naq.transport.connect import Client
 from naq.transport.kv import delete, is_stale_revision, stop_watch
 from naq.transport.names import LEASE_KEY, Layout
+from naq.transport.retry import retry
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,14 @@ class Lease:
         ).encode()
 
     async def kv(self) -> KeyValue:
+        """The lease bucket's handle; its lookup rides through a leader election (a
+        scheduler started with its cluster, or just after it declared the bucket)."""
         if self._kv is None:
-            self._kv = await self.client.kv(self.layout.leader_bucket)
+            self._kv = await retry(
+                lambda: self.client.kv(self.layout.leader_bucket),
+                what="looking up the scheduler lease bucket",
+                nc=self.client.nc,
+            )
         return self._kv
 
     async def try_acquire(self) -> bool:
@@ -91,7 +98,15 @@ class Lease:
         sent = time.monotonic()
         self._since = time.time()
         try:
-            revision = await kv.create(LEASE_KEY, self._value(), msg_ttl=self.ttl)
+            # Through no-responders and timeouts while the bucket elects a leader. A try
+            # that took the lease and whose answer was lost makes the next one fail as
+            # "held by another": this scheduler then waits out its own TTL, and never
+            # leads without knowing it.
+            revision = await retry(
+                lambda: kv.create(LEASE_KEY, self._value(), msg_ttl=self.ttl),
+                what="taking the scheduler lease",
+                nc=self.client.nc,
+            )
         except (KeyWrongLastSequenceError, KeyNotFoundError):
             # Held by another; or it expired between nats-py's refused create and its
             # re-read of the key, which then raises not-found: the next try wins it.

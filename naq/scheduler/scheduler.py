@@ -145,6 +145,8 @@ class Scheduler:
         finally:
             if beats is not None:
                 await finish([beats], cancel=True)
+                if self.settings.worker_id_file:
+                    heartbeat.clear_id_file(self.settings.worker_id_file, self.heartbeat_key)
                 try:
                     await heartbeat.remove(client, layout, self.heartbeat_key)
                 except Exception as exc:  # its TTL removes it anyway
@@ -181,9 +183,12 @@ class Scheduler:
             log.warning("scheduler heartbeat failed: %s", exc)
 
     async def _heartbeat(self, client: Client, layout: Layout) -> None:
+        await self._beat(client, layout)
+        if self.settings.worker_id_file:  # which record is ours, for `naq health`
+            heartbeat.write_id_file(self.settings.worker_id_file, self.heartbeat_key)
         while True:
-            await self._beat(client, layout)
             await asyncio.sleep(self.settings.heartbeat_interval)
+            await self._beat(client, layout)
 
     async def _until_stopped(self, work: Coroutine[Any, Any, None]) -> bool:
         """Run ``work`` unless a stop comes first; True if it finished."""

@@ -34,3 +34,13 @@ async def current_leader(client: Client, layout: Layout) -> dict[str, Any] | Non
         return None
     record: dict[str, Any] = json.loads(value)
     return record
+
+
+async def get_worker(client: Client, layout: Layout, worker_id: str) -> dict[str, Any] | None:
+    """One worker's live record, or None when it has none (never written, removed at a
+    clean exit, or expired by its TTL)."""
+    value = await get_value(await client.kv(layout.workers_bucket), worker_id)
+    if not value:
+        return None
+    record: dict[str, Any] = json.loads(value)
+    return record

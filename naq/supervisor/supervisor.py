@@ -221,15 +221,6 @@ class Supervisor:
                 self.worker_id, self.queues, self.executor.name, self.executor.concurrency
             )
             background = self._start_background(client, info)
-            log.info(
-                "supervisor %s: queues %s, executor %s x%d, namespace %s, %s",
-                self.worker_id,
-                ",".join(self.queues),
-                self.executor.name,
-                self.executor.concurrency,
-                self.settings.namespace,
-                self.settings.safe_url,
-            )
             worker = WorkerInfo(
                 self.worker_id,
                 self.settings.namespace,
@@ -239,6 +230,17 @@ class Supervisor:
             )
             self.middleware.emit("on_start", worker)
             await self._beat(info)  # listed by `naq workers` from the moment it is ready
+            if self.settings.worker_id_file:
+                heartbeat.write_id_file(self.settings.worker_id_file, self.worker_id)
+            log.info(
+                "supervisor %s: queues %s, executor %s x%d, namespace %s, %s",
+                self.worker_id,
+                ",".join(self.queues),
+                self.executor.name,
+                self.executor.concurrency,
+                self.settings.namespace,
+                self.settings.safe_url,
+            )
             self.ready.set()
             await self._stopping.requested.wait()
             code = EXIT_OK
@@ -257,6 +259,8 @@ class Supervisor:
                 raise self.fatal
             return code
         finally:
+            if self.settings.worker_id_file:
+                heartbeat.clear_id_file(self.settings.worker_id_file, self.worker_id)
             await self._close(client)
 
     async def _stop(
@@ -371,7 +375,18 @@ class Supervisor:
 
     async def _beat(self, info: Heartbeat) -> None:
         assert self.client is not None
-        record = info.record(self.executor, len(self.jobs.running), self.counters)
+        state: heartbeat.State = "running"
+        if self.fatal is not None:
+            state = "broken"
+        elif self._stopping.requested.is_set():
+            state = "draining"
+        record = info.record(
+            self.executor,
+            len(self.jobs.running),
+            self.counters,
+            state,
+            None if self.fatal is None else str(self.fatal),
+        )
         record["running"] = [
             {
                 "job_id": job.meta.job_id,

@@ -296,6 +296,37 @@ class ClusterNode(EmbeddedServer):
         )
 
 
+def node_configs(
+    hosts: list[str],
+    *,
+    route_port: int = 6222,
+    sync_always: bool = True,
+    cluster_name: str = CLUSTER_NAME,
+) -> dict[str, str]:
+    """Each node's configuration file for a cluster whose nodes run on hosts of their
+    own (containers, machines), by node name: the layout :class:`EmbeddedCluster` runs
+    on loopback (names ``n1``... in ``hosts``' order, a route to every node, fsync on
+    every write), with routes on ``route_port`` of each host. The client and monitoring
+    ports and the store are flags, as :meth:`EmbeddedServer.start` gives them. Written
+    out as ``docker/nats/*.conf`` for the compose file."""
+    routes = [f"nats-route://{host}:{route_port}" for host in hosts]
+    nodes = [
+        ClusterNode(
+            f"n{i + 1}",
+            4222,
+            route_port,
+            8222,
+            Path("/data"),
+            routes,
+            host="0.0.0.0",
+            sync_always=sync_always,
+            cluster_name=cluster_name,
+        )
+        for i in range(len(hosts))
+    ]
+    return {node.name: node.config_text() for node in nodes}
+
+
 @dataclass(frozen=True, slots=True)
 class Placement:
     """Where a stream or consumer lives: the server names of its leader and of every

@@ -47,6 +47,7 @@ ENV_SAMPLES: dict[str, tuple[str, Any]] = {
     "duplicate_window": ("30", 30.0),
     "replicas": ("3", 3),
     "store_dir": ("/tmp/naq-store", "/tmp/naq-store"),
+    "worker_id_file": ("/tmp/naq-worker.id", "/tmp/naq-worker.id"),
     "max_jobs_per_child": ("100", 100),
     "max_deliver": ("5", 5),
     "max_memory_per_child": ("512MiB", 512 * 1024**2),
