@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from naq import JobFailed, Queue
-from naq.state.record import ResultRecord
 from naq.executors.process import ProcessExecutor
+from naq.state.record import ResultRecord
 from naq.supervisor import Supervisor
 from naq.transport.names import Layout
 from tests import jobs
