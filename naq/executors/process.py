@@ -53,6 +53,7 @@ START_TIMEOUT = 30.0
 MEMORY_CHECK_INTERVAL = 1.0
 STORM_FAILURES = 5
 """Start-up failures in a row (no child got ready in between) that break the pool."""
+FIRST = asyncio.FIRST_COMPLETED
 TURNS_LOCK_TIMEOUT = 1.0
 """Seconds to wait for a child's turns lock; a child holds it for a few instructions,
 so only a child killed while holding it makes this run out."""
@@ -153,6 +154,8 @@ class Entry:
     seq: int
     reply: asyncio.Future[Reply]
     """The outcome frame; fails with ChildDied, or Withdrawn once taken back."""
+    first: asyncio.Future[None]
+    """Done once every call sent before it has ended: the child runs it next."""
 
 
 @dataclass(eq=False)
@@ -183,7 +186,10 @@ class Child:
     def submit(self, call: Call) -> Entry:
         """Send ``call``; it runs after every call sent before it."""
         self.seq += 1
-        entry = Entry(call, self.seq, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        entry = Entry(call, self.seq, loop.create_future(), loop.create_future())
+        if not self.pending:
+            entry.first.set_result(None)
         self.pending[entry.seq] = entry
         assert self.frames.transport is not None
         self.frames.transport.write(pack_call(call, entry.seq))
@@ -194,6 +200,14 @@ class Child:
         entry = self.pending.pop(int(head.get("seq", 0)), None)
         if entry is not None and not entry.reply.done():
             entry.reply.set_result((head, body))
+        self._next()
+
+    def _next(self) -> None:
+        """The call now first in line learns it is next."""
+        for entry in self.pending.values():
+            if not entry.first.done():
+                entry.first.set_result(None)
+            return
 
     def started(self, entry: Entry) -> bool:
         return bool(self.turns[0] >= entry.seq)
@@ -216,6 +230,7 @@ class Child:
         del self.pending[entry.seq]
         if not entry.reply.done():  # its task may have been cancelled meanwhile
             entry.reply.set_exception(Withdrawn(reason))
+        self._next()
         return True
 
     def died(self) -> None:
@@ -452,28 +467,17 @@ class ProcessExecutor(Executor):
         """Wait until every call sent to ``worker`` before ``entry`` has ended, at most
         ``lookahead_wait`` seconds; a call still queued then is taken back (``late``:
         the job before it is long, and another worker may be free)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.lookahead_wait
-        while not entry.reply.done():
-            head = next(iter(worker.pending.values()), None)
-            if head is None or head is entry:
-                return
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                if not worker.withdraw(entry, "late"):
-                    deadline = float("inf")  # it started: it has its turn
-                continue
-            await asyncio.wait(
-                (head.reply, entry.reply),
-                timeout=None if remaining == float("inf") else remaining,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+        waits = (entry.first, entry.reply)
+        await asyncio.wait(waits, timeout=self.settings.lookahead_wait, return_when=FIRST)
+        if entry.first.done() or entry.reply.done() or worker.withdraw(entry, "late"):
+            return
+        await asyncio.wait(waits, return_when=FIRST)  # it started meanwhile: its turn comes
 
     async def _run_on(self, slot: Slot, worker: Child, call: Call) -> Outcome:
         entry = worker.submit(call)
         reply: Reply | None = None
         try:
-            if len(worker.pending) > 1:
+            if not entry.first.done():
                 await self._turn(worker, entry)
             if call.timeout is None:
                 reply = await entry.reply
