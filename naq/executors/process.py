@@ -31,6 +31,7 @@ import multiprocessing
 import random
 import signal
 import socket
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -298,6 +299,7 @@ class ProcessExecutor(Executor):
         self._ahead = settings.lookahead
         """Calls queued in each child behind the one it runs: the supervisor's look-ahead,
         kept where the next job starts without a round trip to the supervisor."""
+        self._processes = threading.Lock()
         self._start_failures = 0
         self._broken: BrokenExecutor | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -346,7 +348,7 @@ class ProcessExecutor(Executor):
             daemon=True,
         )
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, process.start)  # forkserver start blocks briefly
+        await loop.run_in_executor(None, self._locked, process.start)  # blocks briefly
         child_sock.close()
         _, frames = await loop.create_connection(Frames, sock=parent_sock)
         new = Child(process, frames, process.pid or 0, max_jobs, turns)
@@ -376,11 +378,21 @@ class ProcessExecutor(Executor):
     async def _reap(self, old: Child) -> None:
         """Close the child's socket (it exits on EOF) and wait for it, killing if need be."""
         old.close()
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, old.process.join, 2.0)
+        await asyncio.get_running_loop().run_in_executor(None, self._locked, self._join, old)
+
+    @staticmethod
+    def _join(old: Child) -> None:
+        old.process.join(2.0)
         if old.process.exitcode is None:
             old.process.kill()
-            await loop.run_in_executor(None, old.process.join, 2.0)
+            old.process.join(2.0)
+
+    def _locked(self, work: Callable[..., None], *args: Any) -> None:
+        """Starting a child and reaping one, one at a time: ``Process.start`` polls every
+        child it knows (``multiprocessing``'s cleanup), and two threads reading one
+        forkserver child's exit status at once make one of them read 255 instead."""
+        with self._processes:
+            work(*args)
 
     def _replace(self, slot: Slot) -> None:
         """Start the slot's next child now, in the background, so it is ready in time.
