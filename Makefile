@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.naq-installed
 
-.PHONY: demo test browser faults faults-quick lint typecheck check bench container clean
+.PHONY: demo test browser faults faults-quick lint typecheck check bench bench-peers container clean
 
 $(STAMP): pyproject.toml scripts/find-python
 	@python=$$(scripts/find-python) || exit 1; \
@@ -77,6 +77,22 @@ $(CONTAINER_STAMP): $(STAMP)
 container: $(CONTAINER_STAMP)
 	scripts/container-setup
 	$(PY) -m pytest -q -m container tests/container --timeout 900
+
+# naq's process executor against huey's 2-process consumer on Redis, in one
+# run (about a minute). Optional: it installs the peers extra (huey, redis) and needs a
+# redis-server binary (Debian: apt-get install redis-server); not part of `make bench`.
+PEERS_STAMP := $(VENV)/.naq-peers-installed
+
+$(PEERS_STAMP): $(STAMP)
+	@echo "installing the peers extra into $(VENV)"
+	@$(PY) -m pip install --quiet -e ".[dev,peers]" > $(VENV)/pip-peers.log 2>&1 || { cat $(VENV)/pip-peers.log; exit 1; }
+	@touch $(PEERS_STAMP)
+
+bench-peers: $(PEERS_STAMP)
+	@command -v redis-server > /dev/null || { echo "bench-peers needs redis-server (Debian: apt-get install redis-server)"; exit 1; }
+	$(PY) -m pytest -q -m bench tests/bench/test_peers.py
+	@mkdir -p $(BENCH_OUT)
+	$(PY) bench/peers.py --runs 3 --json $(BENCH_OUT)/peers.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .grimp_cache

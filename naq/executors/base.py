@@ -95,6 +95,18 @@ class NoFreeSlot(NaqError):
         )
 
 
+class NotStarted(NaqError):
+    """A call the executor had queued ahead of its slot (``queues_ahead``) was taken
+    back before it started: the drain began (``back``), or it waited longer than
+    ``lookahead_wait`` behind a long job (``late``). The supervisor hands the job back
+    without counting a run, as it does with a job waiting in its own look-ahead."""
+
+    def __init__(self, job_id: str, reason: Literal["back", "late"]) -> None:
+        super().__init__(f"job {job_id} was not started: {reason}")
+        self.job_id = job_id
+        self.reason = reason
+
+
 @dataclass(frozen=True, slots=True)
 class SlotInfo:
     index: int
@@ -117,6 +129,11 @@ class Executor(abc.ABC):
     """
 
     name: ClassVar[str]
+    queues_ahead: ClassVar[bool] = False
+    """True for an executor that keeps the look-ahead itself, queued where its calls
+    run (the process executor, in each child: the hand-off to a child is hidden behind
+    the job it runs). Its ``free_slots`` then counts those places too, the supervisor
+    keeps no look-ahead of its own, and ``run`` may end in :class:`NotStarted`."""
 
     def __init__(self, concurrency: int, settings: Settings) -> None:
         self.concurrency = concurrency
@@ -125,6 +142,9 @@ class Executor(abc.ABC):
         """Set by the supervisor; an executor whose slot can free after ``run``
         returned (a thread that runs on past its job's timeout) calls it then, so a job
         waiting in the supervisor's look-ahead starts on that slot at once."""
+        self.ahead_open = True
+        """Set by the supervisor (``queues_ahead`` executors): False while jobs run
+        longer than ``lookahead_wait``, when no call is queued behind a running one."""
 
     @abc.abstractmethod
     async def start(self) -> None: ...
@@ -145,6 +165,11 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     async def shutdown(self, grace: float) -> None:
         """Let running jobs finish for ``grace`` seconds, then cancel what remains."""
+
+    def hand_back_queued(self) -> None:
+        """The drain began: calls queued ahead (``queues_ahead``) end with
+        :class:`NotStarted` now, not after the running jobs."""
+        return None
 
     def slots(self) -> Sequence[SlotInfo]:
         """Per-slot pid, rss and job, for heartbeats; in-process executors have none."""

@@ -14,13 +14,18 @@ import signal
 import socket
 import threading
 import traceback
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import psutil
 
 from naq.errors import EXIT_CHILD_ORPHANED, EXIT_CHILD_PRELOAD
 from naq.executors.calls import run_blocking
 from naq.executors.frames import HEADER, pack, pack_outcome, unpack, unpack_call
+
+if TYPE_CHECKING:
+    from multiprocessing.sharedctypes import SynchronizedArray
+
+    Turns = SynchronizedArray[int]
 
 
 def _read_frame(incoming: BinaryIO) -> bytes | None:
@@ -57,12 +62,43 @@ def _exit_with_supervisor(sock: socket.socket) -> None:
     threading.Thread(target=watch, name="naq-orphan-watch", daemon=True).start()
 
 
-def main(sock: socket.socket, preload: tuple[str, ...], report_rss: bool = False) -> None:
+def _withdrawn(turns: Turns | None, seq: int) -> bool:
+    """Whether the supervisor took call ``seq`` back; if not, it is marked started.
+
+    ``turns`` is shared with the supervisor: ``turns[0]`` is the last call started,
+    ``turns[1 + seq % (len - 1)] == seq`` marks ``seq`` taken back. Both sides decide
+    under its lock, so a queued call is either started here or taken back there,
+    never both (and the supervisor needs no reply from a busy child to know)."""
+    if turns is None:
+        return False
+    with turns.get_lock():
+        if turns[1 + seq % (len(turns) - 1)] == seq:
+            return True
+        turns[0] = seq
+    return False
+
+
+def main(
+    sock: socket.socket,
+    preload: tuple[str, ...],
+    report_rss: bool = False,
+    turns: Turns | None = None,
+    max_jobs: int = 0,
+    max_rss: int = 0,
+) -> None:
     """Entry point of a child process (the ``target`` of its ``Process``).
 
     ``report_rss``: send the RSS after each job, for a supervisor with a memory limit
     per child to check; without one its watch reads it once a second instead, and the
-    job path makes no ``/proc`` read per job."""
+    job path makes no ``/proc`` read per job.
+
+    Calls arrive in order and may be queued in the socket behind the running one; each
+    is checked against ``turns`` (see :func:`_withdrawn`) before it starts. A call
+    taken back gets no reply.
+
+    After ``max_jobs`` jobs, or a job that left it over ``max_rss`` bytes, the child
+    exits on its own once the outcome is sent: it never starts a call queued behind
+    that job, which the supervisor then sends to the slot's next child."""
     _exit_with_supervisor(sock)
     # Ctrl-C, systemd's stop (KillMode=control-group) and ``kill 0`` signal the whole
     # process group: the supervisor's drain decides what stops, and ends a child by
@@ -79,9 +115,18 @@ def main(sock: socket.socket, preload: tuple[str, ...], report_rss: bool = False
         os._exit(EXIT_CHILD_PRELOAD)
     sock.sendall(pack({"ready": os.getpid(), "rss": me.memory_info().rss}))
     incoming = sock.makefile("rb")
+    done = 0
     while True:
         data = _read_frame(incoming)
         if data is None:
             return
-        outcome = run_blocking(unpack_call(*unpack(data)))
-        sock.sendall(pack_outcome(outcome, me.memory_info().rss if report_rss else 0))
+        head, body = unpack(data)
+        seq = int(head.get("seq", 0))
+        if _withdrawn(turns, seq):
+            continue
+        outcome = run_blocking(unpack_call(head, body))
+        rss = me.memory_info().rss if report_rss else 0
+        sock.sendall(pack_outcome(outcome, rss, seq))
+        done += 1
+        if (max_jobs and done >= max_jobs) or (max_rss and rss > max_rss):
+            os._exit(0)  # retired: the outcome is in the supervisor's socket already

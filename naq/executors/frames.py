@@ -30,10 +30,12 @@ def unpack(data: bytes) -> tuple[dict[str, Any], bytes]:
     return head, body
 
 
-def pack_call(call: Call) -> bytes:
+def pack_call(call: Call, seq: int = 0) -> bytes:
     """One frame, written with one ``write``; the head is built field by field (no
-    ``asdict``, which deep-copies every value of every call)."""
+    ``asdict``, which deep-copies every value of every call). ``seq`` numbers the calls
+    sent to one child, so a call queued there can be taken back (see ``child``)."""
     head: dict[str, Any] = {
+        "seq": seq,
         "job_id": call.job_id,
         "function": call.function,
         "serializer": call.serializer,
@@ -51,6 +53,7 @@ def pack_call(call: Call) -> bytes:
 
 def unpack_call(head: dict[str, Any], body: bytes) -> Call:
     allow = head.pop("allow", None)
+    head.pop("seq", None)
     trace = tuple((str(k), str(v)) for k, v in head.pop("trace", ()))
     return Call(
         payload=body,
@@ -60,16 +63,18 @@ def unpack_call(head: dict[str, Any], body: bytes) -> Call:
     )
 
 
-def pack_outcome(outcome: Outcome, rss: int) -> bytes:
+def pack_outcome(outcome: Outcome, rss: int, seq: int = 0) -> bytes:
     head = asdict(outcome)
     result = head.pop("result")
     head["has_result"] = result is not None
     head["rss"] = rss
+    head["seq"] = seq
     return pack(head, result or b"")
 
 
 def unpack_outcome(head: dict[str, Any], body: bytes) -> tuple[Outcome, int]:
     rss = int(head.pop("rss", 0))
+    head.pop("seq", None)
     has_result = head.pop("has_result", False)
     head["error_types"] = tuple(head.get("error_types", ()))
     return Outcome(result=body if has_result else None, **head), rss

@@ -5,8 +5,11 @@ running call cannot be stopped. Here each slot owns one child:
 
     supervisor loop                          child (forkserver or spawn)
     ---------------                          ---------------------------
-    run(Call) -> slot --frame: Call-------->  decode payload, run, encode result
+    run(Call) -> slot --frame: Call, n----->  decode payload, run, encode result
               <--------frame: Outcome, rss--  (bytes both ways, never pickle)
+    run(Call) -> slot --frame: Call, n+1--->  queued in the socket (the look-ahead):
+                                              started as soon as n's outcome is sent,
+    take back n+1 ----- turns (shared) -----  unless taken back first (drain, late)
     EOF / exit code  -> "crashed", reason names the signal or exit code
     timeout          -> SIGKILL, "timeout";  cancel -> SIGKILL, "cancelled"
     RSS over limit   -> during a job: SIGKILL, "memory limit exceeded";
@@ -28,9 +31,10 @@ import multiprocessing
 import random
 import signal
 import socket
+import threading
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any, cast
 
@@ -38,7 +42,7 @@ import psutil
 
 from naq.errors import BrokenExecutor
 from naq.executors import child
-from naq.executors.base import Call, Executor, NoFreeSlot, Outcome, SlotInfo
+from naq.executors.base import Call, Executor, NoFreeSlot, NotStarted, Outcome, SlotInfo
 from naq.executors.calls import cancelled, timed_out
 from naq.executors.frames import HEADER, pack_call, unpack, unpack_outcome
 from naq.settings import Settings
@@ -50,19 +54,35 @@ START_TIMEOUT = 30.0
 MEMORY_CHECK_INTERVAL = 1.0
 STORM_FAILURES = 5
 """Start-up failures in a row (no child got ready in between) that break the pool."""
+FIRST = asyncio.FIRST_COMPLETED
+TURNS_LOCK_TIMEOUT = 1.0
+"""Seconds to wait for a child's turns lock; a child holds it for a few instructions,
+so only a child killed while holding it makes this run out."""
 
 
 class ChildDied(Exception):
     pass
 
 
-class Frames(asyncio.Protocol):
-    """The supervisor's end of one child's socket: each frame that arrives resolves the
-    future of the one call waiting for it, in the callback that read it.
+class Withdrawn(Exception):
+    """A call queued in a child was taken back before it started (see ``Child.withdraw``)."""
 
-    A protocol rather than a stream reader and a task per job: a job's reply costs one
-    callback and one future, and a child that dies (EOF) or is killed fails the
-    waiting future at once."""
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+Reply = tuple[dict[str, Any], bytes]
+"""An outcome frame from a child, split into its head and body."""
+
+
+class Frames(asyncio.Protocol):
+    """The supervisor's end of one child's socket.
+
+    Until the child is ready, frames are read with :meth:`next_frame`; after that each
+    frame goes to ``deliver``, in the callback that read it, and a child that dies
+    (EOF) or is killed calls ``lost`` at once. A protocol rather than a stream reader
+    and a task per job: a job's reply costs one callback and one future."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -70,6 +90,8 @@ class Frames(asyncio.Protocol):
         self._waiter: asyncio.Future[bytes] | None = None
         self._early: deque[bytes] = deque()
         self.closed = False
+        self.deliver: Callable[[bytes], None] | None = None
+        self.lost: Callable[[], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports (the CLI's loop) are not asyncio.Transport subclasses.
@@ -90,6 +112,9 @@ class Frames(asyncio.Protocol):
             del buffer[:start]
 
     def _arrived(self, frame: bytes) -> None:
+        if self.deliver is not None:
+            self.deliver(frame)
+            return
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(frame)
@@ -108,14 +133,30 @@ class Frames(asyncio.Protocol):
         return waiter
 
     def fail(self) -> None:
-        """The child is gone or being killed: the call waiting on it ends now."""
+        """The child is gone or being killed: every call waiting on it ends now."""
+        if self.closed:
+            return
         self.closed = True
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_exception(ChildDied())
+        if self.lost is not None:
+            self.lost()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.fail()
+
+
+@dataclass(eq=False)
+class Entry:
+    """A call sent to a child and not answered yet."""
+
+    call: Call
+    seq: int
+    reply: asyncio.Future[Reply]
+    """The outcome frame; fails with ChildDied, or Withdrawn once taken back."""
+    first: asyncio.Future[None]
+    """Done once every call sent before it has ended: the child runs it next."""
 
 
 @dataclass(eq=False)
@@ -124,23 +165,90 @@ class Child:
     frames: Frames
     pid: int
     max_jobs: int
+    turns: Any
+    """Shared with the child (``child._withdrawn``): the last call it started, and the
+    calls taken back."""
     rss: int = 0
     jobs_done: int = 0
-    job_id: str | None = None
     retire: bool = False
     kill_reason: str | None = None
+    pending: dict[int, Entry] = field(default_factory=dict)
+    """Calls sent and not answered, in the order sent: the first runs (or is about to),
+    the others wait in the child's socket."""
+    seq: int = 0
+    reaped: asyncio.Task[None] | None = None
+
+    @property
+    def job_id(self) -> str | None:
+        """The job the child runs now (or is about to start)."""
+        head = next(iter(self.pending.values()), None)
+        return None if head is None else head.call.job_id
+
+    def submit(self, call: Call) -> Entry:
+        """Send ``call``; it runs after every call sent before it."""
+        self.seq += 1
+        loop = asyncio.get_running_loop()
+        entry = Entry(call, self.seq, loop.create_future(), loop.create_future())
+        if not self.pending:
+            entry.first.set_result(None)
+        self.pending[entry.seq] = entry
+        assert self.frames.transport is not None
+        self.frames.transport.write(pack_call(call, entry.seq))
+        return entry
+
+    def arrived(self, frame: bytes) -> None:
+        head, body = unpack(frame)
+        entry = self.pending.pop(int(head.get("seq", 0)), None)
+        if entry is not None and not entry.reply.done():
+            entry.reply.set_result((head, body))
+        self._next()
+
+    def _next(self) -> None:
+        """The call now first in line learns it is next."""
+        for entry in self.pending.values():
+            if not entry.first.done():
+                entry.first.set_result(None)
+            return
+
+    def started(self, entry: Entry) -> bool:
+        return bool(self.turns[0] >= entry.seq)
+
+    def withdraw(self, entry: Entry, reason: str) -> bool:
+        """Take back a call the child has not started (its ``run`` ends in
+        :class:`Withdrawn`); False once the child has started it or it ended."""
+        if self.pending.get(entry.seq) is not entry:
+            return False
+        lock = self.turns.get_lock()
+        if not lock.acquire(timeout=TURNS_LOCK_TIMEOUT):  # only a child killed holding it
+            self.kill("its worker process stopped answering")
+            return False
+        try:
+            if self.turns[0] >= entry.seq:
+                return False
+            self.turns[1 + entry.seq % (len(self.turns) - 1)] = entry.seq
+        finally:
+            lock.release()
+        del self.pending[entry.seq]
+        if not entry.reply.done():  # its task may have been cancelled meanwhile
+            entry.reply.set_exception(Withdrawn(reason))
+        self._next()
+        return True
+
+    def died(self) -> None:
+        """Every call sent and not answered ends with ChildDied."""
+        pending, self.pending = self.pending, {}
+        for entry in pending.values():
+            if not entry.reply.done():
+                entry.reply.set_exception(ChildDied())
 
     def kill(self, reason: str) -> None:
-        """Stop the child now; the job it holds ends with ``reason``."""
+        """Stop the child now; the job it runs ends with ``reason``, the calls queued
+        behind it are sent again to the next child."""
         if self.kill_reason is None:
             self.kill_reason = reason
         with contextlib.suppress(ProcessLookupError, AttributeError):
             self.process.kill()
         self.frames.fail()
-
-    def send(self, frame: bytes) -> None:
-        assert self.frames.transport is not None
-        self.frames.transport.write(frame)
 
     def close(self) -> None:
         if self.frames.transport is not None:
@@ -151,7 +259,8 @@ class Child:
 class Slot:
     index: int
     child: Child | None = None
-    busy: bool = False
+    busy: int = 0
+    """Calls given to this slot and not returned: one running, the rest queued."""
     starting: asyncio.Task[Child] | None = None
 
 
@@ -167,8 +276,13 @@ def describe_exit(process: BaseProcess) -> str:
     return f"worker process exited with code {code}"
 
 
+class _Resend(Exception):
+    """The call never started on its child (the child died or retired first)."""
+
+
 class ProcessExecutor(Executor):
     name = "process"
+    queues_ahead = True
 
     def __init__(self, concurrency: int, settings: Settings) -> None:
         super().__init__(concurrency, settings)
@@ -182,6 +296,10 @@ class ProcessExecutor(Executor):
             preload = ["naq.executors.child", "naq.cli", *settings.preload_modules]
             self._ctx.set_forkserver_preload(preload)
         self._slots = [Slot(i) for i in range(concurrency)]
+        self._ahead = settings.lookahead
+        """Calls queued in each child behind the one it runs: the supervisor's look-ahead,
+        kept where the next job starts without a round trip to the supervisor."""
+        self._processes = threading.Lock()
         self._start_failures = 0
         self._broken: BrokenExecutor | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -194,13 +312,13 @@ class ProcessExecutor(Executor):
         limit = self.settings.max_jobs_per_child
         return limit + random.randint(0, max(1, limit // 4)) if limit else 0
 
-    async def _spawn(self) -> Child:
+    async def _spawn(self, slot: Slot) -> Child:
         """A ready child, or BrokenExecutor after too many start-up failures in a row."""
         while True:
             if self._broken is not None:
                 raise self._broken
             try:
-                return await self._spawn_once()
+                return await self._spawn_once(slot)
             except ChildDied as exc:
                 self._start_failures += 1
                 log.error("process executor: a child failed to start: %s", exc)
@@ -212,23 +330,28 @@ class ProcessExecutor(Executor):
                     raise self._broken from None
                 await asyncio.sleep(min(2.0, 0.1 * 2**self._start_failures))
 
-    async def _spawn_once(self) -> Child:
+    async def _spawn_once(self, slot: Slot) -> Child:
         parent_sock, child_sock = socket.socketpair()
+        turns = self._ctx.Array("q", 2 + self._ahead + 1)
+        max_jobs = self._job_limit()
         process = self._ctx.Process(
             target=child.main,
             args=(
                 child_sock,
                 self.settings.preload_modules,
                 bool(self.settings.max_memory_per_child),
+                turns,
+                max_jobs,
+                self.settings.max_memory_per_child,
             ),
             name="naq-child",
             daemon=True,
         )
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, process.start)  # forkserver start blocks briefly
+        await loop.run_in_executor(None, self._locked, process.start)  # blocks briefly
         child_sock.close()
         _, frames = await loop.create_connection(Frames, sock=parent_sock)
-        new = Child(process, frames, process.pid or 0, self._job_limit())
+        new = Child(process, frames, process.pid or 0, max_jobs, turns)
         try:
             head, _ = unpack(await asyncio.wait_for(frames.next_frame(), START_TIMEOUT))
         except (ChildDied, TimeoutError):
@@ -238,41 +361,75 @@ class ProcessExecutor(Executor):
             await self._reap(new)
             raise ChildDied(str(head["error"]))
         new.rss = int(head.get("rss", 0))
+        frames.deliver = new.arrived
+        frames.lost = lambda: self._lost(slot, new)
         self._start_failures = 0
         return new
+
+    def _lost(self, slot: Slot, old: Child) -> None:
+        """A child died or was killed: every call it held ends now (the one it ran with
+        the reason, the others to be sent again), and the slot's next child starts."""
+        old.died()
+        if slot.child is old:
+            self._replace(slot)
+        elif old.reaped is None:
+            old.reaped = asyncio.get_running_loop().create_task(self._reap(old))
 
     async def _reap(self, old: Child) -> None:
         """Close the child's socket (it exits on EOF) and wait for it, killing if need be."""
         old.close()
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, old.process.join, 2.0)
+        await asyncio.get_running_loop().run_in_executor(None, self._locked, self._join, old)
+
+    @staticmethod
+    def _join(old: Child) -> None:
+        old.process.join(2.0)
         if old.process.exitcode is None:
             old.process.kill()
-            await loop.run_in_executor(None, old.process.join, 2.0)
+            old.process.join(2.0)
+
+    def _locked(self, work: Callable[..., None], *args: Any) -> None:
+        """Starting a child and reaping one, one at a time: ``Process.start`` polls every
+        child it knows (``multiprocessing``'s cleanup), and two threads reading one
+        forkserver child's exit status at once make one of them read 255 instead."""
+        with self._processes:
+            work(*args)
 
     def _replace(self, slot: Slot) -> None:
-        """Start the slot's next child now, in the background, so it is ready in time."""
+        """Start the slot's next child now, in the background, so it is ready in time.
+        The old one is reaped once the job it runs (if any) has ended; calls queued
+        behind it move to the next child."""
         old, slot.child = slot.child, None
         if old is not None:
-            asyncio.get_running_loop().create_task(self._reap(old))
+            old.retire = True
+            for entry in list(old.pending.values())[1:]:
+                old.withdraw(entry, "moved")
+            head = next(iter(old.pending.values()), None)
+            if head is not None and old.withdraw(head, "moved"):
+                head = None
+            if head is None and old.reaped is None:
+                old.reaped = asyncio.get_running_loop().create_task(self._reap(old))
         if not self._closing and slot.starting is None:
-            slot.starting = asyncio.get_running_loop().create_task(self._spawn())
+            slot.starting = asyncio.get_running_loop().create_task(self._spawn(slot))
 
     async def _child_of(self, slot: Slot) -> Child:
         if slot.child is None:
             if slot.starting is None:
-                slot.starting = asyncio.get_running_loop().create_task(self._spawn())
+                slot.starting = asyncio.get_running_loop().create_task(self._spawn(slot))
+            starting = slot.starting
             try:
-                slot.child = await asyncio.shield(slot.starting)
-            finally:
-                if slot.starting.done():
+                child = await asyncio.shield(starting)
+            finally:  # several calls may wait for one child: the first done clears it
+                if slot.starting is starting and starting.done():
                     slot.starting = None
+            if slot.child is None:
+                slot.child = child
+            return child
         return slot.child
 
     # -- contract ----------------------------------------------------------------------
     async def start(self) -> None:
         for slot in self._slots:
-            slot.starting = asyncio.get_running_loop().create_task(self._spawn())
+            slot.starting = asyncio.get_running_loop().create_task(self._spawn(slot))
         try:
             await asyncio.gather(*(self._child_of(slot) for slot in self._slots))
         except BrokenExecutor:
@@ -280,62 +437,95 @@ class ProcessExecutor(Executor):
             raise
         self._watch = asyncio.get_running_loop().create_task(self._watch_memory())
 
+    def _places(self) -> int:
+        """Calls a slot takes: the one it runs, and those queued while the look-ahead
+        is open (jobs end within ``lookahead_wait``)."""
+        return 1 + (self._ahead if self.ahead_open else 0)
+
     def free_slots(self) -> int:
-        return sum(not slot.busy for slot in self._slots)
+        places = self._places()
+        return sum(max(0, places - slot.busy) for slot in self._slots)
 
     async def run(self, call: Call) -> Outcome:
-        slot = next((s for s in self._slots if not s.busy), None)
-        if slot is None:
+        places = self._places()
+        slot = min(self._slots, key=lambda s: s.busy)
+        if slot.busy >= places:
             raise NoFreeSlot(self.name, self.concurrency, call.job_id)
-        slot.busy = True
+        slot.busy += 1
         self._idle.clear()
         try:
-            try:
-                worker = await self._child_of(slot)
-            except asyncio.CancelledError:
-                # shutdown() cancelled the child being started for this slot: the job never
-                # began, so it is handed back like any job cut short by a shutdown.
-                task = asyncio.current_task()
-                if self._closing and task is not None and not task.cancelling():
-                    return cancelled(call)
-                raise
-            return await self._run_on(slot, worker, call)
+            while True:
+                if self._closing and slot.child is None:
+                    raise NotStarted(call.job_id, "back")
+                try:
+                    worker = await self._child_of(slot)
+                except asyncio.CancelledError:
+                    # shutdown() cancelled the child being started for this slot: the job
+                    # never began, so it is handed back like any job cut short by a shutdown.
+                    task = asyncio.current_task()
+                    if self._closing and task is not None and not task.cancelling():
+                        return cancelled(call)
+                    raise
+                try:
+                    return await self._run_on(slot, worker, call)
+                except _Resend:
+                    continue
         finally:
-            slot.busy = False
+            slot.busy -= 1
             if not any(s.busy for s in self._slots):
                 self._idle.set()
 
+    async def _turn(self, worker: Child, entry: Entry) -> None:
+        """Wait until every call sent to ``worker`` before ``entry`` has ended, at most
+        ``lookahead_wait`` seconds; a call still queued then is taken back (``late``:
+        the job before it is long, and another worker may be free)."""
+        waits = (entry.first, entry.reply)
+        await asyncio.wait(waits, timeout=self.settings.lookahead_wait, return_when=FIRST)
+        if entry.first.done() or entry.reply.done() or worker.withdraw(entry, "late"):
+            return
+        await asyncio.wait(waits, return_when=FIRST)  # it started meanwhile: its turn comes
+
     async def _run_on(self, slot: Slot, worker: Child, call: Call) -> Outcome:
-        worker.job_id = call.job_id
-        reply = worker.frames.next_frame()
-        worker.send(pack_call(call))
-        frame: bytes | None = None
+        entry = worker.submit(call)
+        reply: Reply | None = None
         try:
+            if not entry.first.done():
+                await self._turn(worker, entry)
             if call.timeout is None:
-                frame = await reply
+                reply = await entry.reply
             else:
-                frame = await asyncio.wait_for(reply, call.timeout)
+                reply = await asyncio.wait_for(entry.reply, call.timeout)
         except TimeoutError:
             worker.kill("timeout")
         except ChildDied:
-            pass
+            if not worker.started(entry):
+                raise _Resend from None
+        except Withdrawn as exc:
+            if exc.reason == "moved":
+                raise _Resend from None
+            if exc.reason == "cancelled":
+                return cancelled(call)
+            raise NotStarted(call.job_id, "late" if exc.reason == "late" else "back") from None
         except asyncio.CancelledError:
-            worker.kill("cancelled")
-            self._replace(slot)
+            if not worker.withdraw(entry, "cancelled"):
+                worker.kill("cancelled")
             raise
-        if frame is not None:
-            outcome, rss = unpack_outcome(*unpack(frame))
+        if reply is not None:
+            outcome, rss = unpack_outcome(*reply)
             if rss:  # sent only when a memory limit needs it; else the watch reads it
                 worker.rss = rss
-            worker.job_id = None
             worker.jobs_done += 1
-            self._after_job(slot, worker)
+            if worker.retire:
+                if not worker.pending and worker.reaped is None:
+                    worker.reaped = asyncio.get_running_loop().create_task(self._reap(worker))
+            else:
+                self._after_job(slot, worker)
             return outcome
         reason = worker.kill_reason
-        if reason is None:  # it died by itself: read its exit status before reaping it
-            await asyncio.get_running_loop().run_in_executor(None, worker.process.join, 5.0)
+        if reason is None:  # it died by itself: read its exit status once it is reaped
+            if worker.reaped is not None:
+                await asyncio.shield(worker.reaped)
             reason = describe_exit(worker.process)
-        self._replace(slot)
         if reason == "timeout":
             return timed_out(call)
         if reason == "cancelled":
@@ -368,26 +558,45 @@ class ProcessExecutor(Executor):
                         f"over {limit / 2**20:.0f} MiB"
                     )
 
+    def _children(self) -> list[Child]:
+        return [slot.child for slot in self._slots if slot.child is not None]
+
     async def cancel(self, job_id: str) -> bool:
         found = False
-        for slot in self._slots:  # every run of the job: it may be delivered twice at once
-            if slot.child is not None and slot.child.job_id == job_id:
-                slot.child.kill("cancelled")
-                found = True
+        for worker in self._children():  # every run of the job: it may be delivered twice
+            for entry in list(worker.pending.values()):
+                if entry.call.job_id == job_id:
+                    found = True
+                    if not worker.withdraw(entry, "cancelled"):
+                        worker.kill("cancelled")
         return found
+
+    def hand_back_queued(self) -> None:
+        for worker in self._children():
+            for entry in list(worker.pending.values())[1:]:
+                worker.withdraw(entry, "back")
 
     async def shutdown(self, grace: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), grace)
         self._closing = True
-        for slot in self._slots:
-            if slot.child is not None and slot.child.job_id is not None:
-                slot.child.kill("cancelled")
+        killed = [worker for worker in self._children() if worker.pending]
+        for worker in killed:
+            worker.kill("cancelled")
         if self._watch is not None:
             self._watch.cancel()
         await finish([s.starting for s in self._slots if s.starting is not None], cancel=True)
-        children = [s.child for s in self._slots if s.child is not None]
-        await finish([asyncio.ensure_future(self._reap(c)) for c in children])
+        reaping = [asyncio.ensure_future(self._reap(c)) for c in self._children()]
+        reaping += [w.reaped for w in killed if w.reaped is not None]
+        await finish(reaping)
+
+    def queued(self) -> list[str]:
+        """Job ids sent to a child and waiting there behind the job it runs."""
+        return [
+            entry.call.job_id
+            for worker in self._children()
+            for entry in list(worker.pending.values())[1:]
+        ]
 
     def slots(self) -> Sequence[SlotInfo]:
         return [

@@ -26,7 +26,7 @@ from nats.aio.msg import Msg
 
 from naq.errors import BrokenExecutor, ConfigurationError
 from naq.executors.allow import AllowList, Refused
-from naq.executors.base import Call, Executor, NoFreeSlot, Outcome
+from naq.executors.base import Call, Executor, NoFreeSlot, NotStarted, Outcome
 from naq.heartbeat import Counters
 from naq.job import validate_job_id
 from naq.middleware import JobContext, Middlewares
@@ -52,6 +52,9 @@ kills its worker every time is still given up after a few deaths."""
 LOOKAHEAD_CAP = 64
 """Look-ahead places at most, whatever the concurrency and ``lookahead``: with more
 slots than this the pulls are large enough already."""
+
+HANDED_BACK = "handed back by a stopping supervisor"
+LATE = "no slot freed in time: handed back for another worker"
 
 Turn = Literal["run", "back", "late", "cancelled"]
 """What a job waiting for a slot is told: run now, be handed back (the drain began, or
@@ -81,9 +84,15 @@ class Jobs:
         self.starting = 0
         """Jobs handed over by a puller that do not run yet (including those waiting in
         the look-ahead): their slots or look-ahead places are taken."""
-        self.lookahead = min(executor.concurrency * settings.lookahead, LOOKAHEAD_CAP)
+        self.lookahead = (
+            0
+            if executor.queues_ahead
+            else min(executor.concurrency * settings.lookahead, LOOKAHEAD_CAP)
+        )
         """Jobs held beyond the executor's slots, already leased, each started the
-        moment a slot frees: the pull round trip is hidden behind running jobs."""
+        moment a slot frees: the pull round trip is hidden behind running jobs. An
+        executor that queues ahead itself (process: in its children) counts these
+        places in its ``free_slots``, and the supervisor holds none of its own."""
         self.waiting: dict[str, Delivery] = {}
         """Look-ahead jobs waiting for a slot, by delivery: their leases are kept."""
         self._turns: deque[tuple[str, asyncio.Future[Turn]]] = deque()
@@ -138,6 +147,11 @@ class Jobs:
         ahead = self.lookahead if self._lookahead_open else 0
         return self.executor.free_slots() + ahead - self.starting
 
+    def _close_lookahead(self) -> None:
+        """Jobs run longer than ``lookahead_wait``: hold none beyond the slots until one
+        ends sooner (a held job would only wait, while another worker may be free)."""
+        self._lookahead_open = self.executor.ahead_open = False
+
     def _slot_free(self) -> bool:
         """A slot can be taken now, by a job no waiting job comes before."""
         return self.executor.free_slots() - self._woken > 0 and not self._turns
@@ -172,7 +186,7 @@ class Jobs:
         except TimeoutError:
             if not turn.done():
                 turn.set_result("late")
-                self._lookahead_open = False
+                self._close_lookahead()
         except BaseException:  # cancelled while waiting: the slot it was given goes on
             woken = turn.done() and not turn.cancelled() and turn.result() == "run"
             self._leave(entry)
@@ -268,7 +282,7 @@ class Jobs:
         started = False
         try:
             if self._stopping.draining:  # reached us during the drain: hand it back
-                await self._give_back(queue, msg, "handed back by a stopping supervisor")
+                await self._give_back(queue, msg, HANDED_BACK)
                 return
             try:
                 meta, payload = self._admit(msg, queue)
@@ -307,9 +321,7 @@ class Jobs:
                 if turn != "run":
                     await self._interrupted(
                         job,
-                        "handed back by a stopping supervisor"
-                        if turn == "back"
-                        else "no slot freed in time: handed back for another worker",
+                        HANDED_BACK if turn == "back" else LATE,
                     )
                     return
             # Nothing awaits from here to executor.run, which takes its slot at once.
@@ -327,7 +339,7 @@ class Jobs:
             try:
                 outcome = await self.executor.run(call)
                 if time.time() - job.started_at < self.settings.lookahead_wait:
-                    self._lookahead_open = True
+                    self._lookahead_open = self.executor.ahead_open = True
             except BrokenExecutor as exc:
                 await msg.nak()  # not the job's fault: hand it back untouched
                 self._on_broken(exc)
@@ -335,6 +347,11 @@ class Jobs:
             except NoFreeSlot as exc:  # an executor whose free_slots overstated its room
                 log.warning("%s: handed back", exc)
                 await self._interrupted(job, str(exc))
+                return
+            except NotStarted as exc:  # queued in the executor, taken back before it ran
+                if exc.reason == "late":
+                    self._close_lookahead()
+                await self._interrupted(job, LATE if exc.reason == "late" else HANDED_BACK)
                 return
             finally:
                 del self.running[key]

@@ -341,6 +341,7 @@ class Supervisor:
     async def _drain(self) -> None:
         self._stopping.draining = True
         self.jobs.hand_back_waiting()  # look-ahead jobs go back now, not after the grace
+        self.executor.hand_back_queued()  # and those queued in the executor's children
         for puller in self._pullers.values():
             await puller.stop()
         await self.jobs.wait_all(self.settings.shutdown_grace)

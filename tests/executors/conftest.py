@@ -122,11 +122,12 @@ async def started_executor(
     slot is back before shutdown: a thread must not outlive the loop it reports to."""
     executor = load_executor(spec)(concurrency, settings or Settings())
     await executor.start()
+    idle = executor.free_slots()
     try:
         yield executor
     finally:
         gate.open()
-        await wait_until(lambda: executor.free_slots() == concurrency, 10)
+        await wait_until(lambda: executor.free_slots() == idle, 10)
         await executor.shutdown(5.0)
 
 
@@ -137,5 +138,8 @@ def kind(request: pytest.FixtureRequest, plugin_on_path: None) -> str:
 
 @pytest.fixture
 async def executor(kind: str, gate: Gate) -> AsyncIterator[Executor]:
-    async with started_executor(SPECS[kind], gate) as ex:
+    """The contract is about slots: an executor that queues calls ahead of its slots
+    (the process executor) is checked here with no look-ahead, and its queue in
+    ``test_process_ahead``."""
+    async with started_executor(SPECS[kind], gate, Settings(lookahead=0)) as ex:
         yield ex
