@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -45,8 +46,9 @@ class Project:
 
     def __init__(self, image: str, nats_image: str) -> None:
         self.name = f"naqtest{uuid.uuid4().hex[:8]}"
-        self.port, self.monitor_port = free_ports(2)
+        self.port, self.monitor_port, self.dashboard_port = free_ports(3)
         self.namespace = self.name
+        self.token = uuid.uuid4().hex
         self.env = subprocess_env(
             NAQ_IMAGE=image,
             NATS_IMAGE=nats_image,
@@ -54,12 +56,14 @@ class Project:
             NATS_MONITOR_PORT=str(self.monitor_port),
             NAQ_NAMESPACE=self.namespace,
             NAQ_TESTS_DIR=str(ROOT / "tests"),
+            DASHBOARD_PORT=str(self.dashboard_port),
+            NAQ_DASHBOARD_TOKEN=self.token,
         )
 
     def compose(self, *args: str, timeout: float = 300) -> str:
         files = ["-f", "docker/compose.yaml", "-f", "tests/container/compose.test.yaml"]
         done = subprocess.run(
-            [*COMPOSE, "-p", self.name, *files, *args],
+            [*COMPOSE, "--profile", "dashboard", "-p", self.name, *files, *args],
             cwd=ROOT,
             env=self.env,
             capture_output=True,
@@ -78,6 +82,19 @@ class Project:
             with urllib.request.urlopen(url, timeout=2) as answer:
                 result: dict[str, Any] = json.load(answer)
                 return result
+        except OSError:
+            return None
+
+    def dashboard(self, path: str, token: str | None) -> tuple[int, str] | None:
+        """The dashboard's answer (status, body), or None while it does not answer."""
+        request = urllib.request.Request(f"http://127.0.0.1:{self.dashboard_port}{path}")
+        if token is not None:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                return answer.status, answer.read().decode()
+        except urllib.error.HTTPError as refused:
+            return refused.code, ""
         except OSError:
             return None
 
@@ -162,3 +179,18 @@ async def test_compose_runs_a_three_node_cluster_a_supervisor_and_a_scheduler(
         assert sorted(r["leader"] for r in schedulers) == [False, True], "one leads"
         states = [r["state"] for r in records if r.get("role") != "scheduler"]
         assert states == ["running", "running"], "two supervisors (--scale supervisor=2)"
+
+        # The dashboard (the compose file's "dashboard" profile) on the same cluster:
+        # refused without the token, the overview with it, naming the queue used above.
+        async def answers() -> bool:
+            return project.dashboard("/", project.token) is not None
+
+        await until(answers, 60, "the dashboard answering")
+        refused = project.dashboard("/", None)
+        assert refused is not None
+        assert refused[0] in (401, 403)
+        assert project.dashboard("/", "not-the-token") != project.dashboard("/", project.token)
+        status, page = project.dashboard("/", project.token) or (0, "")
+        assert status == 200
+        assert "default" in page
+        assert project.namespace in page
