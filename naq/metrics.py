@@ -400,3 +400,16 @@ class MetricsServer:
             log.exception("metrics: a scrape failed")
             return "500 Internal Server Error", b"scrape failed; see the log\n", text
         return "200 OK", b"" if request[0] == "HEAD" else body, CONTENT_TYPE_LATEST
+
+
+async def serving(server: MetricsServer | None, role: Callable[[], Awaitable[int]]) -> int:
+    """Run a role with its metrics served for its whole life (``server`` None: none).
+
+    The port is opened first, so a port taken fails before anything connects."""
+    if server is None:
+        return await role()
+    await server.start()
+    try:
+        return await role()
+    finally:
+        await server.stop()

@@ -520,13 +520,21 @@ def make_app(settings: Settings) -> Starlette:
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
-    async def confirm(request: Request) -> Response:
+    def admin_action(request: Request) -> tuple[str, Action] | Response:
+        """The action a URL names, or the answer refusing it (unknown, or no --admin)."""
         name = request.path_params["action"]
         action = ACTIONS.get(name)
         if action is None:
             return Response("no such action", status_code=404)
         if not dash.admin:
             return _refused(dash, "actions are off: start the dashboard with --admin")
+        return name, action
+
+    async def confirm(request: Request) -> Response:
+        found = admin_action(request)
+        if isinstance(found, Response):
+            return found
+        name, action = found
         params = {f: request.query_params.get(f, "") for f in action.fields}
         html = templates.get_template("confirm.html").render(
             **_common(request, dash, "confirm"),
@@ -538,12 +546,10 @@ def make_app(settings: Settings) -> Starlette:
         return HTMLResponse(html)
 
     async def act(request: Request) -> Response:
-        name = request.path_params["action"]
-        action = ACTIONS.get(name)
-        if action is None:
-            return Response("no such action", status_code=404)
-        if not dash.admin:
-            return _refused(dash, "actions are off: start the dashboard with --admin")
+        found = admin_action(request)
+        if isinstance(found, Response):
+            return found
+        _, action = found
         form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
         if not guards.csrf_ok(request, form):
             return _refused(dash, "refused: the form's CSRF token is missing or wrong")

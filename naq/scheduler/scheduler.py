@@ -33,7 +33,7 @@ from naq import heartbeat
 from naq.cron import due, following
 from naq.errors import ConfigurationError
 from naq.job import Job
-from naq.metrics import MetricsServer, SchedulerMetrics, feed
+from naq.metrics import MetricsServer, SchedulerMetrics, feed, serving
 from naq.middleware import Middleware, Middlewares
 from naq.scheduler.leader import Lease
 from naq.settings import Settings
@@ -98,13 +98,7 @@ class Scheduler:
         self._stop.set()
 
     async def run(self) -> int:
-        if self._metrics_server is not None:
-            await self._metrics_server.start()  # a port taken fails here, before NATS
-        try:
-            return await self._run()
-        finally:
-            if self._metrics_server is not None:
-                await self._metrics_server.stop()
+        return await serving(self._metrics_server, self._run)
 
     async def _on_reconnected(self) -> None:
         log.info("reconnected to NATS")

@@ -42,7 +42,7 @@ from naq import heartbeat
 from naq.errors import EXIT_OK, EXIT_STOP_CUT, BrokenExecutor
 from naq.executors.base import Executor
 from naq.heartbeat import Counters, Heartbeat
-from naq.metrics import ConsumerStats, MetricsServer, SupervisorMetrics, feed
+from naq.metrics import ConsumerStats, MetricsServer, SupervisorMetrics, feed, serving
 from naq.middleware import Middleware, Middlewares, WorkerInfo
 from naq.settings import Settings, validate_name
 from naq.state.dependencies import DependencyWatch
@@ -163,13 +163,7 @@ class Supervisor:
         self.jobs.slots_changed.set()
 
     async def run(self) -> int:
-        if self._metrics_server is not None:
-            await self._metrics_server.start()  # a port taken fails here, before NATS
-        try:
-            return await self._run()
-        finally:
-            if self._metrics_server is not None:
-                await self._metrics_server.stop()
+        return await serving(self._metrics_server, self._run)
 
     async def _run(self) -> int:
         nc = await connect(
