@@ -71,9 +71,11 @@ def throughput_bars(reports: dict[str, Any]) -> tuple[list[Bar], dict[str, float
     if "executors" in reports:
         e = reports["executors"]
         rates = e["median"]["rates"]
-        source = f"executors.py, -c {e['concurrency']}, no result"
-        for executor in e["executors"]["noop"]:
-            bars.append(Bar(f"{executor}, no result", rates[f"noop.{executor}"], source))
+        source = "executors.py, no result"
+        for variant in e["executors"]["noop"]:  # "process.c2": executor and concurrency
+            executor, _, concurrency = variant.partition(".c")
+            label = f"{executor} -c {concurrency}, no result"
+            bars.append(Bar(label, rates[f"noop.{variant}"], source))
     if "latency" in reports:
         lat = reports["latency"]
         for executor, rate in lat["median"]["capacity"].items():

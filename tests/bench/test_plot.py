@@ -70,11 +70,14 @@ def write_reports(results: Path) -> None:
         },
         "nats_server": "v2.15.1",
     }
-    executors = {
-        "concurrency": 8,
-        "executors": {"noop": ["asyncio", "thread", "process"]},
+    executors = {  # as bench/executors.py writes it: a variant is executor.c<concurrency>
+        "executors": {"noop": ["asyncio.c8", "thread.c16", "process.c2"]},
         "median": {
-            "rates": {"noop.asyncio": 9_000.0, "noop.thread": 4_000.0, "noop.process": 1_100.0}
+            "rates": {
+                "noop.asyncio.c8": 9_000.0,
+                "noop.thread.c16": 4_000.0,
+                "noop.process.c2": 1_100.0,
+            }
         },
         "cpus": 2,
         "python": "3.13.0",
@@ -102,7 +105,7 @@ def test_draw_writes_both_charts_and_the_summary(tmp_path: Path) -> None:
         assert chart.stat().st_size > 10_000  # drawn, not an empty canvas
     summary = (tmp_path / "summary.md").read_text()
     assert "| raw fetch + ack | 27,000 | raw limit |" in summary
-    assert "| process, no result | 1,100 |" in summary
+    assert "| process -c 2, no result | 1,100 |" in summary
     assert "| process -c 8, results kept | 1,200 |" in summary
     assert "| process | 50% | 600 | 1.00 | 3.00 | 6.00 | 1.50 | 4.50 | 9.00 |" in summary
     assert "asyncio.start.p99: 3.00 ms (target < 5 ms): PASS" in summary
