@@ -4,40 +4,28 @@ result is heard, and the report holds every figure, in order, for every phase.""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from pathlib import Path
 
 import nats
 
 from naq.transport.server import EmbeddedServer
-from tests.conftest import subprocess_env
 
-from .conftest import BENCH
+from .conftest import run_script
 
 
 async def test_latency_bench_runs_and_reports_every_phase(
     nats_server: EmbeddedServer, tmp_path: Path
 ) -> None:
     out = tmp_path / "latency.json"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(BENCH / "latency.py"),
+    returncode, stdout, stderr = await run_script(
+        "latency.py",
         *("--url", nats_server.url, "--runs", "1", "--capacity-jobs", "40"),
         *("--min-jobs", "30", "--seconds", "0.1", "--loads", "0.1,0.5"),
         *("--process-concurrency", "2", "--warmup", "0.05", "--json", str(out)),
-        env=subprocess_env(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        timeout=90,
     )
-    try:
-        stdout, stderr = await asyncio.wait_for(proc.communicate(), 90)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode == 0, stderr.decode()[-3000:]
+    assert returncode == 0, stderr.decode()[-3000:]
     report = json.loads(out.read_text())
     assert set(report["median"]["capacity"]) == {"asyncio", "process"}
     assert all(rate > 0 for rate in report["median"]["capacity"].values())

@@ -8,18 +8,14 @@ only where they are not installed."""
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import subprocess_env
-
-from .conftest import BENCH
+from .conftest import run_script
 
 MISSING = [name for name in ("huey", "redis") if importlib.util.find_spec(name) is None]
 if shutil.which("redis-server") is None:
@@ -37,21 +33,12 @@ pytestmark = [
 
 async def test_peers_bench_runs_huey_and_naq_and_reports_the_ratio(tmp_path: Path) -> None:
     out = tmp_path / "peers.json"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(BENCH / "peers.py"),
+    returncode, stdout, stderr = await run_script(
+        "peers.py",
         *("--jobs", "60", "--runs", "2", "--json", str(out)),
-        env=subprocess_env(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        timeout=120,
     )
-    try:
-        stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode == 0, (stdout + stderr).decode()[-3000:]
+    assert returncode == 0, (stdout + stderr).decode()[-3000:]
     report = json.loads(out.read_text())
     assert report["jobs"] == 60
     assert report["huey_flags"] == ["-k", "process", "-q", "-w", "2"]

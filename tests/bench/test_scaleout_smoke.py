@@ -4,36 +4,23 @@ by one of them, and the report holds each count's figures."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from pathlib import Path
 
-from tests.conftest import subprocess_env
-
-from .conftest import BENCH
+from .conftest import run_script
 
 JOBS = 60
 
 
 async def test_scaleout_bench_runs_every_count_and_counts_every_job(tmp_path: Path) -> None:
     out = tmp_path / "scaleout.json"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(BENCH / "scaleout.py"),
+    returncode, stdout, stderr = await run_script(
+        "scaleout.py",
         *("--deployments", "single", "--counts", "1,2", "--jobs", str(JOBS)),
         *("--runs", "1", "--concurrency", "2", "--json", str(out)),
-        env=subprocess_env(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        timeout=120,
     )
-    try:
-        stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode == 0, stderr.decode()[-3000:]
+    assert returncode == 0, stderr.decode()[-3000:]
     report = json.loads(out.read_text())
     run = report["deployments"]["single"]["runs"][0]
     assert list(run) == ["1", "2"]
