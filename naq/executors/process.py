@@ -401,12 +401,9 @@ class ProcessExecutor(Executor):
         old, slot.child = slot.child, None
         if old is not None:
             old.retire = True
-            for entry in list(old.pending.values())[1:]:
+            for entry in list(old.pending.values()):  # all but one it has started
                 old.withdraw(entry, "moved")
-            head = next(iter(old.pending.values()), None)
-            if head is not None and old.withdraw(head, "moved"):
-                head = None
-            if head is None and old.reaped is None:
+            if not old.pending and old.reaped is None:
                 old.reaped = asyncio.get_running_loop().create_task(self._reap(old))
         if not self._closing and slot.starting is None:
             slot.starting = asyncio.get_running_loop().create_task(self._spawn(slot))
