@@ -143,8 +143,9 @@ class Executor(abc.ABC):
         returned (a thread that runs on past its job's timeout) calls it then, so a job
         waiting in the supervisor's look-ahead starts on that slot at once."""
         self.ahead_open = True
-        """Set by the supervisor (``queues_ahead`` executors): False while jobs run
-        longer than ``lookahead_wait``, when no call is queued behind a running one."""
+        """Whether the look-ahead is open, kept by the supervisor: False while jobs run
+        longer than ``lookahead_wait``. Its own look-ahead follows it, and a
+        ``queues_ahead`` executor then queues no call behind a running one."""
 
     @abc.abstractmethod
     async def start(self) -> None: ...

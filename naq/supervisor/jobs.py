@@ -100,7 +100,6 @@ class Jobs:
         self._woken = 0
         """Waiting jobs told to run that have not reached ``executor.run`` yet: the
         free slots they are about to take."""
-        self._lookahead_open = True
         self.slots_changed = asyncio.Event()
         self._stopping = stopping
         self._middleware = middleware
@@ -144,13 +143,13 @@ class Jobs:
     def room(self) -> int:
         """Jobs this supervisor can take in beside those in hand: free slots and open
         look-ahead places, less the jobs starting or waiting."""
-        ahead = self.lookahead if self._lookahead_open else 0
+        ahead = self.lookahead if self.executor.ahead_open else 0
         return self.executor.free_slots() + ahead - self.starting
 
     def _close_lookahead(self) -> None:
         """Jobs run longer than ``lookahead_wait``: hold none beyond the slots until one
         ends sooner (a held job would only wait, while another worker may be free)."""
-        self._lookahead_open = self.executor.ahead_open = False
+        self.executor.ahead_open = False
 
     def _slot_free(self) -> bool:
         """A slot can be taken now, by a job no waiting job comes before."""
@@ -339,7 +338,7 @@ class Jobs:
             try:
                 outcome = await self.executor.run(call)
                 if time.time() - job.started_at < self.settings.lookahead_wait:
-                    self._lookahead_open = self.executor.ahead_open = True
+                    self.executor.ahead_open = True
             except BrokenExecutor as exc:
                 await msg.nak()  # not the job's fault: hand it back untouched
                 self._on_broken(exc)
