@@ -62,7 +62,7 @@ class BadMessage(ValueError):
     """A message on a jobs subject that is not a job naq can read."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per job, and frozen costs ~0.1 us a field
 class JobMeta:
     job_id: str
     function: str

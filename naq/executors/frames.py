@@ -64,12 +64,22 @@ def unpack_call(head: dict[str, Any], body: bytes) -> Call:
 
 
 def pack_outcome(outcome: Outcome, rss: int, seq: int = 0) -> bytes:
-    head = asdict(outcome)
-    result = head.pop("result")
-    head["has_result"] = result is not None
-    head["rss"] = rss
-    head["seq"] = seq
-    return pack(head, result or b"")
+    """Field by field, as :func:`pack_call`, and only the fields a run set: a job that
+    returned sends its id, status and result, nothing else to encode or read."""
+    head: dict[str, Any] = {"seq": seq, "job_id": outcome.job_id, "status": outcome.status}
+    if rss:
+        head["rss"] = rss
+    if outcome.result is not None:
+        head["has_result"] = True
+    if outcome.error is not None:
+        head["error"] = outcome.error
+    if outcome.traceback is not None:
+        head["traceback"] = outcome.traceback
+    if outcome.retry_in is not None:
+        head["retry_in"] = outcome.retry_in
+    if outcome.error_types:
+        head["error_types"] = outcome.error_types
+    return pack(head, outcome.result or b"")
 
 
 def unpack_outcome(head: dict[str, Any], body: bytes) -> tuple[Outcome, int]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +28,7 @@ from naq.errors import BrokenExecutor, ConfigurationError
 from naq.executors.base import Call, Executor, NoFreeSlot, Outcome
 from naq.executors.cooperative import CooperativeJobs
 from naq.executors.frames import pack_call, unpack, unpack_outcome
+from naq.executors.handoff import Threads
 from naq.settings import Settings
 
 MIN_PYTHON = (3, 13)
@@ -72,7 +72,7 @@ class InterpreterExecutor(Executor):
     def __init__(self, concurrency: int, settings: Settings) -> None:
         super().__init__(concurrency, settings)
         self._api = interpreters_module()
-        self._threads = ThreadPoolExecutor(concurrency, thread_name_prefix="naq-interp")
+        self._threads = Threads(concurrency, "naq-interp")
         self._idle: list[Slot] = []
         self._busy = 0
         self._jobs = CooperativeJobs()
@@ -115,9 +115,8 @@ class InterpreterExecutor(Executor):
         return outcome
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
         created = await asyncio.gather(
-            *(loop.run_in_executor(self._threads, self._create) for _ in range(self.concurrency)),
+            *(self._threads.submit(self._create) for _ in range(self.concurrency)),
             return_exceptions=True,
         )
         self._idle = [s for s in created if isinstance(s, Slot)]
@@ -152,8 +151,7 @@ class InterpreterExecutor(Executor):
         slot.job_id = call.job_id
         self._busy += 1
         self._all_idle.clear()
-        loop = asyncio.get_running_loop()
-        job = loop.run_in_executor(self._threads, self._run_blocking, slot, pack_call(call)[4:])
+        job = self._threads.submit(self._run_blocking, slot, pack_call(call)[4:])
         job.add_done_callback(lambda _: self._release(slot))  # the slot frees when it returns
         return await self._jobs.wait(call, job)
 
@@ -171,4 +169,4 @@ class InterpreterExecutor(Executor):
             with contextlib.suppress(Exception):
                 slot.interp.close()
         self._idle.clear()
-        self._threads.shutdown(wait=False, cancel_futures=True)
+        self._threads.shutdown()

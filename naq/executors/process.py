@@ -54,7 +54,6 @@ START_TIMEOUT = 30.0
 MEMORY_CHECK_INTERVAL = 1.0
 STORM_FAILURES = 5
 """Start-up failures in a row (no child got ready in between) that break the pool."""
-FIRST = asyncio.FIRST_COMPLETED
 TURNS_LOCK_TIMEOUT = 1.0
 """Seconds to wait for a child's turns lock; a child holds it for a few instructions,
 so only a child killed while holding it makes this run out."""
@@ -156,7 +155,16 @@ class Entry:
     reply: asyncio.Future[Reply]
     """The outcome frame; fails with ChildDied, or Withdrawn once taken back."""
     first: asyncio.Future[None]
-    """Done once every call sent before it has ended: the child runs it next."""
+    """Done once every call sent before it has ended (the child runs it next), or once
+    it ended without a reply (taken back, or the child died): the one thing a queued
+    call waits for."""
+
+    def end(self, error: Exception) -> None:
+        """The call ends without an outcome: ``error`` is its reply."""
+        if not self.reply.done():  # its task may have been cancelled meanwhile
+            self.reply.set_exception(error)
+        if not self.first.done():
+            self.first.set_result(None)
 
 
 @dataclass(eq=False)
@@ -229,8 +237,7 @@ class Child:
         finally:
             lock.release()
         del self.pending[entry.seq]
-        if not entry.reply.done():  # its task may have been cancelled meanwhile
-            entry.reply.set_exception(Withdrawn(reason))
+        entry.end(Withdrawn(reason))
         self._next()
         return True
 
@@ -238,8 +245,7 @@ class Child:
         """Every call sent and not answered ends with ChildDied."""
         pending, self.pending = self.pending, {}
         for entry in pending.values():
-            if not entry.reply.done():
-                entry.reply.set_exception(ChildDied())
+            entry.end(ChildDied())
 
     def kill(self, reason: str) -> None:
         """Stop the child now; the job it runs ends with ``reason``, the calls queued
@@ -476,11 +482,13 @@ class ProcessExecutor(Executor):
         """Wait until every call sent to ``worker`` before ``entry`` has ended, at most
         ``lookahead_wait`` seconds; a call still queued then is taken back (``late``:
         the job before it is long, and another worker may be free)."""
-        waits = (entry.first, entry.reply)
-        await asyncio.wait(waits, timeout=self.settings.lookahead_wait, return_when=FIRST)
-        if entry.first.done() or entry.reply.done() or worker.withdraw(entry, "late"):
-            return
-        await asyncio.wait(waits, return_when=FIRST)  # it started meanwhile: its turn comes
+        late = asyncio.get_running_loop().call_later(
+            self.settings.lookahead_wait, worker.withdraw, entry, "late"
+        )  # no-op once it started: then its turn comes
+        try:
+            await entry.first
+        finally:
+            late.cancel()
 
     async def _run_on(self, slot: Slot, worker: Child, call: Call) -> Outcome:
         entry = worker.submit(call)

@@ -2,17 +2,19 @@
 
 Timeouts are cooperative: Python cannot stop a thread. A job past its timeout is
 reported as ``timeout`` at once, but its thread keeps its slot until the function
-returns, so ``free_slots`` never promises a thread that is still busy.
+returns, so ``free_slots`` never promises a thread that is still busy. The threads
+are :class:`naq.executors.handoff.Threads`: outcomes come back to the loop in
+batches, a wake-up per batch rather than per job.
 """
 
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 
 from naq.executors.base import Call, Executor, NoFreeSlot, Outcome
 from naq.executors.calls import run_blocking
 from naq.executors.cooperative import CooperativeJobs
+from naq.executors.handoff import Threads
 from naq.settings import Settings
 
 
@@ -21,7 +23,7 @@ class ThreadExecutor(Executor):
 
     def __init__(self, concurrency: int, settings: Settings) -> None:
         super().__init__(concurrency, settings)
-        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="naq-job")
+        self._pool = Threads(concurrency, "naq-job")
         self._busy = 0
         self._jobs = CooperativeJobs()
         self._idle = asyncio.Event()
@@ -48,8 +50,7 @@ class ThreadExecutor(Executor):
             raise NoFreeSlot(self.name, self.concurrency, call.job_id)
         self._busy += 1
         self._idle.clear()
-        loop = asyncio.get_running_loop()
-        job = asyncio.wrap_future(self._pool.submit(run_blocking, call), loop=loop)
+        job = self._pool.submit(run_blocking, call)
         job.add_done_callback(self._release)  # the slot frees when the thread returns
         return await self._jobs.wait(call, job)
 
@@ -62,4 +63,4 @@ class ThreadExecutor(Executor):
             await asyncio.wait_for(self._idle.wait(), grace)
         except TimeoutError:
             self._jobs.cancel_all()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()

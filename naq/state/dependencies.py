@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -350,7 +351,9 @@ class DependencyWatch:
         self._client = client
         self._layout = layout
         self._waited: set[str] = set()
-        self._recent: dict[str, tuple[ResultStatus, str | None]] = {}
+        self._recent: OrderedDict[str, tuple[ResultStatus, str | None]] = OrderedDict()
+        """An OrderedDict: dropping the oldest of a plain dict scans past every slot
+        deleted before it, a cost that grew with the jobs settled."""
         self._task: asyncio.Task[None] | None = None
         self._recheck: asyncio.Task[None] | None = None
         self._watcher: Any = None
@@ -430,7 +433,7 @@ class DependencyWatch:
         """Hot path: a set lookup and a dict insert per job, no record built."""
         self._recent[job_id] = (status, error)
         if len(self._recent) > self.RECENT:
-            del self._recent[next(iter(self._recent))]
+            self._recent.popitem(last=False)
         if job_id in self._waited:
             self._release(job_id, status, error)
 

@@ -27,6 +27,7 @@ from naq.state import record as records
 from naq.state.record import RunFacts
 from naq.state.store import store_unless_final
 from naq.supervisor.settle import failed_headers, fit_failed_headers
+from naq.transport import commands
 from naq.transport.connect import Client
 from naq.transport.declare import declare_advisories
 from naq.transport.names import DEAD_LETTER_CONSUMER, UNKNOWN_QUEUE, Layout
@@ -62,7 +63,7 @@ async def drain(
             except Exception as exc:  # leave it for the next supervisor or the next try
                 log.warning("dead-lettering an exhausted job failed: %s", exc)
                 continue
-            await advisory.ack()
+            await commands.ack(advisory)
             if queue is not None and on_moved is not None:
                 on_moved(queue)
 

@@ -18,6 +18,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from naq.state.dependencies import take_in
+from naq.transport import commands
 from naq.transport.connect import Client
 from naq.transport.names import HELD_CONSUMER, Layout
 from naq.wire import BadMessage
@@ -59,6 +60,6 @@ async def _one(client: Client, layout: Layout, msg: Msg, refuse: Refuse) -> None
         return
     except Exception:  # the server, say: leave it for the next try, here or elsewhere
         log.exception("taking in the held job on %s failed; it comes back", msg.subject)
-        await msg.nak(delay=RETRY_AFTER)
+        await commands.nak(msg, delay=RETRY_AFTER)
         return
-    await msg.ack()
+    await commands.ack(msg)

@@ -37,6 +37,7 @@ from naq.state.record import ResultRecord
 from naq.state.store import read_record, read_record_seq
 from naq.supervisor.settle import Delivery, Settler
 from naq.supervisor.signals import Stopping
+from naq.transport import commands
 from naq.transport.connect import Client
 from naq.transport.names import Layout
 from naq.wire import BadMessage, JobMeta, decode_job
@@ -293,7 +294,7 @@ class Jobs:
             if job.attempt > 1 and not await self._resume(settler, job):
                 return
             if await self._was_cancelled(meta.job_id):
-                await msg.ack()  # cancelled while on its way here: it never runs
+                await commands.ack(msg)  # cancelled while on its way here: it never runs
                 return
             refusal = self._refuse(meta)
             if refusal:
@@ -315,7 +316,7 @@ class Jobs:
             if not self._slot_free():
                 turn = await self._wait_for_slot(key, job)
                 if turn == "cancelled":
-                    await msg.ack()  # cancel_job wrote its record: it never runs
+                    await commands.ack(msg)  # cancel_job wrote its record: it never runs
                     return
                 if turn != "run":
                     await self._interrupted(
@@ -340,7 +341,7 @@ class Jobs:
                 if time.time() - job.started_at < self.settings.lookahead_wait:
                     self.executor.ahead_open = True
             except BrokenExecutor as exc:
-                await msg.nak()  # not the job's fault: hand it back untouched
+                await commands.nak(msg)  # not the job's fault: hand it back untouched
                 self._on_broken(exc)
                 return
             except NoFreeSlot as exc:  # an executor whose free_slots overstated its room
@@ -370,7 +371,7 @@ class Jobs:
         try:
             meta, _ = self._admit(msg, queue)
         except BadMessage:
-            await msg.nak()
+            await commands.nak(msg)
             return
         await self._interrupted(Delivery(msg, queue, meta, _attempt(msg)), reason)
 
@@ -383,7 +384,7 @@ class Jobs:
             job.interruptions += 1
             if not await self.settler.note(job, records.interrupted, reason):
                 return  # the record turned final meanwhile: the message was acked
-        await job.msg.nak()
+        await commands.nak(job.msg)
 
     def _admit(self, msg: Msg, queue: str) -> tuple[JobMeta, bytes]:
         """The job's metadata and still-encoded payload, once the message has shown it
@@ -435,7 +436,7 @@ class Jobs:
         """
         record, previous_ended = await self._history(job)
         if record is not None and record.final:
-            await job.msg.ack()
+            await commands.ack(job.msg)
             return False
         if job.crashes > max(job.meta.options.max_retries, DEATHS_FORGIVEN):
             job.attempt -= 1  # this delivery does not run: count the runs there were

@@ -25,6 +25,7 @@ from naq.state import record as records
 from naq.state.record import ResultRecord, ResultStatus, RunFacts
 from naq.state.store import store_unless_final
 from naq.supervised import backoff
+from naq.transport import commands
 from naq.transport.connect import Client
 from naq.transport.names import Layout
 from naq.transport.publish import message_size
@@ -205,7 +206,7 @@ class Settler:
                         self.full.set()
                         self._on_storage(True)
                     if self._give_up.is_set():
-                        await msg.nak()
+                        await commands.nak(msg)
                         return None
                     self.holding[id(msg)] = msg
                     with contextlib.suppress(TimeoutError):
@@ -241,7 +242,7 @@ class Settler:
             kept.status,
             record.status,
         )
-        await job.msg.ack()
+        await commands.ack(job.msg)
         return False
 
     async def settle(self, job: Delivery, outcome: Outcome) -> str:
@@ -249,7 +250,7 @@ class Settler:
         cancelled, or kept (the job's record was final already: nothing recorded)."""
         msg, meta, attempt = job.msg, job.meta, job.attempt
         if job.cancel_requested:
-            await msg.ack()  # cancel_job wrote the record and cancelled the dependents
+            await commands.ack(msg)  # cancel_job wrote the record and cancelled the dependents
             return "cancelled"
         if outcome.status == "ok":
             ttl = meta.options.result_ttl_or(self._default_ttl)
@@ -265,14 +266,14 @@ class Settler:
                     return "failed" if await self.fail(msg, job.queue, job, error, None) else "kept"
                 if not written:
                     return "kept"
-            await msg.ack()
+            await commands.ack(msg)
             self._on_final(meta.job_id, "finished", None)
             return "finished"
         if outcome.status == "cancelled":  # cut short by a shutdown: not the job's fault
             job.interruptions += 1
             if not await self.note(job, records.interrupted, outcome.error):
                 return "kept"
-            await msg.nak()  # handed back at once, for this or another supervisor
+            await commands.nak(msg)  # handed back at once, for this or another supervisor
             return "requeued"
         retries_left = attempt <= meta.options.max_retries
         if outcome.status == "retry" and not retries_left:
@@ -296,7 +297,7 @@ class Settler:
             )
             if not await self.note(job, records.retrying, outcome.error):
                 return "kept"
-            await msg.nak(delay=delay or None)
+            await commands.nak(msg, delay=delay or None)
             return "retry"
         if not await self.fail(
             job.msg, job.queue, job, outcome.error or outcome.status, outcome.traceback
@@ -351,5 +352,5 @@ class Settler:
             if published is None:  # handed back; the failed record stays and is found
                 return False
         log.warning("job %s failed for good: %s", name, error)
-        await msg.ack()
+        await commands.ack(msg)
         return True

@@ -147,7 +147,30 @@ class Supervisor:
         already leased (see ``Jobs.lookahead``)."""
         if self._stopping.draining or self._memory.paused or self.jobs.storage_full():
             return 0
-        return self.jobs.room() - sum(p.credits for p in self._pullers.values())
+        room = self.jobs.room() - sum(p.credits for p in self._pullers.values())
+        if (
+            room < self._pull_at_least
+            and self.executor.ahead_open
+            and self.jobs.unsettled() >= self._pull_at_least
+        ):
+            return 0  # short jobs in hand keep the slots busy: ask for a batch soon
+        return room
+
+    @property
+    def _pull_at_least(self) -> int:
+        """The smallest pull worth a request while jobs are in hand: half the
+        room an idle supervisor has. Without it, each job that ends frees one place and
+        a pull of one is sent for it, a request and a server round trip per job (the
+        thread executor, whose jobs end one by one, spent half its time so). Only while
+        the look-ahead is open: its jobs are short, so the room comes soon; with long
+        jobs every free slot is asked for at once."""
+        if not self.settings.lookahead:  # no jobs held to feed the slots meanwhile
+            return 1
+        slots = self.executor.concurrency
+        ahead = (
+            slots * self.settings.lookahead if self.executor.queues_ahead else self.jobs.lookahead
+        )
+        return max(1, (slots + ahead) // 2)
 
     # -- lifecycle ---------------------------------------------------------------------
     def request_stop(self) -> None:

@@ -26,6 +26,7 @@ from nats.aio.subscription import Subscription
 from nats.errors import ConnectionClosedError, MaxPayloadError
 
 from naq.errors import NaqError, PayloadTooLarge, PublishError, ServerFull
+from naq.transport import commands
 from naq.transport.retry import Rejected, Transient, is_transient, ride_through
 
 log = logging.getLogger(__name__)
@@ -151,9 +152,7 @@ class Publisher:
         if self._sweep is None:
             self._sweep = loop.call_later(self._timeout / SWEEPS, self._expire)
         try:
-            await self._nc.publish(
-                subject, payload, reply=f"{self._prefix}.{token}", headers=headers
-            )
+            await commands.publish(self._nc, subject, payload, f"{self._prefix}.{token}", headers)
             reply = await fut
         except TimeoutError:
             raise Unacknowledged(
@@ -267,11 +266,8 @@ class Publisher:
                 self._waiting[token] = fut
                 tokens.append(token)
                 futures[i] = fut
-                await self._nc.publish(
-                    item.subject,
-                    item.payload,
-                    reply=f"{self._prefix}.{token}",
-                    headers=item.headers,
+                await commands.publish(
+                    self._nc, item.subject, item.payload, f"{self._prefix}.{token}", item.headers
                 )
         except (MaxPayloadError, ConnectionClosedError) as exc:
             self._forget(tokens)
