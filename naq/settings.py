@@ -146,7 +146,7 @@ class Settings:
     )
     concurrency: int = field(default=10, metadata={"help": "jobs run at once"})
     lookahead: int = field(
-        default=4,
+        default=8,
         metadata={
             "help": "jobs per slot a supervisor holds beyond those running, already "
             "leased, each started the moment a slot frees (0: none)"

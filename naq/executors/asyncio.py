@@ -56,12 +56,16 @@ class AsyncioExecutor(Executor):
                 func, args, kwargs = load(call)
             except Rejected as exc:
                 return rejected(call, exc)
+            deadline: asyncio.Timeout | None = None
             try:
-                with attached(call.trace_context):
-                    async with asyncio.timeout(call.timeout) as deadline:
-                        value = await func(*args, **kwargs)
+                if call.timeout is None and not call.trace_context:
+                    value = await func(*args, **kwargs)  # most jobs: no timer, no context
+                else:
+                    with attached(call.trace_context):
+                        async with asyncio.timeout(call.timeout) as deadline:
+                            value = await func(*args, **kwargs)
             except TimeoutError as exc:
-                if deadline.expired():
+                if deadline is not None and deadline.expired():
                     return timed_out(call)
                 return raised(call, exc)
             except asyncio.CancelledError:

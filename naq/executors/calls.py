@@ -86,14 +86,19 @@ def cancelled(call: Call, why: str = "cancelled") -> Outcome:
     return Outcome(call.job_id, "cancelled", error=why)
 
 
-@contextlib.contextmanager
-def attached(carrier: tuple[tuple[str, str], ...]) -> Iterator[None]:
+_UNTRACED = contextlib.nullcontext()
+
+
+def attached(carrier: tuple[tuple[str, str], ...]) -> contextlib.AbstractContextManager[None]:
     """Run the block under the trace context ``carrier`` holds (W3C headers), so spans
-    opened inside are its children. Nothing happens with an empty carrier or without
-    OpenTelemetry installed (a child without the extra runs its job untraced)."""
-    if not carrier:
-        yield
-        return
+    opened inside are its children. Nothing happens with an empty carrier (a shared
+    no-op, as most jobs are untraced) or without OpenTelemetry installed (a child
+    without the extra runs its job untraced)."""
+    return _attached(carrier) if carrier else _UNTRACED
+
+
+@contextlib.contextmanager
+def _attached(carrier: tuple[tuple[str, str], ...]) -> Iterator[None]:
     try:
         from opentelemetry import context, propagate
     except ImportError:

@@ -177,24 +177,31 @@ class Jobs:
         ends it (``cancelled``)."""
         if self._stopping.draining:
             return "back"
-        turn: asyncio.Future[Turn] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        turn: asyncio.Future[Turn] = loop.create_future()
         entry = (key, turn)
         self._turns.append(entry)
         self.waiting[key] = job
+        late = loop.call_later(self.settings.lookahead_wait, self._late, turn)
         try:
-            await asyncio.wait_for(asyncio.shield(turn), self.settings.lookahead_wait)
-        except TimeoutError:
-            if not turn.done():
-                turn.set_result("late")
-                self._close_lookahead()
+            await turn
         except BaseException:  # cancelled while waiting: the slot it was given goes on
             woken = turn.done() and not turn.cancelled() and turn.result() == "run"
             self._leave(entry)
             if woken:
                 self._slot_freed()
             raise
+        finally:
+            late.cancel()
         self._leave(entry)
         return turn.result()
+
+    def _late(self, turn: asyncio.Future[Turn]) -> None:
+        """A job waited ``lookahead_wait`` for a slot: it is handed back (one timer per
+        waiting job, not a ``wait_for`` and a shield)."""
+        if not turn.done():
+            turn.set_result("late")
+            self._close_lookahead()
 
     def _leave(self, entry: tuple[str, asyncio.Future[Turn]]) -> None:
         """A waiting job's wait is over: its slot, if it was woken for one, is taken
@@ -293,7 +300,11 @@ class Jobs:
             job = Delivery(msg, queue, meta, _attempt(msg))
             if job.attempt > 1 and not await self._resume(settler, job):
                 return
-            if await self._was_cancelled(meta.job_id):
+            if meta.job_id in self._hinted or meta.job_id in self._cancelled:
+                cancelled = await self._was_cancelled(meta.job_id)  # read only when hinted
+            else:
+                cancelled = False
+            if cancelled:
                 await commands.ack(msg)  # cancelled while on its way here: it never runs
                 return
             refusal = self._refuse(meta)

@@ -192,35 +192,49 @@ class Settler:
         pulls nothing meanwhile, and nothing counts against the job. Tries back off up
         to ``FULL_BACKOFF_CAP``. When the supervisor stops meanwhile the job is handed
         back (nak) and None returned: the outcome is lost and the job runs again."""
-        failures = 0
+        try:  # the usual case, kept to one call: the server has room
+            result = await write()
+        except ServerFull as exc:
+            return await self._when_full(msg, write, exc)
+        if self.full.is_set():
+            self._room_again()
+        return result
+
+    async def _when_full[T](
+        self, msg: Msg, write: Callable[[], Awaitable[T]], first: ServerFull
+    ) -> T | None:
+        """``_durably`` after its first write met a full store: hold and try again."""
+        failures, exc = 0, first
         try:
             while True:
+                failures += 1
+                if not self.full.is_set():
+                    log.warning("%s: holding outcomes and pulling no jobs until it has room", exc)
+                    self.full.set()
+                    self._on_storage(True)
+                if self._give_up.is_set():
+                    await commands.nak(msg)
+                    return None
+                self.holding[id(msg)] = msg
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._give_up.wait(), backoff(failures, cap=FULL_BACKOFF_CAP)
+                    )
                 try:
                     result = await write()
-                except ServerFull as exc:
-                    failures += 1
-                    if not self.full.is_set():
-                        log.warning(
-                            "%s: holding outcomes and pulling no jobs until it has room", exc
-                        )
-                        self.full.set()
-                        self._on_storage(True)
-                    if self._give_up.is_set():
-                        await commands.nak(msg)
-                        return None
-                    self.holding[id(msg)] = msg
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(
-                            self._give_up.wait(), backoff(failures, cap=FULL_BACKOFF_CAP)
-                        )
+                except ServerFull as again:
+                    exc = again
                     continue
                 if self.full.is_set():
-                    log.warning("the server's storage takes writes again: pulling resumes")
-                    self.full.clear()
-                    self._on_storage(False)
+                    self._room_again()
                 return result
         finally:
             self.holding.pop(id(msg), None)
+
+    def _room_again(self) -> None:
+        log.warning("the server's storage takes writes again: pulling resumes")
+        self.full.clear()
+        self._on_storage(False)
 
     async def _write(self, job: Delivery, record: ResultRecord, ttl: int) -> bool:
         """Write the job's record unless a final one is there (a cancellation heard

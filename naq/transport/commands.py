@@ -85,6 +85,12 @@ async def publish(
         await compat.flush_pending(nc)
 
 
+ANSWER_WITHIN = 0.001
+"""Seconds an ack or nak may wait to share a write with others (``compat.send_command``).
+A crash in that millisecond leaves the job unacked, as a crash just before the ack
+would: it runs again (at least once); its result was stored before."""
+
+
 async def _reply(msg: Msg, body: bytes) -> None:
     """An answer on a JetStream message's ack subject (which the server made), with
     ``Msg.ack``'s checks: a message with no ack subject, or answered already, raises
@@ -92,7 +98,8 @@ async def _reply(msg: Msg, body: bytes) -> None:
     compat.check_answerable(msg)
     nc = compat.msg_client(msg)
     assert msg.reply is not None  # checked above
-    if compat.send_command(nc, b"PUB %s %d\r\n%s\r\n" % (msg.reply.encode(), len(body), body)):
+    command = b"PUB %s %d\r\n%s\r\n" % (msg.reply.encode(), len(body), body)
+    if compat.send_command(nc, command, ANSWER_WITHIN):
         await compat.flush_pending(nc)
     compat.mark_answered(msg)
 

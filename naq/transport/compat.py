@@ -10,6 +10,7 @@ nats-py release where one of the members is gone.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -85,7 +86,11 @@ def kv_bucket(kv: KeyValue) -> tuple[JetStreamContext, str]:
     return kv._js, kv._name
 
 
-def send_command(nc: NATS, command: bytes) -> bool:
+_KICKS: weakref.WeakKeyDictionary[NATS, asyncio.TimerHandle] = weakref.WeakKeyDictionary()
+"""Per connection, the timer that will kick its flusher for commands sent ``within``."""
+
+
+def send_command(nc: NATS, command: bytes, within: float = 0.0) -> bool:
     """Put one protocol command (``PUB``/``HPUB``, built by ``naq.transport.commands``)
     in the client's pending buffer, as ``Client.publish`` would, and kick its flusher.
 
@@ -96,6 +101,11 @@ def send_command(nc: NATS, command: bytes) -> bool:
     True when the buffer is over ``pending_size`` while connected: the caller must
     then ``await flush_pending(nc)`` (nats-py's forced flush), so a producer far
     ahead of its socket waits instead of growing the buffer without bound.
+
+    ``within`` > 0: the command may wait that many seconds for others to share its
+    write (an ack: nats-server pays per read far more than per command, and acks
+    that leave one by one, as a process executor's jobs end, cost it more CPU than
+    the jobs); anything sent meanwhile without a delay takes it along at once.
     """
     if nc.is_closed:
         raise ConnectionClosedError
@@ -115,10 +125,22 @@ def send_command(nc: NATS, command: bytes) -> bool:
         return False  # sent by the reconnect, as nats-py's own buffer is
     if nc._max_pending_size > 0 and nc._pending_data_size > nc._max_pending_size:
         return True
-    queue = nc._flush_queue
-    if queue is not None and queue.empty():
-        queue.put_nowait(asyncio.get_running_loop().create_future())
+    if within > 0:
+        if nc not in _KICKS:
+            _KICKS[nc] = asyncio.get_running_loop().call_later(within, _kick, nc)
+    else:
+        _kick(nc)
     return False
+
+
+def _kick(nc: NATS) -> None:
+    """Wake the client's flusher (it writes everything pending), unless it is awake."""
+    timer = _KICKS.pop(nc, None)
+    if timer is not None:
+        timer.cancel()
+    queue = nc._flush_queue
+    if queue is not None and queue.empty() and nc.is_connected:
+        queue.put_nowait(asyncio.get_running_loop().create_future())
 
 
 def msg_client(msg: Msg) -> NATS:
