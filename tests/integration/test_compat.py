@@ -8,7 +8,15 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import nats
+import pytest
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import (
+    ConnectionClosedError,
+    MsgAlreadyAckdError,
+    NotJSMessageError,
+)
 
 from naq import Settings
 from naq.transport import compat
@@ -116,3 +124,68 @@ def test_drop_pending_lets_a_client_close_while_the_server_is_gone(tmp_path: Pat
             runner.run(asyncio.wait_for(main(), 30))
     finally:
         server.stop()
+
+
+async def test_send_command_buffers_a_command_that_the_flusher_sends(
+    nc: NATS, settings: Settings
+) -> None:
+    """What ``naq.transport.commands`` builds goes out through nats-py's own buffer and
+    flusher: not past its limit, it asks for no forced flush and still arrives."""
+    got: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def heard(msg: Msg) -> None:
+        await got.put(msg)
+
+    subject = f"{settings.namespace}.compat.command"
+    await nc.subscribe(subject, cb=heard)
+    await flush(nc)
+    sent = nc.stats["out_msgs"]
+    assert compat.send_command(nc, b"PUB %s 5\r\nhello\r\n" % subject.encode()) is False
+    assert nc.stats["out_msgs"] == sent + 1
+    msg = await asyncio.wait_for(got.get(), 5)  # no flush asked: the flusher was kicked
+    assert msg.data == b"hello"
+
+
+async def test_send_command_asks_for_a_flush_past_pending_size(nats_url: str) -> None:
+    small = await nats.connect(nats_url, pending_size=64)
+    try:
+        command = b"PUB compat.full 40\r\n" + b"x" * 40 + b"\r\n"
+        assert compat.send_command(small, command) is False
+        assert compat.send_command(small, command) is True  # 2 x 62 bytes > 64
+        await compat.flush_pending(small)
+        assert small.pending_data_size == 0
+    finally:
+        await small.close()
+
+
+async def test_send_command_refuses_a_closed_connection(nats_url: str) -> None:
+    closed = await nats.connect(nats_url)
+    await closed.close()
+    with pytest.raises(ConnectionClosedError):
+        compat.send_command(closed, b"PUB compat.closed 0\r\n\r\n")
+
+
+async def test_msg_client_and_answer_checks_follow_msg_ack(nc: NATS, settings: Settings) -> None:
+    """``check_answerable`` raises as ``Msg.ack`` would; ``mark_answered`` makes
+    nats-py's own ``ack`` refuse the message too; ``msg_client`` is the connection it
+    came on."""
+    got: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def heard(msg: Msg) -> None:
+        await got.put(msg)
+
+    subject = f"{settings.namespace}.compat.answer"
+    await nc.subscribe(subject, cb=heard)
+    await flush(nc)
+    await nc.publish(subject, b"no reply")
+    await nc.publish(subject, b"with reply", reply=f"{settings.namespace}.compat.answered")
+    plain, answerable = await asyncio.wait_for(got.get(), 5), await asyncio.wait_for(got.get(), 5)
+    assert compat.msg_client(plain) is nc
+    with pytest.raises(NotJSMessageError):
+        compat.check_answerable(plain)
+    compat.check_answerable(answerable)  # a reply subject and not answered: fine
+    compat.mark_answered(answerable)
+    with pytest.raises(MsgAlreadyAckdError):
+        compat.check_answerable(answerable)
+    with pytest.raises(MsgAlreadyAckdError):
+        await answerable.ack()
