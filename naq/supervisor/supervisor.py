@@ -25,11 +25,17 @@ One concept per module: ``jobs`` (one delivery, start to settle), ``puller`` (as
 the server for jobs), ``settle`` (outcome to NATS), ``leases``, ``memory``,
 ``signals``, ``deadletter`` (the ``max_deliver`` backstop); this module wires them
 together and runs the supervisor's life.
+
+Garbage collection: once ready, the supervisor freezes every object alive then
+(``gc.freeze``: imports, the connection, the executor), so the collector's full
+passes no longer walk them. They took 13 ms at a time every second or so under load,
+a pause every job in hand waited out (the tail of the latency benchmark).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import socket
@@ -258,6 +264,7 @@ class Supervisor:
                 self.settings.namespace,
                 self.settings.safe_url,
             )
+            gc.freeze()  # see the module docstring: garbage collection
             self.ready.set()
             await self._stopping.requested.wait()
             code = EXIT_OK
