@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from pathlib import Path
@@ -157,3 +158,16 @@ async def test_a_puller_that_fails_is_logged_and_started_again(
     ]
     assert failure.exc_info is not None
     assert str(failure.exc_info[1]) == "free_slots stumbled"
+
+
+async def test_a_ready_supervisor_has_frozen_what_was_alive_at_its_start(
+    queue: Queue, start_supervisor: StartSupervisor
+) -> None:
+    """The garbage collector's full passes skip what a supervisor holds for its life
+    (docs/architecture.md, "Supervisor"): frozen once it is ready, and jobs still run."""
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    await start_supervisor()
+    assert gc.get_freeze_count() > 0
+    job = await queue.enqueue(jobs.add, 2, 3)
+    assert await queue.fetch_result(job.job_id, timeout=10) == 5
