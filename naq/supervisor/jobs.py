@@ -467,7 +467,11 @@ class Jobs:
     async def _history(self, job: Delivery) -> tuple[ResultRecord | None, bool]:
         """Fill in the job's crashes, interruptions and countable attempt from its record;
         also returns the record and whether the previous delivery ended with a word."""
-        delivery = job.attempt
+        # The delivery count off the message, not ``job.attempt``, which this sets: read
+        # again when a redelivery is handed back, the countable attempt was taken for
+        # the delivery and a crash that never was counted (a job handed back a few
+        # times was dead-lettered as one that kept killing its worker).
+        delivery = _attempt(job.msg)
         if delivery == 1:
             return None, True
         assert self._client is not None, "the supervisor is not connected"

@@ -13,10 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nats.aio.msg import Msg
 
 from naq import Queue
-from naq.state.record import ResultRecord, decode_result
+from naq.state.record import ResultRecord, RunFacts, decode_result, interrupted
+from naq.state.store import store_result
+from naq.supervisor.settle import Delivery
 from naq.transport.names import Layout
+from naq.wire import decode_job
 from tests import jobs
 from tests.conftest import StartSupervisor
 from tests.proxy import Proxy
@@ -226,3 +230,33 @@ async def test_a_reconnect_blip_delivers_no_more_jobs_than_slots(
         assert not errors, caplog.text
     finally:
         logging.getLogger("naq.supervisor.supervisor").removeHandler(heard)
+
+
+async def test_reading_a_redeliverys_history_twice_counts_no_crash(
+    start_supervisor: StartSupervisor,
+) -> None:
+    """A redelivery's history is read when it starts and again when it is handed back
+    (``late``, a drain): both reads must agree. The second once took the countable
+    attempt the first had set for the delivery count, saw no record closing the
+    delivery before, and counted a crash that never was, until a job handed back a
+    few times was dead-lettered as one that kept killing its worker."""
+    sup = await start_supervisor()
+    client = sup.jobs._client
+    assert client is not None
+    layout = Layout(sup.settings.namespace)
+    _, outgoing = Queue(settings=sup.settings).prepare(jobs.add, (1, 1))
+    meta, _ = decode_job(outgoing.payload)
+    # Delivery 2 was handed back (its record closes it); this is delivery 3.
+    before = interrupted(
+        meta.job_id, RunFacts(queue="default", attempt=2, interruptions=1), "handed back"
+    )
+    assert before.ended_delivery() == 2
+    await store_result(client, layout, before, 60)
+    reply = f"$JS.ACK.{layout.stream}.{layout.consumer('default')}.3.7.7.1796130199204026499.0"
+    message = Msg(_client=client.nc, subject=outgoing.subject, reply=reply, data=outgoing.payload)
+    delivery = Delivery(message, "default", meta, 3)
+    for _ in range(2):
+        record, previous_ended = await sup.jobs._history(delivery)
+        assert record == before
+        assert previous_ended
+        assert (delivery.attempt, delivery.crashes, delivery.interruptions) == (2, 0, 1)
