@@ -126,19 +126,25 @@ def test_drop_pending_lets_a_client_close_while_the_server_is_gone(tmp_path: Pat
         server.stop()
 
 
-async def test_send_command_buffers_a_command_that_the_flusher_sends(
-    nc: NATS, settings: Settings
-) -> None:
-    """What ``naq.transport.commands`` builds goes out through nats-py's own buffer and
-    flusher: not past its limit, it asks for no forced flush and still arrives."""
+async def _listen(nc: NATS, subject: str) -> asyncio.Queue[Msg]:
+    """Every message on ``subject`` from now on (the subscription is in place)."""
     got: asyncio.Queue[Msg] = asyncio.Queue()
 
     async def heard(msg: Msg) -> None:
         await got.put(msg)
 
-    subject = f"{settings.namespace}.compat.command"
     await nc.subscribe(subject, cb=heard)
     await flush(nc)
+    return got
+
+
+async def test_send_command_buffers_a_command_that_the_flusher_sends(
+    nc: NATS, settings: Settings
+) -> None:
+    """What ``naq.transport.commands`` builds goes out through nats-py's own buffer and
+    flusher: not past its limit, it asks for no forced flush and still arrives."""
+    subject = f"{settings.namespace}.compat.command"
+    got = await _listen(nc, subject)
     sent = nc.stats["out_msgs"]
     assert compat.send_command(nc, b"PUB %s 5\r\nhello\r\n" % subject.encode()) is False
     assert nc.stats["out_msgs"] == sent + 1
@@ -169,14 +175,8 @@ async def test_msg_client_and_answer_checks_follow_msg_ack(nc: NATS, settings: S
     """``check_answerable`` raises as ``Msg.ack`` would; ``mark_answered`` makes
     nats-py's own ``ack`` refuse the message too; ``msg_client`` is the connection it
     came on."""
-    got: asyncio.Queue[Msg] = asyncio.Queue()
-
-    async def heard(msg: Msg) -> None:
-        await got.put(msg)
-
     subject = f"{settings.namespace}.compat.answer"
-    await nc.subscribe(subject, cb=heard)
-    await flush(nc)
+    got = await _listen(nc, subject)
     await nc.publish(subject, b"no reply")
     await nc.publish(subject, b"with reply", reply=f"{settings.namespace}.compat.answered")
     plain, answerable = await asyncio.wait_for(got.get(), 5), await asyncio.wait_for(got.get(), 5)
