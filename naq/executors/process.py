@@ -281,6 +281,17 @@ class Slot:
     starting: asyncio.Task[Child] | None = None
 
 
+def _abandon(process: BaseProcess, sock: socket.socket) -> None:
+    """A child whose start was cut short (a shutdown cancelled it): killed and its
+    socket closed. A child ignores SIGTERM (the supervisor's drain decides), so one
+    left running kept its socket's end open and multiprocessing's exit handler, which
+    joins every child, waited for it for ever."""
+    sock.close()
+    if process.pid is not None:
+        with contextlib.suppress(ProcessLookupError, OSError):
+            process.kill()
+
+
 def describe_exit(process: BaseProcess) -> str:
     """What killed a child, as rq and gunicorn put it: the signal, or the exit code."""
     code = process.exitcode
@@ -365,15 +376,31 @@ class ProcessExecutor(Executor):
             daemon=True,
         )
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self._locked, process.start)  # blocks briefly
-        child_sock.close()
-        _, frames = await loop.create_connection(Frames, sock=parent_sock)
+        starting = loop.run_in_executor(None, self._locked, process.start)  # blocks briefly
+        try:
+            await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):  # its start ends in its thread anyway
+                await starting
+            _abandon(process, parent_sock)
+            raise
+        finally:
+            child_sock.close()
+        try:
+            _, frames = await loop.create_connection(Frames, sock=parent_sock)
+        except BaseException:
+            _abandon(process, parent_sock)
+            raise
         new = Child(process, frames, process.pid or 0, max_jobs, turns)
         try:
             head, _ = unpack(await asyncio.wait_for(frames.next_frame(), START_TIMEOUT))
         except (ChildDied, TimeoutError):
             await self._reap(new)
             raise ChildDied(describe_exit(process)) from None
+        except BaseException:  # cancelled (a shutdown) while it started: it must not stay
+            new.close()
+            _abandon(process, parent_sock)
+            raise
         if "error" in head:
             await self._reap(new)
             raise ChildDied(str(head["error"]))

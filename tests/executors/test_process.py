@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import os
 import signal
 import time
@@ -202,6 +203,34 @@ async def test_shutdown_while_a_child_is_being_replaced_cancels_the_waiting_job(
         await ex.shutdown(0.0)
         outcome = await asyncio.wait_for(waiting, 5)
         assert outcome.status == "cancelled"
+
+
+async def test_a_shutdown_while_children_start_leaves_none_running() -> None:
+    """A child whose start a shutdown cut short is killed, not left running: children
+    ignore SIGTERM, so one left behind held its socket open and multiprocessing's exit
+    handler, which joins every child, kept the process from exiting. The forkserver is
+    up first (without the slow module), so each child imports it itself, for 5 s:
+    the shutdown comes while they start."""
+    warm = ProcessExecutor(1, Settings())
+    await warm.start()
+    await warm.shutdown(1.0)
+    ex = ProcessExecutor(2, Settings(preload="tests.slow_module"))
+    starting = asyncio.create_task(ex.start())
+    deadline = time.monotonic() + 10
+    while len(_children_alive()) < 2:
+        assert time.monotonic() < deadline, "the children did not start"
+        await asyncio.sleep(0.02)
+    await ex.shutdown(0.0)
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    deadline = time.monotonic() + 3  # before their import would have ended
+    while alive := _children_alive():
+        assert time.monotonic() < deadline, f"children {alive} outlived the shutdown"
+        await asyncio.sleep(0.02)
+
+
+def _children_alive() -> list[int]:
+    return [p.pid or 0 for p in multiprocessing.active_children() if p.name == "naq-child"]
 
 
 # start-up failures
