@@ -329,6 +329,9 @@ class ProcessExecutor(Executor):
         kept where the next job starts without a round trip to the supervisor."""
         self._processes = threading.Lock()
         self._start_failures = 0
+        self._retired: set[Child] = set()
+        """Children replaced while running a job, not reaped yet: a stop must reach them
+        too (they are no slot's child any more)."""
         self._broken: BrokenExecutor | None = None
         self._watch: asyncio.Task[None] | None = None
         self._closing = False
@@ -421,6 +424,7 @@ class ProcessExecutor(Executor):
 
     async def _reap(self, old: Child) -> None:
         """Close the child's socket (it exits on EOF) and wait for it, killing if need be."""
+        self._retired.discard(old)
         old.close()
         await asyncio.get_running_loop().run_in_executor(None, self._locked, self._join, old)
 
@@ -445,6 +449,7 @@ class ProcessExecutor(Executor):
         old, slot.child = slot.child, None
         if old is not None:
             old.retire = True
+            self._retired.add(old)
             for entry in list(old.pending.values()):  # all but one it has started
                 old.withdraw(entry, "moved")
             if not old.pending and old.reaped is None:
@@ -623,14 +628,23 @@ class ProcessExecutor(Executor):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), grace)
         self._closing = True
-        killed = [worker for worker in self._children() if worker.pending]
+        living = [*self._children(), *self._retired]
+        killed = [worker for worker in living if worker.pending]
         for worker in killed:
             worker.kill("cancelled")
         if self._watch is not None:
             self._watch.cancel()
-        await finish([s.starting for s in self._slots if s.starting is not None], cancel=True)
-        reaping = [asyncio.ensure_future(self._reap(c)) for c in self._children()]
-        reaping += [w.reaped for w in killed if w.reaped is not None]
+        starting = [s.starting for s in self._slots if s.starting is not None]
+        await finish(starting, cancel=True)
+        # A replacement started for a slot no job has asked for since is ready but not
+        # the slot's child yet: it is stopped too, or it would outlive the supervisor.
+        living += [
+            task.result()
+            for task in starting
+            if not task.cancelled() and task.exception() is None and task.result() not in living
+        ]
+        reaping = [asyncio.ensure_future(self._reap(c)) for c in living if c.reaped is None]
+        reaping += [w.reaped for w in living if w.reaped is not None]
         await finish(reaping)
 
     def queued(self) -> list[str]:

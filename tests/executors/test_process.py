@@ -233,6 +233,20 @@ def _children_alive() -> list[int]:
     return [p.pid or 0 for p in multiprocessing.active_children() if p.name == "naq-child"]
 
 
+async def test_a_stop_reaps_a_replacement_no_job_has_taken_yet(gate: Gate) -> None:
+    """After a timeout kills a child, its slot's next child starts in the background;
+    if no job takes it before the stop, the stop must still end it (it is no slot's
+    child yet), or it outlives the executor."""
+    async with process_executor(gate, concurrency=1) as ex:
+        outcome = await ex.run(make_call(jobs.sleep, (30,), timeout=0.3))
+        assert outcome.status == "timeout"
+        await wait_until(lambda: (t := ex._slots[0].starting) is not None and t.done(), 10)
+        replacement = ex._slots[0].starting
+        assert replacement is not None
+        pid = replacement.result().pid
+    await gone(pid, 5)
+
+
 # start-up failures
 
 
