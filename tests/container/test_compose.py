@@ -123,8 +123,13 @@ def project(image: str, nats_image: str, tmp_path: Path) -> Iterator[Project]:
         yield up
     finally:
         (tmp_path / "compose.log").write_text(up.logs())
+        # podman-compose's down knows only the first container of a scaled service, and
+        # the others depend on the nats containers, which it then cannot remove: those
+        # go first, while NATS is still up for their drain.
+        scaled = [name for name in up.containers() if not name.endswith("_1")]
+        if scaled:
+            podman("rm", "--force", *scaled)
         up.compose("down", "--volumes", "--timeout", "10")
-        # podman-compose's down leaves the containers --scale added beyond the first.
         left = up.containers()
         if left:
             podman("rm", "--force", *left)
