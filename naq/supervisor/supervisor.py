@@ -111,6 +111,7 @@ class Supervisor:
         if self.metrics is not None:
             metrics = self.metrics
             self.jobs.on_dead_letter = lambda queue: feed(metrics.dead_lettered_unrun, queue)
+        self._pull_at_least = self._smallest_pull()
         self._pullers: dict[str, Puller] = {}
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._ack_waits: dict[str, float] = {}
@@ -162,14 +163,14 @@ class Supervisor:
             return 0  # short jobs in hand keep the slots busy: ask for a batch soon
         return room
 
-    @property
-    def _pull_at_least(self) -> int:
+    def _smallest_pull(self) -> int:
         """The smallest pull worth a request while jobs are in hand: half the
         room an idle supervisor has. Without it, each job that ends frees one place and
         a pull of one is sent for it, a request and a server round trip per job (the
         thread executor, whose jobs end one by one, spent half its time so). Only while
         the look-ahead is open: its jobs are short, so the room comes soon; with long
-        jobs every free slot is asked for at once."""
+        jobs every free slot is asked for at once. Fixed for the supervisor's life, so
+        worked out once, not on every ``free``."""
         if not self.settings.lookahead:  # no jobs held to feed the slots meanwhile
             return 1
         slots = self.executor.concurrency
