@@ -281,15 +281,6 @@ class Slot:
     starting: asyncio.Task[Child] | None = None
 
 
-async def _started(starting: asyncio.Future[None]) -> None:
-    """Wait for a child's start that a cancel cut short: it goes on in its thread, and
-    the process it makes must be known before it is killed. Its own failure is logged,
-    not raised over the cancel."""
-    await asyncio.wait({starting})
-    if not starting.cancelled() and (error := starting.exception()) is not None:
-        log.warning("process executor: a child's start failed during a stop: %r", error)
-
-
 def _abandon(process: BaseProcess, sock: socket.socket) -> None:
     """A child whose start was cut short (a shutdown cancelled it): killed and its
     socket closed. A child ignores SIGTERM (the supervisor's drain decides), so one
@@ -389,25 +380,28 @@ class ProcessExecutor(Executor):
         )
         loop = asyncio.get_running_loop()
         starting = loop.run_in_executor(None, self._locked, process.start)  # blocks briefly
-        new: Child | None = None
         try:
-            try:
-                await asyncio.shield(starting)  # a cancel must not leave the start unknown
-            finally:
-                child_sock.close()
+            await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):  # its start ends in its thread anyway
+                await starting
+            _abandon(process, parent_sock)
+            raise
+        finally:
+            child_sock.close()
+        try:
             _, frames = await loop.create_connection(Frames, sock=parent_sock)
-            new = Child(process, frames, process.pid or 0, max_jobs, turns)
+        except BaseException:
+            _abandon(process, parent_sock)
+            raise
+        new = Child(process, frames, process.pid or 0, max_jobs, turns)
+        try:
             head, _ = unpack(await asyncio.wait_for(frames.next_frame(), START_TIMEOUT))
         except (ChildDied, TimeoutError):
-            if new is None:
-                raise
             await self._reap(new)
             raise ChildDied(describe_exit(process)) from None
-        except BaseException as exc:  # cancelled (a shutdown) while it started: it must not stay
-            if isinstance(exc, asyncio.CancelledError):
-                await _started(starting)
-            if new is not None:
-                new.close()
+        except BaseException:  # cancelled (a shutdown) while it started: it must not stay
+            new.close()
             _abandon(process, parent_sock)
             raise
         if "error" in head:
