@@ -105,6 +105,13 @@ def split_message(body: bytes) -> tuple[dict[str, Any], bytes]:
     return head, payload
 
 
+QUEUES_REMEMBERED = 1024
+_QUEUES_SEEN: set[str] = set()
+"""Queue names already found valid: a supervisor reads a few names many times, and
+the check is a regular expression per job otherwise. Bounded, so a producer sending
+many names costs a check each, not memory."""
+
+
 def decode_job(body: bytes) -> tuple[JobMeta, bytes]:
     """Metadata and the still-encoded payload; raises :class:`BadMessage`."""
     head, payload = split_message(body)
@@ -126,7 +133,10 @@ def decode_job(body: bytes) -> tuple[JobMeta, bytes]:
         raise BadMessage("naq job metadata names no function")
     try:  # both become parts of subjects: a hostile producer must not pick them freely
         validate_job_id(meta.job_id)
-        validate_name("queue", meta.queue)
+        if meta.queue not in _QUEUES_SEEN:
+            validate_name("queue", meta.queue)
+            if len(_QUEUES_SEEN) < QUEUES_REMEMBERED:
+                _QUEUES_SEEN.add(meta.queue)
     except ConfigurationError as exc:
         raise BadMessage(str(exc)) from None
     return meta, payload

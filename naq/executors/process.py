@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import operator
 import random
 import signal
 import socket
@@ -156,8 +157,9 @@ class Entry:
     """The outcome frame; fails with ChildDied, or Withdrawn once taken back."""
     first: asyncio.Future[None]
     """Done once every call sent before it has ended (the child runs it next), or once
-    it ended without a reply (taken back, or the child died): the one thing a queued
-    call waits for."""
+    it ended without a reply (taken back, or the child died)."""
+    due: float = 0.0
+    """Loop time by which a queued call must have its turn, or be taken back."""
 
     def end(self, error: Exception) -> None:
         """The call ends without an outcome: ``error`` is its reply."""
@@ -185,6 +187,8 @@ class Child:
     the others wait in the child's socket."""
     seq: int = 0
     reaped: asyncio.Task[None] | None = None
+    late: asyncio.TimerHandle | None = None
+    """Wakes when the oldest call queued here has waited ``lookahead_wait``."""
     unsent: list[bytes] = field(default_factory=list)
     """Call frames submitted in this turn of the loop, written together at its end."""
 
@@ -304,6 +308,9 @@ def describe_exit(process: BaseProcess) -> str:
     return f"worker process exited with code {code}"
 
 
+_busy = operator.attrgetter("busy")
+
+
 class _Resend(Exception):
     """The call never started on its child (the child died or retired first)."""
 
@@ -325,6 +332,8 @@ class ProcessExecutor(Executor):
             self._ctx.set_forkserver_preload(preload)
         self._slots = [Slot(i) for i in range(concurrency)]
         self._ahead = settings.lookahead
+        self._busy = 0
+        """Calls given to all slots and not returned (the sum of their ``busy``)."""
         """Calls queued in each child behind the one it runs: the supervisor's look-ahead,
         kept where the next job starts without a round trip to the supervisor."""
         self._processes = threading.Lock()
@@ -489,15 +498,17 @@ class ProcessExecutor(Executor):
         return 1 + (self._ahead if self.ahead_open else 0)
 
     def free_slots(self) -> int:
-        places = self._places()
-        return sum(max(0, places - slot.busy) for slot in self._slots)
+        if self.ahead_open:  # no slot holds more than the places it has now: one sum
+            return (1 + self._ahead) * len(self._slots) - self._busy
+        return sum(max(0, 1 - slot.busy) for slot in self._slots)  # some may hold more
 
     async def run(self, call: Call) -> Outcome:
         places = self._places()
-        slot = min(self._slots, key=lambda s: s.busy)
+        slot = min(self._slots, key=_busy)
         if slot.busy >= places:
             raise NoFreeSlot(self.name, self.concurrency, call.job_id)
         slot.busy += 1
+        self._busy += 1
         self._idle.clear()
         try:
             while True:
@@ -518,30 +529,41 @@ class ProcessExecutor(Executor):
                     continue
         finally:
             slot.busy -= 1
-            if not any(s.busy for s in self._slots):
+            self._busy -= 1
+            if not self._busy:
                 self._idle.set()
 
-    async def _turn(self, worker: Child, entry: Entry) -> None:
-        """Wait until every call sent to ``worker`` before ``entry`` has ended, at most
-        ``lookahead_wait`` seconds; a call still queued then is taken back (``late``:
-        the job before it is long, and another worker may be free)."""
-        late = asyncio.get_running_loop().call_later(
-            self.settings.lookahead_wait, worker.withdraw, entry, "late"
-        )  # no-op once it started: then its turn comes
-        try:
-            await entry.first
-        finally:
-            late.cancel()
+    def _queued(self, worker: Child, entry: Entry) -> None:
+        """``entry`` waits behind another call: it may wait ``lookahead_wait`` seconds for
+        its turn. One timer per child, not one per call, watches every call queued there."""
+        loop = asyncio.get_running_loop()
+        entry.due = loop.time() + self.settings.lookahead_wait
+        if worker.late is None:
+            worker.late = loop.call_at(entry.due, self._sweep, worker)
+
+    def _sweep(self, worker: Child) -> None:
+        """Take back every call queued on ``worker`` whose wait is over (``late``: the job
+        before it is long, and another worker may be free); wake again for the next."""
+        worker.late = None
+        now = asyncio.get_running_loop().time()
+        for entry in list(worker.pending.values()):
+            if entry.first.done():  # running, or next: its turn came
+                continue
+            if entry.due > now:  # sent later than those before it: the rest are not due
+                worker.late = asyncio.get_running_loop().call_at(entry.due, self._sweep, worker)
+                return
+            worker.withdraw(entry, "late")
 
     async def _run_on(self, slot: Slot, worker: Child, call: Call) -> Outcome:
         entry = worker.submit(call)
+        if not entry.first.done():
+            self._queued(worker, entry)
         reply: Reply | None = None
         try:
-            if not entry.first.done():
-                await self._turn(worker, entry)
             if call.timeout is None:
                 reply = await entry.reply
-            else:
+            else:  # the timeout counts from its start, once the calls before it ended
+                await entry.first
                 reply = await asyncio.wait_for(entry.reply, call.timeout)
         except TimeoutError:
             worker.kill("timeout")

@@ -108,6 +108,29 @@ async def test_a_call_queued_longer_than_lookahead_wait_is_taken_back_late(gate:
         assert ex.free_slots() == 2
 
 
+async def test_calls_queued_at_different_times_are_each_taken_back_when_their_own_wait_ends(
+    gate: Gate,
+) -> None:
+    """One timer per child watches its queue: when the first queued call's wait ends,
+    the one sent after it is not due yet and is taken back later, at its own time."""
+    async with process_executor(gate, concurrency=1, lookahead=2, lookahead_wait=0.6) as ex:
+        running, pid = await blocked(ex, gate)
+        (first,) = await queued(ex, make_call(jobs.add, (1, 1)))
+        await asyncio.sleep(0.3)  # the offset between the two calls' waits is the subject
+        second = asyncio.create_task(ex.run(make_call(jobs.add, (2, 2), timeout=30)))
+        await wait_until(lambda: len(ex.queued()) == 2)
+        with pytest.raises(NotStarted) as info:
+            await asyncio.wait_for(first, 5)
+        assert info.value.reason == "late"
+        assert not second.done()  # sent 0.3 s later, it still has time
+        assert len(ex.queued()) == 1
+        with pytest.raises(NotStarted) as info:
+            await asyncio.wait_for(second, 5)
+        assert info.value.reason == "late"
+        gate.open()
+        assert result_of(await asyncio.wait_for(running, 10)) == pid
+
+
 async def test_cancelling_a_queued_call_leaves_the_running_one_and_its_child(
     ex: ProcessExecutor, gate: Gate
 ) -> None:
