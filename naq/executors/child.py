@@ -62,6 +62,17 @@ def _exit_with_supervisor(sock: socket.socket) -> None:
     threading.Thread(target=watch, name="naq-orphan-watch", daemon=True).start()
 
 
+def _batch_class() -> None:
+    """Run as a batch task (Linux ``SCHED_BATCH``): the same share of CPU, but a child
+    woken by a call no longer preempts the supervisor that wrote it. The supervisor
+    feeds every child and answers NATS; on a busy machine each of its writes to a
+    child used to hand the CPU to that child mid-turn (measured on 2 cores: a
+    write's wall time 37 µs, 10 µs as a batch task). Nothing else changes for the
+    job: it is the class the kernel has for non-interactive, CPU-bound work."""
+    if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_BATCH"):
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+
+
 def _withdrawn(turns: Turns | None, seq: int) -> bool:
     """Whether the supervisor took call ``seq`` back; if not, it is marked started.
 
@@ -105,6 +116,7 @@ def main(
     # closing its socket or with SIGKILL, never with these.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _batch_class()
     me = psutil.Process()
     try:
         for module in preload:
