@@ -119,3 +119,35 @@ async def test_threads_are_daemons_named_with_the_prefix_and_started_on_first_us
         assert all(t.daemon for t in threads)
     finally:
         pool.shutdown()
+
+
+async def test_calls_that_block_each_get_a_thread_whether_sent_together_or_apart(
+    released: threading.Event,
+) -> None:
+    """Threads are woken only when none is on its way to the next call: a thread that
+    takes a call with more waiting wakes another before it runs its own, so no call
+    waits behind a blocked one while a thread sleeps."""
+    size = 6
+    pool = Threads(size, "handoff-wake")
+    started = threading.Semaphore(0)
+
+    def blocked(value: int) -> int:
+        started.release()
+        assert released.wait(10), "never released"
+        return value
+
+    try:
+        assert await asyncio.wait_for(pool.submit(square, 1), 10) == (1, 1)  # all asleep now
+        futures = [pool.submit(blocked, value) for value in range(3)]  # in one burst
+        for _ in range(3):
+            assert await asyncio.to_thread(started.acquire, True, 10)
+        for value in range(3, size):  # one at a time, the others blocked meanwhile
+            futures.append(pool.submit(blocked, value))
+            assert await asyncio.to_thread(started.acquire, True, 10)
+        extra = pool.submit(square, 9)  # every thread is inside a call: it waits
+        assert not extra.done()
+        released.set()
+        assert await asyncio.wait_for(asyncio.gather(*futures), 10) == list(range(size))
+        assert await asyncio.wait_for(extra, 10) == (9, 81)
+    finally:
+        pool.shutdown()
