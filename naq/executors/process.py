@@ -296,6 +296,32 @@ def _abandon(process: BaseProcess, sock: socket.socket) -> None:
             process.kill()
 
 
+LATE_START_FAILED = "process executor: a child's start, cut short by a stop, failed"
+
+
+async def _abandon_once_started(
+    starting: asyncio.Future[None], process: BaseProcess, sock: socket.socket
+) -> None:
+    """A start cut short by a cancel goes on in its thread: wait for it, then abandon
+    the child it made. A start that failed meanwhile is logged, not raised: the
+    cancel is what the caller gets. Cancelled again while waiting, the child is
+    abandoned when its start ends."""
+    try:
+        await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        starting.add_done_callback(lambda done: _abandon_started(done, process, sock))
+        raise
+    except Exception:
+        log.warning(LATE_START_FAILED, exc_info=True)
+    _abandon(process, sock)
+
+
+def _abandon_started(done: asyncio.Future[None], process: BaseProcess, sock: socket.socket) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.warning(LATE_START_FAILED, exc_info=done.exception())
+    _abandon(process, sock)
+
+
 def describe_exit(process: BaseProcess) -> str:
     """What killed a child, as rq and gunicorn put it: the signal, or the exit code."""
     code = process.exitcode
@@ -392,9 +418,7 @@ class ProcessExecutor(Executor):
         try:
             await asyncio.shield(starting)
         except asyncio.CancelledError:
-            with contextlib.suppress(Exception):  # its start ends in its thread anyway
-                await starting
-            _abandon(process, parent_sock)
+            await _abandon_once_started(starting, process, parent_sock)
             raise
         finally:
             child_sock.close()

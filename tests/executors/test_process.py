@@ -8,6 +8,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -231,6 +232,38 @@ async def test_a_shutdown_while_children_start_leaves_none_running() -> None:
 
 def _children_alive() -> list[int]:
     return [p.pid or 0 for p in multiprocessing.active_children() if p.name == "naq-child"]
+
+
+async def test_a_start_that_fails_after_its_cancel_is_logged_and_the_cancel_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A child's start runs in a thread and goes on after the cancel that cut it
+    short; if it then fails, the failure is logged (never dropped) and the caller
+    still gets its CancelledError."""
+    ex = ProcessExecutor(1, Settings())
+    entered, release = threading.Event(), threading.Event()
+
+    def failing_start(work: Callable[..., Any], *args: Any) -> None:
+        entered.set()
+        assert release.wait(10), "never released"
+        raise OSError("the fork failed")
+
+    ex._locked = failing_start  # type: ignore[method-assign]
+    spawn = asyncio.create_task(ex._spawn_once(process_module.Slot(0)))
+    assert await asyncio.to_thread(entered.wait, 10)
+    spawn.cancel()
+    await asyncio.sleep(0)  # the cancel lands while the start still runs in its thread
+    assert not spawn.done()
+    release.set()
+    with (
+        caplog.at_level("WARNING", logger=process_module.__name__),
+        pytest.raises(asyncio.CancelledError),
+    ):
+        await asyncio.wait_for(spawn, 10)
+    failed = [r for r in caplog.records if r.getMessage() == process_module.LATE_START_FAILED]
+    assert len(failed) == 1
+    assert failed[0].exc_info is not None
+    assert "the fork failed" in str(failed[0].exc_info[1])
 
 
 async def test_a_stop_reaps_a_replacement_no_job_has_taken_yet(gate: Gate) -> None:
