@@ -14,13 +14,13 @@ from typing import Any
 
 from naq.executors.allow import AllowList
 from naq.executors.base import Call, Outcome
+from naq.wire import dumps
 
 HEADER = struct.Struct("!I")
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def pack(head: dict[str, Any], body: bytes = b"") -> bytes:
-    data = _dumps(head).encode() + b"\n" + body
+    data = dumps(head).encode() + b"\n" + body
     return HEADER.pack(len(data)) + data
 
 
