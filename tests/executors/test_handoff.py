@@ -26,6 +26,23 @@ def raise_boom(value: int) -> None:
     raise Boom(f"boom {value}")
 
 
+class Blocker:
+    """A call that says it started, then blocks until ``released`` is set."""
+
+    def __init__(self, released: threading.Event) -> None:
+        self.released = released
+        self.started = threading.Semaphore(0)
+
+    def __call__(self, value: int) -> int:
+        self.started.release()
+        assert self.released.wait(10), "never released"
+        return value
+
+    async def started_calls(self, count: int) -> None:
+        for _ in range(count):
+            assert await asyncio.to_thread(self.started.acquire, True, 10)
+
+
 @pytest.fixture
 def released() -> Iterator[threading.Event]:
     """Set at the end of every test: no pool thread stays blocked on it."""
@@ -80,23 +97,16 @@ async def test_shutdown_cancels_calls_not_started_and_lets_running_ones_finish(
 ) -> None:
     size = 2
     pool = Threads(size, "handoff-shutdown")
-    started = threading.Semaphore(0)
-
-    def blocked(value: int) -> int:
-        started.release()
-        assert released.wait(10), "never released"
-        return value
-
+    blocked = Blocker(released)
     futures = [pool.submit(blocked, value) for value in range(size + 5)]
-    for _ in range(size):  # every thread is inside a call
-        assert await asyncio.to_thread(started.acquire, True, 10)
+    await blocked.started_calls(size)  # every thread is inside a call
     pool.shutdown()
     running, queued = futures[:size], futures[size:]
     assert all(future.cancelled() for future in queued)
     assert not any(future.done() for future in running)
     released.set()
     assert await asyncio.wait_for(asyncio.gather(*running), 10) == list(range(size))
-    assert not started.acquire(timeout=0.2)  # no queued call ran after all
+    assert not blocked.started.acquire(timeout=0.2)  # no queued call ran after all
     for thread in [t for t in threading.enumerate() if t.name.startswith("handoff-shutdown")]:
         await asyncio.to_thread(thread.join, 10)
         assert not thread.is_alive()  # each thread ended after its call
@@ -129,21 +139,14 @@ async def test_calls_that_block_each_get_a_thread_whether_sent_together_or_apart
     waits behind a blocked one while a thread sleeps."""
     size = 6
     pool = Threads(size, "handoff-wake")
-    started = threading.Semaphore(0)
-
-    def blocked(value: int) -> int:
-        started.release()
-        assert released.wait(10), "never released"
-        return value
-
+    blocked = Blocker(released)
     try:
         assert await asyncio.wait_for(pool.submit(square, 1), 10) == (1, 1)  # all asleep now
         futures = [pool.submit(blocked, value) for value in range(3)]  # in one burst
-        for _ in range(3):
-            assert await asyncio.to_thread(started.acquire, True, 10)
+        await blocked.started_calls(3)
         for value in range(3, size):  # one at a time, the others blocked meanwhile
             futures.append(pool.submit(blocked, value))
-            assert await asyncio.to_thread(started.acquire, True, 10)
+            await blocked.started_calls(1)
         extra = pool.submit(square, 9)  # every thread is inside a call: it waits
         assert not extra.done()
         released.set()
