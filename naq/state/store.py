@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -105,6 +106,8 @@ def _decode(client: Client, body: bytes, headers: Mapping[str, str] | None) -> R
     return dataclasses.replace(record, verified=client.signer.headers_valid(RESULT, body, headers))
 
 
+log = logging.getLogger(__name__)
+
 RECHECK = 30.0
 """Seconds between reads of the results still missing while waiting for them, for a
 record whose message was dropped without a reconnect (a subscriber too slow)."""
@@ -112,6 +115,12 @@ TICK = 1.0
 """Seconds between looks at the connection's reconnect count while waiting."""
 READ_CONCURRENCY = 64
 """Keys read at once when waiting for many results."""
+CONFIRM_FIRST = 0.001
+CONFIRM_MAX = 0.05
+CONFIRM_FOR = 1.0
+"""A record heard on its key is read back from the store at once, then again after
+``CONFIRM_FIRST`` seconds doubling up to ``CONFIRM_MAX``, for ``CONFIRM_FOR`` seconds at
+most (a write the stream refused is heard but never stored: the regular reads go on)."""
 
 
 def unpack(record: ResultRecord, allow_pickle: bool = True, signed: bool = False) -> Any:
@@ -218,10 +227,15 @@ async def iter_records(
 
     Waiting holds no consumer on the server. Storing a record publishes it on its
     key's subject, and a core subscription there hears it as the stream does: one id
-    subscribes to its own key, many to the whole bucket. Records stored before that
-    are found by reading the keys after subscribing. The keys still missing are read
-    again: a second later (a record routed to the stream just before the subscription
-    may still be on its way into the store at the first read), after each reconnect
+    subscribes to its own key, many to the whole bucket. What is heard is only the cue
+    to read the key: the message reaches subscribers while the stream stores it, not
+    after, and a write the stream refuses (its sequence guard: the record turned final
+    meanwhile) is heard all the same. So a record is returned only once read back from
+    the store: what a caller gets is what is kept, and a status read after it agrees.
+    Records stored before the subscription are found by reading the keys after
+    subscribing. The keys still missing are read again: a second later (a record
+    routed to the stream just before the subscription may still be on its way into
+    the store at the first read), after each reconnect
     (core delivery is at most once; nats-py sends the subscription again before the
     read), every ``RECHECK`` seconds (messages a slow subscriber dropped), and at the
     deadline, so a timeout is never declared over a record that is there.
@@ -232,36 +246,65 @@ async def iter_records(
     found: set[str] = set()
     landed: deque[ResultRecord] = deque()
     arrived = asyncio.Event()
+    heard: dict[str, float] = {}
+    """Keys whose final record was heard and not read back yet: when first heard."""
 
-    def offer(job_id: str, body: bytes, headers: Mapping[str, str] | None) -> None:
+    def offer(
+        job_id: str, body: bytes, headers: Mapping[str, str] | None, stored: bool = True
+    ) -> None:
         if job_id not in wanted or job_id in found or not body:
             return
         try:
             record = _decode(client, body, headers)
         except BadMessage:
             return
-        if record.final:  # retrying, interrupted: the outcome is yet to come
+        if not record.final:  # retrying, interrupted: the outcome is yet to come
+            return
+        if stored:
+            heard.pop(job_id, None)
             found.add(job_id)
             landed.append(record)
-            arrived.set()
+        else:
+            heard.setdefault(job_id, time.monotonic())
+        arrived.set()
 
     key_at = len(layout.kv_subject(layout.results_bucket, ""))
 
-    async def heard(msg: Msg) -> None:
-        offer(msg.subject[key_at:], msg.data, msg.headers)
+    async def hear(msg: Msg) -> None:
+        offer(msg.subject[key_at:], msg.data, msg.headers, stored=False)
+
+    async def confirm() -> None:
+        """Read back what was heard; keys not stored yet stay, for a while."""
+        try:
+            for job_id, body, headers in await _read_bodies(client, layout, set(heard)):
+                offer(job_id, body, headers)
+        except (nats.errors.Error, TimeoutError) as exc:  # reconnecting: read again soon
+            log.debug("reading back %d heard result(s): %r", len(heard), exc)
+        cutoff = time.monotonic() - CONFIRM_FOR
+        for job_id in [job_id for job_id, at in heard.items() if at < cutoff]:
+            del heard[job_id]
 
     one = next(iter(wanted)) if len(wanted) == 1 else ">"
     # The reads below go out after the SUB on the same connection, and the server
     # takes a connection's commands in order: whatever a read misses, the
     # subscription hears. No barrier round trip is needed.
-    sub = await client.nc.subscribe(layout.kv_subject(layout.results_bucket, one), cb=heard)
+    sub = await client.nc.subscribe(layout.kv_subject(layout.results_bucket, one), cb=hear)
     try:
         deadline = time.monotonic() + timeout
         read_at, reads = 0.0, 0
         reconnects = client.nc.stats["reconnects"]
+        confirm_at, confirm_wait = 0.0, CONFIRM_FIRST
         for _ in range(len(wanted)):
             while not landed:
                 now = time.monotonic()
+                if heard and now >= confirm_at:
+                    await confirm()
+                    if heard:  # heard before the store took it: read again soon
+                        confirm_at = time.monotonic() + confirm_wait
+                        confirm_wait = min(2 * confirm_wait, CONFIRM_MAX)
+                    else:
+                        confirm_at, confirm_wait = 0.0, CONFIRM_FIRST
+                    continue
                 late = now >= deadline
                 if late or now >= read_at or client.nc.stats["reconnects"] != reconnects:
                     reconnects = client.nc.stats["reconnects"]
@@ -288,8 +331,9 @@ async def iter_records(
                         )
                     continue
                 arrived.clear()
+                wake = min(deadline, read_at, now + TICK, confirm_at if heard else deadline)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(arrived.wait(), min(deadline, read_at, now + TICK) - now)
+                    await asyncio.wait_for(arrived.wait(), wake - now)
             yield landed.popleft()
     finally:
         with contextlib.suppress(nats.errors.Error):  # a closed connection dropped it already

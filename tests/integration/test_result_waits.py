@@ -21,7 +21,7 @@ from naq.executors.asyncio import AsyncioExecutor
 from naq.queue import Queue
 from naq.settings import Settings
 from naq.state import store as results
-from naq.state.record import ResultRecord
+from naq.state.record import ResultRecord, encode_result
 from naq.supervisor import Supervisor
 from naq.transport.connect import Client
 from naq.transport.server import EmbeddedServer, free_port
@@ -187,3 +187,41 @@ async def test_a_failed_read_is_tried_again_not_fatal(
     job = await queue.enqueue(jobs.add, 2, 3)
     assert await queue.fetch_result(job.job_id, timeout=WAIT) == 5
     assert failures == [1]
+
+
+async def test_a_record_heard_but_refused_by_the_store_is_not_returned(
+    nats_url: str, settings: Settings, first_read: asyncio.Event
+) -> None:
+    """Subscribers hear a write while the stream stores it, and hear it even when the
+    stream refuses it (its sequence guard fails: the record turned final meanwhile).
+    A wait returns only what it read back from the store, so a status read right
+    after agrees with the result."""
+    nc = await nats.connect(nats_url)
+    try:
+        client = Client(nc, settings)
+        layout = await client.layout(settings.namespace)
+        waiting = asyncio.create_task(
+            _payloads(results.iter_records(client, layout, ["guarded"], WAIT))
+        )
+        await asyncio.wait_for(first_read.wait(), WAIT)
+        refused = ResultRecord("guarded", "finished", "json", time.time(), payload=b"heard")
+        await nc.publish(
+            layout.kv_subject(layout.results_bucket, "guarded"),
+            encode_result(refused),
+            headers={"Nats-Expected-Last-Subject-Sequence": "999"},
+        )
+        await nc.flush()
+        assert await results.read_record(client, layout, "guarded") is None  # never stored
+        assert not waiting.done()
+        kept = ResultRecord("guarded", "failed", "json", time.time(), error="kept")
+        await results.store_result(client, layout, kept, 60)
+        assert await asyncio.wait_for(waiting, WAIT) == [b""]
+        stored = await results.read_record(client, layout, "guarded")
+        assert stored is not None
+        assert (stored.status, stored.error) == ("failed", "kept")
+    finally:
+        await nc.close()
+
+
+async def _payloads(records: Any) -> list[bytes]:
+    return [record.payload async for record in records]
