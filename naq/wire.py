@@ -14,6 +14,7 @@ record in the results KV has the same shape (``naq.state.record``).
 
 from __future__ import annotations
 
+import functools
 import json
 import json.encoder
 from collections.abc import Callable
@@ -105,11 +106,12 @@ def split_message(body: bytes) -> tuple[dict[str, Any], bytes]:
     return head, payload
 
 
-QUEUES_REMEMBERED = 1024
-_QUEUES_SEEN: set[str] = set()
-"""Queue names already found valid: a supervisor reads a few names many times, and
-the check is a regular expression per job otherwise. Bounded, so a producer sending
-many names costs a check each, not memory."""
+@functools.lru_cache(maxsize=1024)
+def _valid_queue(name: str) -> str:
+    """``validate_name`` for queue names, remembered: a supervisor reads a few names
+    many times, and the check is a regular expression per job otherwise. A failed
+    check raises and is not remembered; the cache is bounded."""
+    return validate_name("queue", name)
 
 
 def decode_job(body: bytes) -> tuple[JobMeta, bytes]:
@@ -133,10 +135,7 @@ def decode_job(body: bytes) -> tuple[JobMeta, bytes]:
         raise BadMessage("naq job metadata names no function")
     try:  # both become parts of subjects: a hostile producer must not pick them freely
         validate_job_id(meta.job_id)
-        if meta.queue not in _QUEUES_SEEN:
-            validate_name("queue", meta.queue)
-            if len(_QUEUES_SEEN) < QUEUES_REMEMBERED:
-                _QUEUES_SEEN.add(meta.queue)
+        _valid_queue(meta.queue)
     except ConfigurationError as exc:
         raise BadMessage(str(exc)) from None
     return meta, payload

@@ -307,16 +307,15 @@ async def _abandon_once_started(
     cancel is what the caller gets. Cancelled again while waiting, the child is
     abandoned when its start ends."""
     try:
-        await asyncio.shield(starting)
+        await asyncio.wait({starting})  # neither raises its failure nor cancels it
     except asyncio.CancelledError:
         starting.add_done_callback(lambda done: _abandon_started(done, process, sock))
         raise
-    except Exception:
-        log.warning(LATE_START_FAILED, exc_info=True)
-    _abandon(process, sock)
+    _abandon_started(starting, process, sock)
 
 
 def _abandon_started(done: asyncio.Future[None], process: BaseProcess, sock: socket.socket) -> None:
+    """Abandon the child of a finished start; its failure, if it failed, is logged."""
     if not done.cancelled() and done.exception() is not None:
         log.warning(LATE_START_FAILED, exc_info=done.exception())
     _abandon(process, sock)
@@ -358,10 +357,10 @@ class ProcessExecutor(Executor):
             self._ctx.set_forkserver_preload(preload)
         self._slots = [Slot(i) for i in range(concurrency)]
         self._ahead = settings.lookahead
-        self._busy = 0
-        """Calls given to all slots and not returned (the sum of their ``busy``)."""
         """Calls queued in each child behind the one it runs: the supervisor's look-ahead,
         kept where the next job starts without a round trip to the supervisor."""
+        self._busy = 0
+        """Calls given to all slots and not returned (the sum of their ``busy``)."""
         self._processes = threading.Lock()
         self._start_failures = 0
         self._retired: set[Child] = set()
@@ -569,12 +568,13 @@ class ProcessExecutor(Executor):
         """Take back every call queued on ``worker`` whose wait is over (``late``: the job
         before it is long, and another worker may be free); wake again for the next."""
         worker.late = None
-        now = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         for entry in list(worker.pending.values()):
             if entry.first.done():  # running, or next: its turn came
                 continue
             if entry.due > now:  # sent later than those before it: the rest are not due
-                worker.late = asyncio.get_running_loop().call_at(entry.due, self._sweep, worker)
+                worker.late = loop.call_at(entry.due, self._sweep, worker)
                 return
             worker.withdraw(entry, "late")
 

@@ -40,6 +40,8 @@ from naq.transport.retry import Rejected
 from naq.transport.streams import Page, page_back
 from naq.wire import BadMessage
 
+log = logging.getLogger(__name__)
+
 EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 """The header that makes a write conditional on the key's last sequence (0: none)."""
 GUARDED_ATTEMPTS = 50
@@ -105,8 +107,6 @@ def _decode(client: Client, body: bytes, headers: Mapping[str, str] | None) -> R
         return record
     return dataclasses.replace(record, verified=client.signer.headers_valid(RESULT, body, headers))
 
-
-log = logging.getLogger(__name__)
 
 RECHECK = 30.0
 """Seconds between reads of the results still missing while waiting for them, for a

@@ -301,7 +301,6 @@ async def test_a_restart_storm_breaks_the_executor() -> None:
 # what heartbeats report
 
 
-@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling classes")
 async def test_children_are_batch_tasks_and_the_supervisor_is_not(gate: Gate) -> None:
     """A write to a child must not hand it the supervisor's CPU (see child._batch_class)."""
     async with process_executor(gate) as ex:
